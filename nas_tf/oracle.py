@@ -1,0 +1,347 @@
+"""`NASRLOracle`: the controller and REINFORCE as a Keras Tuner oracle.
+
+Written the way Keras Tuner's own oracles are: `populate_space` returns the
+controller's next sample, completed trials feed REINFORCE (through
+`score_trial`, inside the synchronized `end_trial`), and everything the search
+has learned is part of the oracle's saved state:
+
+* `oracle.json` (written atomically) holds Keras Tuner's state plus the
+  baseline, the pending rewards, the sampling RNG and the trials already
+  rewarded;
+* `nasrl_controller_<n>.npz` beside it holds the controller's weights and
+  Adam's slots after update n.
+
+A search resumed with `overwrite=False` therefore continues exactly: the next
+samples equal those of an uninterrupted run with the same seed. If the
+checkpoint is missing, the controller is rebuilt by replaying the recorded
+(architecture, reward) history, which gives the same weights.
+"""
+
+import json
+import math
+import os
+import tempfile
+import warnings
+from typing import Callable, Optional, Union
+
+import keras_tuner
+import numpy as np
+from keras_tuner.engine import trial as trial_module
+
+from nas_tf import controller as controller_lib
+from nas_tf import hp_space
+from nas_tf import reinforce as reinforce_lib
+from nas_tf import space as space_lib
+
+_CHECKPOINT = "nasrl_controller_{:06d}.npz"
+
+
+def _atomic_write(path: str, write):
+    directory = os.path.dirname(path) or "."
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp_", suffix=os.path.basename(path))
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+class NASRLOracle(keras_tuner.Oracle):
+    """Neural Architecture Search with Reinforcement Learning as an oracle.
+
+    Every tunable hyperparameter of the HyperModel is one controller decision;
+    groups declared with `nas_tf.anchor` are sampled with anchor attention.
+
+    Args:
+      objective, max_trials, hyperparameters, allow_new_entries,
+      tune_new_entries, seed, max_retries_per_trial,
+      max_consecutive_failed_trials: as for `keras_tuner.Oracle`.
+      space: optional nas_tf `Space` to search; it is turned into the oracle's
+        hyperparameters (its depth, if any, becomes the `depth` entry).
+      controller_config: a `ControllerConfig` (paper defaults).
+      reinforce_config: a `ReinforceConfig` (paper defaults).
+      reward: how a completed trial becomes a reward: "identity" (the score,
+        negated for objectives to minimise), "cifar10" (max of the objective
+        over the last 5 reported steps, cubed), "ptb" (80 / score^2), or a
+        callable taking the `Trial`.
+      depth_schedule: callable from the number of trials started so far to
+        the depth of the next network (e.g. a `DepthCurriculum`); defaults to
+        the deepest the space allows.
+      reuse_rewards: if True (default), an architecture that was already
+        trained is not trained again: its recorded reward goes straight to
+        REINFORCE and the controller samples again (up to `max_resamples`
+        times per trial). False re-trains duplicates, as the paper does.
+      max_resamples: bound on resampling per trial before the oracle gives
+        up on finding an untried architecture and stops the search.
+    """
+
+    def __init__(
+        self,
+        objective=None,
+        max_trials=None,
+        hyperparameters=None,
+        allow_new_entries=True,
+        tune_new_entries=True,
+        seed=None,
+        max_retries_per_trial=0,
+        max_consecutive_failed_trials=3,
+        space: Optional[space_lib.Space] = None,
+        controller_config: Optional[controller_lib.ControllerConfig] = None,
+        reinforce_config: Optional[reinforce_lib.ReinforceConfig] = None,
+        reward: Union[str, Callable] = "identity",
+        depth_schedule: Optional[Callable[[int], int]] = None,
+        reuse_rewards: bool = True,
+        max_resamples: int = 100,
+    ):
+        if space is not None:
+            if hyperparameters is not None:
+                raise ValueError("Pass either `space` or `hyperparameters`, not both.")
+            hyperparameters = hp_space.space_to_hyperparameters(space)
+        if not (callable(reward) or reward in reinforce_lib.REWARDS):
+            raise ValueError(
+                f"Unknown reward {reward!r}; use one of {sorted(reinforce_lib.REWARDS)} "
+                "or a callable taking the Trial."
+            )
+        super().__init__(
+            objective=objective,
+            max_trials=max_trials,
+            hyperparameters=hyperparameters,
+            allow_new_entries=allow_new_entries,
+            tune_new_entries=tune_new_entries,
+            seed=seed,
+            max_retries_per_trial=max_retries_per_trial,
+            max_consecutive_failed_trials=max_consecutive_failed_trials,
+        )
+        self.controller_config = controller_config or controller_lib.ControllerConfig()
+        self.reinforce_config = reinforce_config or reinforce_lib.ReinforceConfig()
+        self.reward = reward
+        self.depth_schedule = depth_schedule
+        self.reuse_rewards = reuse_rewards
+        self.max_resamples = max_resamples
+        # Built lazily: Keras Tuner workers construct the oracle only to proxy it.
+        self._learner: Optional[reinforce_lib.Reinforce] = None
+        self._space_config = None
+        self._fixed = {}
+        self._rewarded = set()
+        self._known_rewards = {}
+        self._saved_update = None
+
+    # -- the controller ------------------------------------------------------------
+
+    @property
+    def controller(self) -> controller_lib.Controller:
+        return self._ensure_learner().controller
+
+    @property
+    def learner(self) -> reinforce_lib.Reinforce:
+        return self._ensure_learner()
+
+    def _ensure_learner(self) -> reinforce_lib.Reinforce:
+        """Builds the controller, or grows it when new hyperparameters appeared."""
+        space, fixed = hp_space.space_from_hyperparameters(self.hyperparameters)
+        self._fixed = fixed
+        config = space.to_config()
+        if self._learner is None:
+            controller = controller_lib.Controller(space, self.controller_config, seed=self.seed)
+            self._learner = reinforce_lib.Reinforce(controller, self.reinforce_config)
+        elif config != self._space_config:
+            self._learner.controller.set_space(space)
+            self._learner.refresh()
+        self._space_config = config
+        return self._learner
+
+    def _depth(self) -> Optional[int]:
+        space = self._learner.controller.space
+        if not space.uses_depth:
+            return None
+        if self.depth_schedule is None:
+            return space.max_depth
+        return min(int(self.depth_schedule(len(self.start_order))), space.max_depth)
+
+    # -- Keras Tuner hooks ------------------------------------------------------------
+
+    def populate_space(self, trial_id):
+        learner = self._ensure_learner()
+        space = learner.controller.space
+        if not space.decisions:
+            # Nothing to decide yet (the HyperModel declares its entries later).
+            return {"status": trial_module.TrialStatus.RUNNING, "values": dict(self._fixed)}
+        depth = self._depth()
+        for _ in range(self.max_resamples + 1):
+            arch = learner.controller.sample(1, depth=depth)[0]
+            values = hp_space.architecture_to_values(space, arch, self._fixed)
+            key = self._compute_values_hash(values)
+            if not self._duplicate(values) or not self.reuse_rewards:
+                return {"status": trial_module.TrialStatus.RUNNING, "values": values}
+            if key in self._known_rewards:
+                # Already trained: its reward is known, so learn from it for free.
+                learner.add(arch, self._known_rewards[key])
+        warnings.warn(
+            f"NASRLOracle: {self.max_resamples} samples in a row were already tried; "
+            "the controller has converged or the space is exhausted. Stopping."
+        )
+        return {"status": trial_module.TrialStatus.STOPPED, "values": None}
+
+    def score_trial(self, trial):
+        """Scores a completed trial and feeds its reward to REINFORCE.
+
+        Non-finite scores become NaN, which Keras Tuner treats as an invalid
+        trial: never a reward, never the best, and counted as a failure.
+        """
+        super().score_trial(trial)
+        if trial.score is None or not math.isfinite(trial.score):
+            trial.score = float("nan")
+            return
+        self._feed(trial)
+
+    def _feed(self, trial):
+        if trial.trial_id in self._rewarded:
+            return
+        learner = self._ensure_learner()
+        space = learner.controller.space
+        try:
+            arch = hp_space.values_to_architecture(space, trial.hyperparameters.values)
+        except space_lib.ArchitectureError as e:
+            warnings.warn(f"Trial {trial.trial_id} is not a point of the search space ({e}); "
+                          "its score is not used as a reward.")
+            return
+        reward = self._reward_of(trial)
+        if not math.isfinite(reward):
+            return
+        self._rewarded.add(trial.trial_id)
+        self._known_rewards[self._compute_values_hash(
+            hp_space.architecture_to_values(space, arch, self._fixed))] = reward
+        learner.add(arch, reward)
+
+    def _reward_of(self, trial) -> float:
+        if callable(self.reward):
+            return float(self.reward(trial))
+        score = float(trial.score)
+        if self.reward == "identity":
+            return score if self.objective.direction == "max" else -score
+        if self.reward == "ptb":
+            return reinforce_lib.ptb_reward(score)
+        history = trial.metrics.get_history(self.objective.name)
+        return reinforce_lib.cifar10_reward([obs.value[0] for obs in history] or [score])
+
+    # -- state -----------------------------------------------------------------------
+
+    def get_state(self):
+        state = super().get_state()
+        if self._learner is not None:
+            state["nasrl"] = {
+                "learner": self._learner.get_state(),
+                "rng": self._learner.controller.get_rng_state().tolist(),
+                "checkpoint": _CHECKPOINT.format(self._learner.num_updates),
+                "rewarded": sorted(self._rewarded),
+                "known_rewards": self._known_rewards,
+            }
+        return state
+
+    def set_state(self, state):
+        super().set_state(state)
+        self._learner = None
+        self._rewarded = set()
+        self._known_rewards = {}
+        nasrl = state.get("nasrl")
+        if nasrl is None:
+            return
+        learner = self._ensure_learner()
+        path = os.path.join(self._project_dir, nasrl["checkpoint"])
+        try:
+            with np.load(path) as f:
+                arrays = {k: f[k] for k in f.files}
+        except (OSError, ValueError, KeyError) as e:
+            warnings.warn(f"Controller checkpoint {path} unreadable ({e}); "
+                          "rebuilding the controller from the trial history.")
+            self._replay_history()
+        else:
+            learner.set_state(nasrl["learner"], arrays)
+            self._rewarded = set(nasrl["rewarded"])
+            self._known_rewards = dict(nasrl["known_rewards"])
+        learner.controller.set_rng_state(nasrl["rng"])
+        self._saved_update = learner.num_updates
+        # A kill between a trial's completion and the oracle's save: feed what is missing.
+        for trial_id in self.end_order:
+            trial = self.trials.get(trial_id)
+            if trial is not None and trial.status == trial_module.TrialStatus.COMPLETED:
+                self._feed(trial)
+
+    def _replay_history(self):
+        """Recovers the controller from (architecture, reward) history (PyGlove-style)."""
+        self._learner = None
+        self._ensure_learner()
+        for trial_id in self.end_order:
+            trial = self.trials.get(trial_id)
+            if trial is not None and trial.status == trial_module.TrialStatus.COMPLETED:
+                self._feed(trial)
+
+    def save(self):
+        """Writes the controller checkpoint (when it changed), then oracle.json, atomically."""
+        learner = self._learner
+        if learner is not None and learner.num_updates != self._saved_update:
+            path = os.path.join(self._project_dir, _CHECKPOINT.format(learner.num_updates))
+            arrays = learner.get_arrays()
+            _atomic_write(path, lambda f: np.savez(f, **arrays))
+            if self._saved_update is not None:
+                old = os.path.join(self._project_dir, _CHECKPOINT.format(self._saved_update))
+                if os.path.exists(old):
+                    os.remove(old)
+            self._saved_update = learner.num_updates
+        text = json.dumps(self.get_state())
+        _atomic_write(self._get_oracle_fname(), lambda f: f.write(text.encode("utf-8")))
+
+
+class NASRL(keras_tuner.Tuner):
+    """Keras Tuner tuner driven by `NASRLOracle`.
+
+    Args:
+      hypermodel: a `HyperModel` or a build function.
+      objective, max_trials, seed, hyperparameters, tune_new_entries,
+      allow_new_entries, max_retries_per_trial, max_consecutive_failed_trials:
+        as for Keras Tuner's tuners.
+      **kwargs: `NASRLOracle` options (`space`, `controller_config`,
+        `reinforce_config`, `reward`, `depth_schedule`, `reuse_rewards`,
+        `max_resamples`) and `keras_tuner.Tuner` options (`directory`,
+        `project_name`, `overwrite`, ...).
+    """
+
+    _ORACLE_ARGS = (
+        "space",
+        "controller_config",
+        "reinforce_config",
+        "reward",
+        "depth_schedule",
+        "reuse_rewards",
+        "max_resamples",
+    )
+
+    def __init__(
+        self,
+        hypermodel=None,
+        objective=None,
+        max_trials=10,
+        seed=None,
+        hyperparameters=None,
+        tune_new_entries=True,
+        allow_new_entries=True,
+        max_retries_per_trial=0,
+        max_consecutive_failed_trials=3,
+        **kwargs,
+    ):
+        oracle_kwargs = {k: kwargs.pop(k) for k in self._ORACLE_ARGS if k in kwargs}
+        oracle = NASRLOracle(
+            objective=objective,
+            max_trials=max_trials,
+            seed=seed,
+            hyperparameters=hyperparameters,
+            tune_new_entries=tune_new_entries,
+            allow_new_entries=allow_new_entries,
+            max_retries_per_trial=max_retries_per_trial,
+            max_consecutive_failed_trials=max_consecutive_failed_trials,
+            **oracle_kwargs,
+        )
+        super().__init__(oracle, hypermodel, **kwargs)
