@@ -1,0 +1,172 @@
+"""Controller maths checked against an independent numpy evaluation."""
+
+import math
+
+import numpy as np
+import pytest
+
+from conftest import conditional_space, layered_space
+from nas_tf import controller as controller_lib
+from nas_tf import space as space_lib
+from nas_tf.controller import Controller, ControllerConfig
+
+
+def _sigmoid(x):
+    return 1.0 / (1.0 + np.exp(-x))
+
+
+def _lstm(x, h, c, w, prefix):
+    z = x @ w[prefix + "/kernel"] + h @ w[prefix + "/recurrent_kernel"] + w[prefix + "/bias"]
+    i, f, g, o = np.split(z, 4)
+    c = _sigmoid(f) * c + _sigmoid(i) * np.tanh(g)
+    return _sigmoid(o) * np.tanh(c), c
+
+
+def numpy_rollout(controller, arch):
+    """Log-prob, entropy and per-decision probabilities of `arch`, in float64 numpy."""
+    w = {k: v.astype(np.float64) for k, v in controller.get_weights().items()}
+    space, units = controller.space, controller.config.units
+    layers = controller.config.num_layers
+    h, c = [np.zeros(units)] * layers, [np.zeros(units)] * layers
+    x = w["go/kernel"][0]
+    log_prob, entropy, probs, anchors, seen = 0.0, 0.0, {}, {}, {}
+    for d in space.decisions:
+        if not space.is_active(d, seen, arch.depth):
+            continue
+        for l in range(layers):
+            h[l], c[l] = _lstm(x, h[l], c[l], w, f"lstm_{l}")
+            x = h[l]
+        out = x
+        if isinstance(d, space_lib.Anchor):
+            bits = arch[d.name]
+            query = out @ w["attention_curr/kernel"]
+            p_on, chosen = [], []
+            for src, bit in zip(d.sources, bits):
+                if src not in anchors:
+                    p_on.append(None)
+                    continue
+                # Zoph & Le 2017, sec. 3.3: sigmoid(v^T tanh(W_prev h_j + W_curr h_i)).
+                logit = np.tanh(anchors[src] @ w["attention_prev/kernel"] + query) @ w[
+                    "attention_v/kernel"
+                ]
+                p = _sigmoid(logit[0])
+                p_on.append(p)
+                log_prob += math.log(p if bit else 1.0 - p)
+                entropy += -(p * math.log(p) + (1 - p) * math.log(1 - p))
+                if bit:
+                    chosen.append(anchors[src])
+            probs[d.name] = p_on
+            x = np.mean(chosen, axis=0) if chosen else np.zeros(units)
+            anchors[d.name] = out
+        else:
+            slug = controller_lib._slug(d.kind)
+            logits = out @ w[f"head_{slug}/kernel"] + w[f"head_{slug}/bias"]
+            p = np.exp(logits - logits.max())
+            p /= p.sum()
+            k = d.index(arch[d.name])
+            log_prob += math.log(p[k])
+            entropy += -float(np.sum(p * np.log(p)))
+            probs[d.name] = p
+            x = w[f"embed_{slug}/embeddings"][k]
+            seen[d.name] = arch[d.name]
+    return log_prob, entropy, probs
+
+
+@pytest.mark.parametrize("make_space, depth", [(layered_space, 3), (layered_space, 4), (conditional_space, None)])
+def test_log_prob_and_entropy_match_numpy(make_space, depth):
+    controller = Controller(make_space(), seed=7)
+    archs = controller.sample(6, depth=depth)
+    log_prob, entropy = controller.log_prob_and_entropy(archs)
+    for arch, lp, ent in zip(archs, log_prob, entropy):
+        np_lp, np_ent, _ = numpy_rollout(controller, arch)
+        assert lp == pytest.approx(np_lp, abs=1e-4)
+        assert ent == pytest.approx(np_ent, abs=1e-4)
+
+
+def test_anchor_probabilities_match_the_formula():
+    controller = Controller(layered_space(depth=4), seed=11)
+    archs = controller.sample(4, depth=4)
+    for arch, probs in zip(archs, controller.probabilities(archs)):
+        _, _, np_probs = numpy_rollout(controller, arch)
+        for i in range(1, 4):
+            name = f"layer_{i}/anchor"
+            np.testing.assert_allclose(probs[name], np_probs[name], atol=1e-5)
+            assert probs[name].shape == (i,)
+
+
+def test_zero_logits_give_entropy_sum_log_n():
+    space = conditional_space()
+    controller = Controller(space, seed=1)
+    for layer in controller.layers:
+        if layer.name.startswith("head_") or layer.name == "attention_v":
+            for v in layer.trainable_variables:
+                v.assign(np.zeros(v.shape))
+    dense = space_lib.Architecture(
+        {"model": "dense", "units": 8, "rate": 0.2, "a0": (), "a1": (1,), "a2": (0, 1)}
+    )
+    linear = space_lib.Architecture({"model": "linear", "rate": 0.1, "a0": (), "a2": (1, 0)})
+    log_prob, entropy = controller.log_prob_and_entropy([dense, linear])
+    # dense: model(2), units(3), rate(2), a1 (1 bit), a2 (2 bits); linear: no units, a2 one live bit.
+    expected_dense = math.log(2) + math.log(3) + math.log(2) + 3 * math.log(2)
+    expected_linear = math.log(2) + math.log(2) + 1 * math.log(2)
+    np.testing.assert_allclose(entropy, [expected_dense, expected_linear], rtol=1e-6)
+    np.testing.assert_allclose(log_prob, [-expected_dense, -expected_linear], rtol=1e-6)
+
+
+def test_sampling_is_batched_seeded_and_respects_depth():
+    space = layered_space(depth=5)
+    a = Controller(space, seed=5).sample(8, depth=3)
+    b = Controller(space, seed=5).sample(8, depth=3)
+    assert a == b and len(a) == 8
+    assert all(arch.depth == 3 and "layer_3/size" not in arch.values for arch in a)
+    assert len(set(x.to_json() for x in a)) > 1
+    deepest = Controller(space, seed=5).sample(2)
+    assert all(arch.depth == 5 for arch in deepest)
+
+
+def test_paper_defaults_and_initialisation_range():
+    config = ControllerConfig()
+    assert (config.units, config.num_layers, config.init_range) == (35, 2, 0.08)
+    controller = Controller(layered_space(), config, seed=0)
+    for name, value in controller.get_weights().items():
+        assert np.abs(value).max() <= 0.08, name
+
+
+def test_growing_the_space_keeps_learned_weights():
+    small = layered_space(depth=2)
+    controller = Controller(small, seed=2)
+    before = controller.get_weights()
+    grown = space_lib.Space(small.decisions + (space_lib.Categorical("extra", ("a", "b", "c")),))
+    controller.set_space(grown)
+    after = controller.get_weights()
+    assert set(before) < set(after)
+    for name, value in before.items():
+        np.testing.assert_array_equal(after[name], value)
+    assert "extra" in controller.sample(1)[0].values
+
+
+def test_temperature_and_tanh_clipping_shape_the_logits():
+    space = space_lib.Space((space_lib.Categorical("x", tuple(range(5))),))
+    plain = Controller(space, seed=4)
+    hot = Controller(space, ControllerConfig(temperature=5.0), seed=4)
+    clipped = Controller(space, ControllerConfig(tanh_constant=0.01), seed=4)
+    arch = [space_lib.Architecture({"x": 0})]
+    for c in (plain, hot, clipped):
+        head = [l for l in c.layers if l.name.startswith("head_")][0]
+        head.kernel.assign(np.zeros(head.kernel.shape))
+        head.bias.assign(np.arange(5, dtype=np.float32))
+    _, ent_plain = plain.log_prob_and_entropy(arch)
+    _, ent_hot = hot.log_prob_and_entropy(arch)
+    _, ent_clipped = clipped.log_prob_and_entropy(arch)
+    assert ent_plain[0] < ent_hot[0] < ent_clipped[0] <= math.log(5) + 1e-6
+    with pytest.raises(ValueError, match="temperature"):
+        ControllerConfig(temperature=0.0)
+
+
+def test_weights_checkpoint_errors_are_clear():
+    controller = Controller(layered_space(depth=2), seed=0)
+    with pytest.raises(ValueError, match="lacks"):
+        controller.set_weights({"nope/kernel": np.zeros(3)})
+    name = "go/kernel"
+    with pytest.raises(ValueError, match="shape"):
+        controller.set_weights({name: np.zeros((2, 2))})
