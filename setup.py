@@ -23,6 +23,8 @@ setuptools.setup(
         "numpy>=1.23",
         # Embedded offline datasets (handwritten digits) ship with scikit-learn.
         "scikit-learn>=1.2",
+        # Keras Tuner imports tensorboard in every trial (hparams logging).
+        "tensorboard>=2.16",
         # Keras Tuner's chief/worker mode talks gRPC.
         "grpcio>=1.50",
     ],

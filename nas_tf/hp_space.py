@@ -18,6 +18,7 @@ The reserved hyperparameter `depth` carries the network depth of spaces with
 controller.
 """
 
+import math
 from typing import Dict, List, Mapping, Optional, Sequence
 
 import keras_tuner
@@ -68,16 +69,30 @@ def anchor(hp: keras_tuner.HyperParameters, name: str, sources: Sequence[str]) -
 
 
 def _grid(hp) -> tuple:
-    if isinstance(hp, keras_tuner.engine.hyperparameters.Boolean):
+    types = keras_tuner.engine.hyperparameters
+    if isinstance(hp, types.Boolean):
         return (False, True)
-    values = list(hp.values)
-    if isinstance(hp, keras_tuner.engine.hyperparameters.Choice):
-        return tuple(values)
-    return tuple(sorted(set(values)))
+    if isinstance(hp, types.Choice):
+        return tuple(hp.values)
+    if isinstance(hp, types.Float) and hp.step and hp.sampling == "linear":
+        # Keras Tuner's own grid loses the end point to rounding (0.3 // 0.1 == 2);
+        # count the steps with a tolerance and round away the float noise.
+        n = int(math.floor((hp.max_value - hp.min_value) / hp.step + 1e-9)) + 1
+        return tuple(round(hp.min_value + i * hp.step, 12) for i in range(n))
+    return tuple(sorted(set(hp.values)))
 
 
-def space_from_hyperparameters(hps: keras_tuner.HyperParameters, name="hyperparameters"):
+def space_from_hyperparameters(
+    hps: keras_tuner.HyperParameters, name="hyperparameters", kinds: Optional[Mapping] = None
+):
     """Builds the controller's `Space` from a Keras Tuner search space.
+
+    Args:
+      hps: the Keras Tuner search space.
+      name: the name of the resulting space.
+      kinds: optional decision name -> kind, for decisions that share the
+        controller's embedding and head (Keras Tuner has no such notion; by
+        default every hyperparameter is its own kind).
 
     Returns:
       (space, fixed): the `Space`, and the values of `hp.Fixed` entries (anchor
@@ -126,7 +141,9 @@ def space_from_hyperparameters(hps: keras_tuner.HyperParameters, name="hyperpara
             continue
         if _SOURCE in hp.name:
             continue  # A bit of an anchor declared above.
-        decision = space_lib.Categorical(hp.name, _grid(hp), **common)
+        decision = space_lib.Categorical(
+            hp.name, _grid(hp), kind=(kinds or {}).get(hp.name, ""), **common
+        )
         decisions.append(decision)
         known[hp.name] = decision
     space = space_lib.Space(tuple(decisions), name=name)

@@ -74,8 +74,11 @@ class NASRLOracle(keras_tuner.Oracle):
         trained is not trained again: its recorded reward goes straight to
         REINFORCE and the controller samples again (up to `max_resamples`
         times per trial). False re-trains duplicates, as the paper does.
-      max_resamples: bound on resampling per trial before the oracle gives
-        up on finding an untried architecture and stops the search.
+      max_resamples: how many times per trial the controller may resample
+        an already-trained architecture; after that the oracle changes
+        random decisions of the last sample until it is untried (exploring
+        next to a converged policy), and stops only if the space looks
+        exhausted.
     """
 
     def __init__(
@@ -94,12 +97,15 @@ class NASRLOracle(keras_tuner.Oracle):
         reward: Union[str, Callable] = "identity",
         depth_schedule: Optional[Callable[[int], int]] = None,
         reuse_rewards: bool = True,
-        max_resamples: int = 100,
+        max_resamples: int = 50,
     ):
+        self._space_name, self._kinds = "hyperparameters", {}
         if space is not None:
             if hyperparameters is not None:
                 raise ValueError("Pass either `space` or `hyperparameters`, not both.")
             hyperparameters = hp_space.space_to_hyperparameters(space)
+            self._space_name = space.name
+            self._kinds = {d.name: d.kind for d in space.decisions}
         if not (callable(reward) or reward in reinforce_lib.REWARDS):
             raise ValueError(
                 f"Unknown reward {reward!r}; use one of {sorted(reinforce_lib.REWARDS)} "
@@ -124,6 +130,7 @@ class NASRLOracle(keras_tuner.Oracle):
         # Built lazily: Keras Tuner workers construct the oracle only to proxy it.
         self._learner: Optional[reinforce_lib.Reinforce] = None
         self._space_config = None
+        self._space_size = None
         self._fixed = {}
         self._rewarded = set()
         self._known_rewards = {}
@@ -141,9 +148,15 @@ class NASRLOracle(keras_tuner.Oracle):
 
     def _ensure_learner(self) -> reinforce_lib.Reinforce:
         """Builds the controller, or grows it when new hyperparameters appeared."""
-        space, fixed = hp_space.space_from_hyperparameters(self.hyperparameters)
+        size = len(self.hyperparameters.space)
+        if self._learner is not None and size == self._space_size:
+            return self._learner
+        space, fixed = hp_space.space_from_hyperparameters(
+            self.hyperparameters, self._space_name, self._kinds
+        )
         self._fixed = fixed
         config = space.to_config()
+        self._space_size = size
         if self._learner is None:
             controller = controller_lib.Controller(space, self.controller_config, seed=self.seed)
             self._learner = reinforce_lib.Reinforce(controller, self.reinforce_config)
@@ -173,17 +186,51 @@ class NASRLOracle(keras_tuner.Oracle):
         for _ in range(self.max_resamples + 1):
             arch = learner.controller.sample(1, depth=depth)[0]
             values = hp_space.architecture_to_values(space, arch, self._fixed)
-            key = self._compute_values_hash(values)
-            if not self._duplicate(values) or not self.reuse_rewards:
+            if not self.reuse_rewards or not self._duplicate(values):
                 return {"status": trial_module.TrialStatus.RUNNING, "values": values}
-            if key in self._known_rewards:
+            known = self._known_rewards.get(self._compute_values_hash(values))
+            if known is not None:
                 # Already trained: its reward is known, so learn from it for free.
-                learner.add(arch, self._known_rewards[key])
+                learner.add(arch, known)
+        # The policy keeps proposing what was tried: explore next to its last sample.
+        values = self._mutate_until_new(space, arch)
+        if values is None:
+            return {"status": trial_module.TrialStatus.STOPPED, "values": None}
+        return {"status": trial_module.TrialStatus.RUNNING, "values": values}
+
+    def _mutate_until_new(self, space, arch):
+        """Changes random decisions of `arch` until it is untried (None if hopeless).
+
+        The random stream is derived from the seed and the trial count, so a
+        resumed search makes the same moves without saving extra state.
+        """
+        rng = np.random.default_rng([self.seed, len(self.start_order)])
+        values = dict(arch.values)
+        for _ in range(self.max_resamples * 10):
+            d = space.decisions[rng.integers(len(space.decisions))]
+            if d.name not in values:
+                continue
+            if isinstance(d, space_lib.Anchor):
+                if not d.sources:
+                    continue
+                bits = list(values[d.name])
+                j = rng.integers(len(bits))
+                bits[j] = 1 - bits[j]
+                values[d.name] = tuple(bits)
+            else:
+                values[d.name] = d.values[rng.integers(d.num_choices)]
+            try:
+                candidate = space.validate(space_lib.Architecture(values, arch.depth))
+            except space_lib.ArchitectureError:
+                continue  # e.g. a flag on a source that is inactive
+            out = hp_space.architecture_to_values(space, candidate, self._fixed)
+            if not self._duplicate(out):
+                return out
         warnings.warn(
-            f"NASRLOracle: {self.max_resamples} samples in a row were already tried; "
-            "the controller has converged or the space is exhausted. Stopping."
+            "NASRLOracle: no untried architecture found near the controller's samples; "
+            "the space looks exhausted. Stopping."
         )
-        return {"status": trial_module.TrialStatus.STOPPED, "values": None}
+        return None
 
     def score_trial(self, trial):
         """Scores a completed trial and feeds its reward to REINFORCE.
@@ -243,6 +290,14 @@ class NASRLOracle(keras_tuner.Oracle):
 
     def set_state(self, state):
         super().set_state(state)
+        # Keras Tuner saves oracle.json inside `end_trial` before it forgets the
+        # trial as ongoing, so a reload would re-run the last finished trial;
+        # its own trial.json already says it is done.
+        self.ongoing_trials = {
+            tuner_id: trial
+            for tuner_id, trial in self.ongoing_trials.items()
+            if trial.status == trial_module.TrialStatus.RUNNING
+        }
         self._learner = None
         self._rewarded = set()
         self._known_rewards = {}

@@ -1,0 +1,265 @@
+"""NASRLOracle and the NASRL tuner inside real Keras Tuner searches."""
+
+import json
+import math
+import os
+import shutil
+
+import keras
+import keras_tuner as kt
+import numpy as np
+import pytest
+
+import nas_tf
+from conftest import layered_space
+from nas_tf import hp_space
+from nas_tf import space as space_lib
+
+
+def _space_hps():
+    hps = kt.HyperParameters()
+    hps.Choice("act", ["relu", "tanh"])
+    hps.Int("units", 2, 8, step=2)
+    hps.Boolean("bias")
+    with hps.conditional_scope("bias", [True]):
+        hps.Float("init", 0.0, 0.3, step=0.1)
+    hps.Fixed("epochs", 1)
+    nas_tf.anchor(hps, "l0", [])
+    nas_tf.anchor(hps, "l1", ["l0"])
+    nas_tf.anchor(hps, "l2", ["l0", "l1"])
+    return hps
+
+
+def _score(values):
+    """A synthetic objective that prefers many units, tanh, and skip connections."""
+    skips = sum(int(v) for k, v in values.items() if "@anchor:" in k)
+    return values["units"] + (values["act"] == "tanh") + skips + values.get("init", 0.0)
+
+
+def _oracle(directory, seed=7, **kwargs):
+    kwargs.setdefault("reinforce_config", nas_tf.ReinforceConfig(batch_size=3, learning_rate=0.05))
+    oracle = nas_tf.NASRLOracle(
+        objective=kt.Objective("score", "max"),
+        max_trials=200,
+        hyperparameters=_space_hps(),
+        seed=seed,
+        **kwargs,
+    )
+    oracle._set_project_dir(str(directory), "project")
+    oracle.verbose = 0
+    return oracle
+
+
+def _drive(oracle, num, score=_score):
+    """Runs `num` trials through the Oracle API; returns their values."""
+    out = []
+    for _ in range(num):
+        trial = oracle.create_trial("tuner0")
+        if trial.status == "STOPPED":
+            break
+        values = dict(trial.hyperparameters.values)
+        value = score(values)
+        oracle.update_trial(trial.trial_id, {"score": value})
+        trial.status = "COMPLETED"
+        oracle.end_trial(trial)
+        out.append(values)
+    return out
+
+
+def test_hyperparameters_map_onto_decisions_and_back():
+    space, fixed = hp_space.space_from_hyperparameters(_space_hps())
+    assert space["units"].values == (2, 4, 6, 8)
+    assert space["init"].values == pytest.approx((0.0, 0.1, 0.2, 0.3))
+    assert space["init"].when == (space_lib.When("bias", (True,)),)
+    assert space["bias"].values == (False, True)
+    assert isinstance(space["l2"], space_lib.Anchor) and space["l2"].sources == ("l0", "l1")
+    assert "epochs" not in space.names and fixed["epochs"] == 1
+    controller = nas_tf.Controller(space, seed=0)
+    for arch in controller.sample(10):
+        values = hp_space.architecture_to_values(space, arch, fixed)
+        assert values["epochs"] == 1
+        assert hp_space.values_to_architecture(space, values) == arch
+    # A nas_tf space with depth survives the trip through hyperparameters.
+    deep = layered_space(depth=3)
+    kinds = {d.name: d.kind for d in deep.decisions}
+    hps = hp_space.space_to_hyperparameters(deep)
+    back, _ = hp_space.space_from_hyperparameters(hps, name=deep.name, kinds=kinds)
+    assert back == deep
+
+
+def test_oracle_learns_and_never_proposes_a_trained_architecture_twice(tmp_path):
+    oracle = _oracle(tmp_path)
+    values = _drive(oracle, 60)
+    keys = [json.dumps(v, sort_keys=True) for v in values]
+    assert len(set(keys)) == len(keys)
+    assert oracle.learner.num_updates >= 20
+    space, fixed = oracle.controller.space, oracle._fixed
+
+    def policy_score(controller):
+        archs = controller.sample(100)
+        return np.mean([_score(hp_space.architecture_to_values(space, a, fixed)) for a in archs])
+
+    assert policy_score(oracle.controller) > policy_score(nas_tf.Controller(space, seed=7)) + 1.0
+    assert all(isinstance(v, (bool, int, float, str)) for vals in values for v in vals.values())
+
+
+def test_resume_continues_exactly(tmp_path):
+    straight = _oracle(tmp_path / "a")
+    _drive(straight, 20)
+    expected = _drive(straight, 8)
+
+    interrupted = _oracle(tmp_path / "b")
+    _drive(interrupted, 20)
+    del interrupted
+    resumed = _oracle(tmp_path / "b", seed=None)  # The seed comes back from the saved state.
+    resumed.reload()
+    assert _drive(resumed, 8) == expected
+
+
+def test_missing_checkpoint_is_rebuilt_from_history(tmp_path):
+    oracle = _oracle(tmp_path)
+    _drive(oracle, 15)
+    project = tmp_path / "project"
+    for name in os.listdir(project):
+        if name.startswith("nasrl_controller_"):
+            os.remove(project / name)
+    resumed = _oracle(tmp_path)
+    with pytest.warns(UserWarning, match="rebuilding the controller"):
+        resumed.reload()
+    assert resumed.learner.num_updates >= 5
+    assert len(_drive(resumed, 3)) == 3
+
+
+def test_non_finite_scores_are_never_rewards_nor_best(tmp_path):
+    oracle = _oracle(tmp_path, max_consecutive_failed_trials=10)
+    bad = {0: float("nan"), 1: float("inf"), 3: float("-inf")}
+    calls = []
+
+    def score(values):
+        calls.append(values)
+        return bad.get(len(calls) - 1, _score(values))
+
+    _drive(oracle, 6, score)
+    statuses = [oracle.trials[t].status for t in oracle.start_order]
+    assert statuses[:4] == ["FAILED", "FAILED", "COMPLETED", "FAILED"]
+    assert all(math.isfinite(t.score) for t in oracle.get_best_trials(3))
+    assert len(oracle._rewarded) == 3
+    assert all(math.isfinite(r) for _, r in oracle.learner.pending)
+
+
+class _FakeTrainer(nas_tf.NASRL):
+    """Scores trials without training, so search mechanics can be tested fast."""
+
+    def run_trial(self, trial, *args, **kwargs):
+        values = trial.hyperparameters.values
+        if values.get("fail"):
+            raise kt.errors.FailedTrialError("this architecture cannot be built")
+        self.hypermodel.build(trial.hyperparameters)
+        return {"score": float(_score(values))}
+
+
+def _fake_build(hp):
+    _space_hps_into(hp)
+    if hp.Boolean("fail"):
+        return None
+    if hp["act"] == "tanh":
+        hp.Choice("late", [1, 2, 3])  # Appears only once a tanh trial has run.
+    return None
+
+
+def _space_hps_into(hp):
+    hp.Choice("act", ["relu", "tanh"])
+    hp.Int("units", 2, 8, step=2)
+    nas_tf.anchor(hp, "l0", [])
+    nas_tf.anchor(hp, "l1", ["l0"])
+
+
+def test_failed_trials_and_new_hyperparameters_in_a_search(tmp_path):
+    tuner = _FakeTrainer(
+        hypermodel=_fake_build,
+        objective=kt.Objective("score", "max"),
+        max_trials=16,
+        seed=3,
+        max_consecutive_failed_trials=16,
+        directory=str(tmp_path),
+        project_name="p",
+        reinforce_config=nas_tf.ReinforceConfig(batch_size=2),
+    )
+    tuner.search(verbose=0)
+    trials = list(tuner.oracle.trials.values())
+    failed = [t for t in trials if t.status == "FAILED"]
+    done = [t for t in trials if t.status == "COMPLETED"]
+    assert failed and done and len(trials) == 16
+    assert all(not t.hyperparameters.values.get("fail") for t in done)
+    assert "late" in tuner.oracle.controller.space.names
+    assert any("late" in t.hyperparameters.values for t in done)
+    best = tuner.oracle.get_best_trials(1)[0]
+    assert best.status == "COMPLETED"
+
+
+def test_consecutive_failure_limit_still_applies(tmp_path):
+    class AlwaysFails(nas_tf.NASRL):
+        def run_trial(self, trial, *args, **kwargs):
+            raise kt.errors.FailedTrialError("no")
+
+    tuner = AlwaysFails(
+        hypermodel=_space_hps_into,
+        objective=kt.Objective("score", "max"),
+        max_trials=10,
+        directory=str(tmp_path),
+        project_name="p",
+    )
+    with pytest.raises(RuntimeError, match="consecutive failures"):
+        tuner.search(verbose=0)
+
+
+def _build_mlp(hp):
+    inputs = keras.Input((4,))
+    outputs = []
+    for i in range(3):
+        feeds = nas_tf.anchor(hp, f"layer_{i}", [f"layer_{j}" for j in range(i)])
+        chosen = [outputs[j] for j, f in enumerate(feeds) if f] or [inputs]
+        x = chosen[0] if len(chosen) == 1 else keras.layers.Concatenate()(chosen)
+        units = hp.Choice(f"units_{i}", [2, 4])
+        outputs.append(keras.layers.Dense(units, activation=hp.Choice("act", ["relu", "tanh"]))(x))
+    model = keras.Model(inputs, keras.layers.Dense(1)(outputs[-1]))
+    model.compile(keras.optimizers.SGD(hp.Float("lr", 0.01, 0.03, step=0.01)), "mse")
+    return model
+
+
+def test_real_keras_search_then_resume_with_more_trials(tmp_path):
+    x = np.random.rand(16, 4).astype("float32")
+    y = x.sum(axis=1, keepdims=True)
+
+    def tuner(max_trials, overwrite):
+        return nas_tf.NASRL(
+            _build_mlp,
+            objective="val_loss",
+            max_trials=max_trials,
+            seed=5,
+            directory=str(tmp_path),
+            project_name="mlp",
+            overwrite=overwrite,
+            reinforce_config=nas_tf.ReinforceConfig(batch_size=2),
+        )
+
+    first = tuner(3, overwrite=True)
+    first.search(x, y, validation_data=(x, y), epochs=1, verbose=0)
+    assert len(first.oracle.trials) == 3
+    assert first.oracle.learner.num_updates == 1
+    best = first.get_best_models(1)[0]
+    assert best.predict(x, verbose=0).shape == (16, 1)
+
+    second = tuner(5, overwrite=False)
+    second.search(x, y, validation_data=(x, y), epochs=1, verbose=0)
+    assert len(second.oracle.trials) == 5
+    assert second.oracle.learner.num_updates == 2
+    assert all(t.status == "COMPLETED" for t in second.oracle.trials.values())
+
+
+def test_top_level_exports_and_bad_arguments():
+    assert nas_tf.NASRLOracle is nas_tf.oracle.NASRLOracle
+    with pytest.raises(ValueError, match="Unknown reward"):
+        nas_tf.NASRLOracle(objective="score", reward="nope")
+    with pytest.raises(ValueError, match="either"):
+        nas_tf.NASRLOracle(objective="score", space=layered_space(), hyperparameters=_space_hps())
