@@ -1,0 +1,190 @@
+r"""Runs an architecture search from the command line.
+
+With no flags: a short, real search on the embedded handwritten-digits data
+(ships with scikit-learn, no download), finishing in a few minutes on a laptop
+CPU. The paper's searches are flag files:
+
+  python -m nas_tf.train                                  # quick embedded search
+  python -m nas_tf.train --flagfile=experiments/cifar.flags
+  python -m nas_tf.train --flagfile=experiments/cifar_v3.flags --output_dir=runs/v3
+
+Running the same command again resumes the search in --output_dir; pass
+--overwrite to start afresh. Library defaults are the paper's values; the
+flag defaults here are the quick run's, and experiments/*.flags restore the
+paper's.
+"""
+
+import dataclasses
+import os
+import sys
+
+from absl import app
+from absl import flags
+
+# Zoph & Le 2017 values are noted where a flag's paper value differs from the quick default.
+flags.DEFINE_string("output_dir", "runs/quick", "Directory the search writes to and resumes from.")
+flags.DEFINE_boolean("overwrite", False, "Delete an existing search in --output_dir and start afresh.")
+flags.DEFINE_integer("seed", 1, "Seed of the controller, the validation split and child shuffling.", lower_bound=1)
+flags.DEFINE_integer("verbose", 1, "0: silent; 1: one line per child; 2: Keras progress bars too.", lower_bound=0, upper_bound=2)
+
+flags.DEFINE_enum("search_space", "cifar10_v1", ["cifar10_v1", "cifar10_v2", "cifar10_v3"],
+                  "The paper's convolutional space: v1 (no strides, no pooling), v2 (strides "
+                  "searched), v3 (max pooling at fixed depths).")
+flags.DEFINE_integer("search_depth", 6, "Maximum number of convolutional layers (paper: 15 for v1, "
+                     "20 for v2, 39 for v3).", lower_bound=1, upper_bound=200)
+flags.DEFINE_list("search_filter_sizes", None, "Filter heights/widths to choose from (paper: 1,3,5,7).")
+flags.DEFINE_list("search_num_filters", ["8", "16", "24"], "Numbers of filters to choose from "
+                  "(paper: 24,36,48,64).")
+flags.DEFINE_list("search_strides", None, "Strides to choose from in v2 (paper: 1,2,3).")
+flags.DEFINE_list("search_pool_at", None, "Layers after which v3 max-pools (paper: 13,24 of 39).")
+flags.DEFINE_integer("search_max_trials", 8, "Children to train in all (paper: 12,800).", lower_bound=1)
+flags.DEFINE_boolean("search_reuse_rewards", True, "Never retrain an architecture already trained: "
+                     "its recorded reward is fed to the controller again instead.")
+flags.DEFINE_integer("search_curriculum_start", None, "Depth curriculum: first depth (paper: 6); "
+                     "unset samples full-depth networks.", lower_bound=1)
+flags.DEFINE_integer("search_curriculum_step", 2, "Depth curriculum: layers added per stage (paper: 2).",
+                     lower_bound=0)
+flags.DEFINE_integer("search_curriculum_every", 1600, "Depth curriculum: architectures per stage "
+                     "(paper: 1,600).", lower_bound=1)
+flags.DEFINE_integer("search_top_k", 5, "Children listed in the final summary.", lower_bound=1)
+
+flags.DEFINE_enum("data_name", "digits", ["digits", "cifar10"], "Dataset: 'digits' is embedded "
+                  "(no download); 'cifar10' reads a prepared TensorFlow Datasets directory.")
+flags.DEFINE_string("data_dir", None, "TensorFlow Datasets directory holding prepared cifar10.")
+
+flags.DEFINE_integer("controller_units", 35, "LSTM units per controller layer (paper: 35).", lower_bound=1)
+flags.DEFINE_integer("controller_layers", 2, "Controller LSTM layers (paper: 2).", lower_bound=1)
+flags.DEFINE_float("controller_init_range", 0.08, "Controller weights start uniform in "
+                   "[-r, r] (paper: 0.08).", lower_bound=1e-6)
+flags.DEFINE_float("controller_learning_rate", 0.0006, "Controller Adam learning rate "
+                   "(paper: 0.0006 for CIFAR-10).", lower_bound=1e-8)
+flags.DEFINE_integer("controller_batch_size", 8, "Rewards per REINFORCE update, m.", lower_bound=1)
+flags.DEFINE_float("controller_baseline_decay", 0.95, "Decay of the moving-average reward "
+                   "baseline (not given in the paper).", lower_bound=0.0, upper_bound=0.999999)
+flags.DEFINE_float("controller_entropy_weight", 0.0, "Entropy bonus weight (0: off, as in the "
+                   "paper).", lower_bound=0.0)
+flags.DEFINE_float("controller_temperature", None, "Softmax temperature (unset: none, as in the "
+                   "paper).", lower_bound=1e-6)
+flags.DEFINE_float("controller_tanh_constant", None, "Clip logits to C*tanh (unset: off, as in "
+                   "the paper).", lower_bound=1e-6)
+
+flags.DEFINE_integer("child_epochs", 2, "Epochs per child (paper: 50).", lower_bound=1)
+flags.DEFINE_integer("child_batch_size", 64, "Child batch size.", lower_bound=1)
+flags.DEFINE_float("child_learning_rate", 0.1, "Child SGD learning rate (paper setup: 0.1).",
+                   lower_bound=1e-8)
+flags.DEFINE_float("child_momentum", 0.9, "Child Nesterov momentum (paper setup: 0.9).",
+                   lower_bound=0.0, upper_bound=0.999999)
+flags.DEFINE_float("child_weight_decay", 1e-4, "Child L2 weight decay (paper setup: 1e-4).",
+                   lower_bound=0.0)
+flags.DEFINE_integer("child_reward_epochs", 5, "Reward = max validation accuracy over this many "
+                     "last epochs, cubed (paper: 5).", lower_bound=1)
+flags.DEFINE_enum("child_xla", "auto", ["auto", "on", "off"], "XLA for children: auto is on with "
+                  "a GPU or TPU and off on CPU.")
+flags.DEFINE_boolean("child_mixed_precision", False, "Mixed-precision child training.")
+
+FLAGS = flags.FLAGS
+
+
+def _ints(name):
+    values = FLAGS[name].value
+    if values is None:
+        return None
+    try:
+        return tuple(int(v) for v in values)
+    except ValueError:
+        raise app.UsageError(f"--{name} must be a comma-separated list of integers, got {values}.")
+
+
+def config_from_flags():
+    """The `SearchConfig` the flags describe (flag problems raise UsageError)."""
+    from nas_tf import controller, reinforce, search
+    from nas_tf.children import convnet
+    from nas_tf.spaces import conv
+
+    overrides = {
+        "depth": FLAGS.search_depth,
+        "filter_sizes": _ints("search_filter_sizes"),
+        "num_filters": _ints("search_num_filters"),
+        "pool_at": _ints("search_pool_at"),
+    }
+    if FLAGS.search_space == "cifar10_v2":
+        overrides["strides"] = _ints("search_strides")
+    elif FLAGS.search_strides is not None:
+        raise app.UsageError("--search_strides applies to --search_space=cifar10_v2 only.")
+    if FLAGS.search_space != "cifar10_v3" and FLAGS.search_pool_at is not None:
+        raise app.UsageError("--search_pool_at applies to --search_space=cifar10_v3 only.")
+    curriculum = None
+    if FLAGS.search_curriculum_start is not None:
+        curriculum = conv.DepthCurriculum(
+            FLAGS.search_curriculum_start, FLAGS.search_curriculum_step, FLAGS.search_curriculum_every
+        )
+    xla = {"auto": None, "on": True, "off": False}[FLAGS.child_xla]
+    try:
+        return search.SearchConfig(
+            output_dir=FLAGS.output_dir,
+            space=FLAGS.search_space,
+            space_overrides={k: v for k, v in overrides.items() if v is not None},
+            dataset=FLAGS.data_name,
+            data_dir=FLAGS.data_dir,
+            max_trials=FLAGS.search_max_trials,
+            seed=FLAGS.seed,
+            controller=controller.ControllerConfig(
+                units=FLAGS.controller_units,
+                num_layers=FLAGS.controller_layers,
+                init_range=FLAGS.controller_init_range,
+                temperature=FLAGS.controller_temperature,
+                tanh_constant=FLAGS.controller_tanh_constant,
+            ),
+            reinforce=reinforce.ReinforceConfig(
+                learning_rate=FLAGS.controller_learning_rate,
+                batch_size=FLAGS.controller_batch_size,
+                baseline_decay=FLAGS.controller_baseline_decay,
+                entropy_weight=FLAGS.controller_entropy_weight,
+            ),
+            child=convnet.ChildConfig(
+                epochs=FLAGS.child_epochs,
+                batch_size=FLAGS.child_batch_size,
+                learning_rate=FLAGS.child_learning_rate,
+                momentum=FLAGS.child_momentum,
+                weight_decay=FLAGS.child_weight_decay,
+                reward_epochs=FLAGS.child_reward_epochs,
+                jit_compile=xla,
+                mixed_precision=FLAGS.child_mixed_precision,
+            ),
+            curriculum=curriculum,
+            reuse_rewards=FLAGS.search_reuse_rewards,
+            overwrite=FLAGS.overwrite,
+            top_k=FLAGS.search_top_k,
+            verbose=FLAGS.verbose,
+        )
+    except ValueError as e:
+        raise app.UsageError(str(e))
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
+    from nas_tf import data, search
+    from nas_tf.spaces import conv
+
+    config = config_from_flags()
+    try:
+        conv.get_space(config.space, **config.space_overrides)
+    except ValueError as e:
+        raise app.UsageError(str(e))
+    if FLAGS.data_dir is not None and not os.path.isdir(FLAGS.data_dir):
+        raise app.UsageError(f"--data_dir {FLAGS.data_dir} is not a readable directory.")
+    os.makedirs(config.output_dir, exist_ok=True)
+    with open(os.path.join(config.output_dir, "config.json"), "w") as f:
+        f.write(config.to_json() + "\n")
+    try:
+        search.run(config)
+    except data.DataNotPreparedError as e:
+        print(f"nas_tf: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    app.run(main)

@@ -1,0 +1,117 @@
+"""The command line end to end on the embedded digits, with tiny settings."""
+
+import collections
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import keras
+import pytest
+from absl import flags
+from absl.testing import flagsaver
+
+import nas_tf
+from nas_tf import search, train
+
+_TINY = [
+    "--search_depth=2",
+    "--search_num_filters=2,4",
+    "--search_filter_sizes=1,3",
+    "--child_epochs=1",
+    "--child_batch_size=128",
+    "--controller_batch_size=2",
+    "--verbose=0",
+]
+
+
+def _parse(argv):
+    flags.FLAGS.unparse_flags()
+    flags.FLAGS(["train"] + argv)
+
+
+@pytest.fixture(autouse=True)
+def _restore_flags():
+    with flagsaver.flagsaver():
+        yield
+    flags.FLAGS.unparse_flags()
+
+
+def _lines(output_dir):
+    with open(os.path.join(output_dir, search.HISTORY)) as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def test_cli_writes_what_a_user_gets_and_resumes(tmp_path):
+    out = str(tmp_path / "run")
+    _parse(_TINY + [f"--output_dir={out}", "--search_max_trials=2"])
+    assert train.main(["train"]) == 0
+    config = json.loads(open(os.path.join(out, "config.json")).read())
+    assert config["max_trials"] == 2 and config["space_overrides"]["depth"] == 2
+    history = _lines(out)
+    assert [r["trial_id"] for r in history] == ["0", "1"]
+    for record in history:
+        assert record["status"] == "COMPLETED"
+        assert len(record["val_accuracy"]) == 1 and record["num_params"] > 0
+        assert record["reward"] == pytest.approx(record["val_accuracy"][0] ** 3)
+        assert record["train_seconds"] > 0
+    space = nas_tf.spaces.conv.get_space("cifar10_v1", depth=2, num_filters=(2, 4), filter_sizes=(1, 3)).space
+    best = space.architecture_from_json(open(os.path.join(out, search.BEST_ARCHITECTURE)).read())
+    best_record = max(history, key=lambda r: r["reward"])
+    assert best == space.architecture_from_json(json.dumps(best_record["architecture"]))
+    model = keras.models.load_model(os.path.join(out, search.BEST_MODEL))
+    assert model.output_shape == (None, 10)
+
+    # The same command with a larger budget resumes: no child is trained twice.
+    _parse(_TINY + [f"--output_dir={out}", "--search_max_trials=3"])
+    assert train.main(["train"]) == 0
+    assert [r["trial_id"] for r in _lines(out)] == ["0", "1", "2"]
+
+    # --overwrite starts afresh.
+    _parse(_TINY + [f"--output_dir={out}", "--search_max_trials=1", "--overwrite"])
+    assert train.main(["train"]) == 0
+    assert [r["trial_id"] for r in _lines(out)] == ["0"]
+
+
+def test_a_killed_search_resumes_without_losing_or_repeating_children(tmp_path):
+    out = str(tmp_path / "killed")
+    cmd = [sys.executable, "-m", "nas_tf.train", f"--output_dir={out}", "--search_max_trials=4"] + _TINY
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 240
+    history = os.path.join(out, search.HISTORY)
+    while time.time() < deadline and proc.poll() is None:
+        if os.path.exists(history) and len(_lines(out)) >= 2:
+            break
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    before = [r["trial_id"] for r in _lines(out)]
+    assert len(before) >= 2
+    assert subprocess.run(cmd, env=env, capture_output=True, timeout=300).returncode == 0
+    counts = collections.Counter(r["trial_id"] for r in _lines(out))
+    assert set(counts) == {"0", "1", "2", "3"}
+    assert counts["0"] == 1  # Finished before the kill: never trained again.
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--search_num_filters=a,b"], "comma-separated list of integers"),
+        (["--search_strides=1,2"], "cifar10_v2 only"),
+        (["--search_space=cifar10_v3", "--search_depth=3", "--search_pool_at=5"], "pool_at 5"),
+        (["--data_dir=/no/such/dir"], "not a readable directory"),
+    ],
+)
+def test_bad_flags_give_clear_errors(tmp_path, argv, message):
+    _parse([f"--output_dir={tmp_path}"] + argv)
+    with pytest.raises(Exception, match=message):
+        train.main(["train"])
+
+
+def test_missing_cifar10_says_how_to_provide_it(tmp_path, capsys):
+    _parse([f"--output_dir={tmp_path / 'o'}", "--data_name=cifar10", f"--data_dir={tmp_path}"])
+    assert train.main(["train"]) == 2
+    assert "tfds build cifar10" in capsys.readouterr().err
