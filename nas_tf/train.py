@@ -37,7 +37,7 @@ flags.DEFINE_list("search_num_filters", ["8", "16", "24"], "Numbers of filters t
                   "(paper: 24,36,48,64).")
 flags.DEFINE_list("search_strides", None, "Strides to choose from in v2 (paper: 1,2,3).")
 flags.DEFINE_list("search_pool_at", None, "Layers after which v3 max-pools (paper: 13,24 of 39).")
-flags.DEFINE_integer("search_max_trials", 8, "Children to train in all (paper: 12,800).", lower_bound=1)
+flags.DEFINE_integer("search_max_trials", 10, "Children to train in all (paper: 12,800).", lower_bound=1)
 flags.DEFINE_boolean("search_reuse_rewards", True, "Never retrain an architecture already trained: "
                      "its recorded reward is fed to the controller again instead.")
 flags.DEFINE_integer("search_curriculum_start", None, "Depth curriculum: first depth (paper: 6); "
@@ -68,7 +68,7 @@ flags.DEFINE_float("controller_temperature", None, "Softmax temperature (unset: 
 flags.DEFINE_float("controller_tanh_constant", None, "Clip logits to C*tanh (unset: off, as in "
                    "the paper).", lower_bound=1e-6)
 
-flags.DEFINE_integer("child_epochs", 2, "Epochs per child (paper: 50).", lower_bound=1)
+flags.DEFINE_integer("child_epochs", 3, "Epochs per child (paper: 50).", lower_bound=1)
 flags.DEFINE_integer("child_batch_size", 64, "Child batch size.", lower_bound=1)
 flags.DEFINE_float("child_learning_rate", 0.1, "Child SGD learning rate (paper setup: 0.1).",
                    lower_bound=1e-8)

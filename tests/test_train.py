@@ -115,3 +115,30 @@ def test_missing_cifar10_says_how_to_provide_it(tmp_path, capsys):
     _parse([f"--output_dir={tmp_path / 'o'}", "--data_name=cifar10", f"--data_dir={tmp_path}"])
     assert train.main(["train"]) == 2
     assert "tfds build cifar10" in capsys.readouterr().err
+
+
+def test_a_child_that_cannot_train_fails_its_trial_and_the_search_goes_on(tmp_path, monkeypatch):
+    from nas_tf.children import convnet
+
+    real = convnet.train_child
+    calls = []
+
+    def flaky(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 1:
+            raise convnet.ChildTrainingError("nan", "loss is nan after epoch 1.")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(convnet, "train_child", flaky)
+    config = search.SearchConfig(
+        output_dir=str(tmp_path),
+        space_overrides={"depth": 2, "num_filters": (2,), "filter_sizes": (1,)},
+        max_trials=2,
+        child=convnet.ChildConfig(epochs=1, batch_size=128),
+        verbose=0,
+    )
+    best = search.run(config)
+    history = _lines(str(tmp_path))
+    assert [r["status"] for r in history] == ["FAILED", "COMPLETED"]
+    assert history[0]["reason"] == "nan" and "loss is nan" in history[0]["message"]
+    assert best["trial_id"] == history[1]["trial_id"]
