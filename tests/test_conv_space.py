@@ -154,6 +154,9 @@ def test_depth_curriculum_drives_the_oracle(tmp_path):
         oracle.update_trial(trial.trial_id, {"val_accuracy": 0.5})
         oracle.end_trial(trial)
     assert depths == [1, 1, 2, 2, 3]
+    # The oracle keeps the space's kinds: one softmax head per decision type.
+    kinds = {d.kind for d in oracle.controller.space.decisions}
+    assert kinds == {"filter_height", "filter_width", "num_filters", "anchor"}
 
 
 def test_module_constants_follow_the_paper():
