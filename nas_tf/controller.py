@@ -218,9 +218,7 @@ class Controller:
             self._heads[d.kind] = self._dense(d.num_choices, f"head_{slug}")
         self.space = space
         self._layout = _Layout(space)
-        jit = self.config.jit_compile
-        if jit is None:
-            jit = _accelerator_present()
+        jit = self.jit_compile
         self._sample_fn = tf.function(
             lambda depth: self._rollout(depth, None), jit_compile=jit, reduce_retracing=True
         )
@@ -231,6 +229,13 @@ class Controller:
             lambda idx, depth: self._rollout(depth, idx, with_probs=True),
             reduce_retracing=True,
         )
+
+    @property
+    def jit_compile(self) -> bool:
+        """Whether the sampling, scoring and training graphs use XLA."""
+        if self.config.jit_compile is None:
+            return _accelerator_present()
+        return bool(self.config.jit_compile)
 
     @property
     def layers(self) -> List[keras.layers.Layer]:

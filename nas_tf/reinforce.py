@@ -140,7 +140,12 @@ class Reinforce:
         self.optimizer.build(self._variables)
         if slots:
             self._set_slots(slots)
-        self._train_fn = tf.function(self._train_step, reduce_retracing=True)
+        self._train_fn = self._compile_step()
+
+    def _compile_step(self):
+        return tf.function(
+            self._train_step, jit_compile=self.controller.jit_compile, reduce_retracing=True
+        )
 
     def refresh(self):
         """Call after the controller's space grew: keeps Adam's slots by name."""
@@ -149,7 +154,7 @@ class Reinforce:
         ]:
             self._make_optimizer(self.get_slots())
         else:
-            self._train_fn = tf.function(self._train_step, reduce_retracing=True)
+            self._train_fn = self._compile_step()
 
     def _train_step(self, idx, depth, advantage):
         with tf.GradientTape() as tape:

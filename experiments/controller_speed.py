@@ -1,0 +1,67 @@
+r"""Benchmark: the controller's sampling and REINFORCE step, with and without XLA.
+
+For a few spaces (NAS-Bench-201's 6 edges, the paper's CIFAR-10 v1 and v3),
+times one batched sample of m architectures and one REINFORCE update on them,
+with `jit_compile` off and on, side by side in one run.
+
+  python experiments/controller_speed.py --batch_size=8 --repeats=20
+"""
+
+import argparse
+import os
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+
+def _spaces():
+    from nas_tf import space as space_lib
+    from nas_tf.spaces import conv
+
+    ops = ("none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3")
+    nb201 = space_lib.Space(
+        tuple(space_lib.Categorical(f"edge_{i}", ops, kind="op") for i in range(6)), name="nb201"
+    )
+    return [nb201, conv.cifar10_v1().space, conv.cifar10_v3().space]
+
+
+def _time(fn, repeats):
+    fn()  # Trace (and compile) first.
+    start = time.perf_counter()
+    for _ in range(repeats):
+        fn()
+    return (time.perf_counter() - start) / repeats * 1000.0
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--batch_size", type=int, default=8, help="m, architectures per batch.")
+    parser.add_argument("--repeats", type=int, default=20, help="Timed repetitions.")
+    args = parser.parse_args()
+
+    import tensorflow as tf
+
+    from nas_tf.controller import Controller, ControllerConfig
+    from nas_tf.reinforce import Reinforce, ReinforceConfig
+
+    device = "GPU" if tf.config.list_logical_devices("GPU") else "CPU"
+    print(f"device: {device}, m = {args.batch_size}, mean of {args.repeats} calls (ms)")
+    print(f"{'space':>12} {'decisions':>9} {'xla':>5} {'sample':>9} {'update':>9} {'first call s':>12}")
+    for space in _spaces():
+        for jit in (False, True):
+            controller = Controller(space, ControllerConfig(jit_compile=jit), seed=0)
+            learner = Reinforce(controller, ReinforceConfig(batch_size=args.batch_size))
+            start = time.perf_counter()
+            archs = controller.sample(args.batch_size)
+            learner.update(archs, [float(i) for i in range(len(archs))])
+            first = time.perf_counter() - start
+            sample_ms = _time(lambda: controller.sample(args.batch_size), args.repeats)
+            update_ms = _time(lambda: learner.update(archs, [1.0] * len(archs)), args.repeats)
+            print(
+                f"{space.name:>12} {len(space.decisions):9d} {str(jit):>5} "
+                f"{sample_ms:9.2f} {update_ms:9.2f} {first:12.1f}"
+            )
+
+
+if __name__ == "__main__":
+    main()
