@@ -30,7 +30,7 @@ from nas_tf import data as data_lib
 from nas_tf import hp_space
 from nas_tf import oracle as oracle_lib
 from nas_tf import reinforce as reinforce_lib
-from nas_tf.children import convnet
+from nas_tf.children import convnet, worker
 from nas_tf.spaces import conv
 
 HISTORY = "history.jsonl"
@@ -57,6 +57,11 @@ class SearchConfig:
       child: a `ChildConfig`.
       curriculum: a `DepthCurriculum`, or None to sample full-depth networks.
       reuse_rewards: do not retrain an architecture already trained.
+      isolate_children: train children in a worker process replaced every
+        `children_per_worker` children, so that the search's memory stays
+        flat and a crashing child fails only its trial. False trains them in
+        the search's own process (simpler to debug).
+      children_per_worker: children a worker trains before it is replaced.
       overwrite: start afresh instead of resuming.
       top_k: how many of the best children the summary lists.
       verbose: 0 silent, 1 one line per child, 2 Keras progress too.
@@ -74,12 +79,42 @@ class SearchConfig:
     child: convnet.ChildConfig = convnet.ChildConfig()
     curriculum: Optional[conv.DepthCurriculum] = None
     reuse_rewards: bool = True
+    isolate_children: bool = True
+    children_per_worker: int = 20
     overwrite: bool = False
     top_k: int = 5
     verbose: int = 1
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True, default=str)
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConvChild:
+    """Trains one child from its architecture JSON; picklable, for worker processes.
+
+    Attributes:
+      spec: `ConvSpaceSpec.to_config()` of the searched space.
+      data: the `ImageData` to train on.
+      child: the `ChildConfig`.
+      verbose: Keras `fit` verbosity.
+    """
+
+    spec: Dict[str, Any]
+    data: data_lib.ImageData
+    child: convnet.ChildConfig
+    verbose: int = 0
+
+    def __call__(self, request):
+        """request = (architecture JSON, path for the trained .keras model or None)."""
+        arch_json, model_path = request
+        keras.backend.clear_session()
+        spec = conv.ConvSpaceSpec.from_config(self.spec)
+        arch = spec.space.architecture_from_json(arch_json)
+        result = convnet.train_child(arch, spec, self.data, self.child, verbose=self.verbose)
+        if model_path:
+            result.model.save(model_path)
+        return result.to_dict()
 
 
 class ConvSearch(oracle_lib.NASRL):
@@ -91,10 +126,23 @@ class ConvSearch(oracle_lib.NASRL):
       child_config: how each child trains.
       output_dir: where `history.jsonl` and the best model go.
       verbose: 0 silent, 1 a line per child, 2 Keras progress too.
+      isolate_children: train in a recycled worker process (see
+        `nas_tf.children.worker`).
+      children_per_worker: children per worker process.
       **kwargs: `NASRL` arguments (objective and space are set here).
     """
 
-    def __init__(self, spec, data, child_config, output_dir, verbose=1, **kwargs):
+    def __init__(
+        self,
+        spec,
+        data,
+        child_config,
+        output_dir,
+        verbose=1,
+        isolate_children=True,
+        children_per_worker=20,
+        **kwargs,
+    ):
         super().__init__(
             hypermodel=None,
             objective=keras_tuner.Objective("reward", "max"),
@@ -104,24 +152,29 @@ class ConvSearch(oracle_lib.NASRL):
         self.spec, self.data, self.child_config = spec, data, child_config
         self.output_dir, self.log_level = output_dir, verbose
         self._started = time.time()
+        task = TrainConvChild(spec.to_config(), data, child_config, int(verbose >= 2))
+        self._train = worker.WorkerPool(task, children_per_worker) if isolate_children else task
 
     def run_trial(self, trial, *args, **kwargs):
         space = self.oracle.controller.space
         arch = hp_space.values_to_architecture(space, trial.hyperparameters.values)
-        keras.backend.clear_session()  # Memory must not grow with the number of children.
         record = {"trial_id": trial.trial_id, "architecture": json.loads(arch.to_json())}
+        model_path = os.path.join(self.get_trial_dir(trial.trial_id), "model.keras")
         try:
-            result = convnet.train_child(
-                arch, self.spec, self.data, self.child_config, verbose=int(self.log_level >= 2)
-            )
-        except convnet.ChildTrainingError as e:
-            record.update(status="FAILED", reason=e.reason, message=str(e))
+            result = self._train((arch.to_json(), model_path))
+        except (convnet.ChildTrainingError, worker.ChildCrashed) as e:
+            reason = getattr(e, "reason", "crash")
+            record.update(status="FAILED", reason=reason, message=str(e))
             self._record(record)
-            raise keras_tuner.errors.FailedTrialError(f"{e.reason}: {e}") from e
-        result.model.save(os.path.join(self.get_trial_dir(trial.trial_id), "model.keras"))
-        record.update(status="COMPLETED", **result.to_dict())
+            raise keras_tuner.errors.FailedTrialError(f"{reason}: {e}") from e
+        record.update(status="COMPLETED", **result)
         self._record(record)
-        return {"reward": result.reward, "val_accuracy": max(result.val_accuracy)}
+        return {"reward": result["reward"], "val_accuracy": max(result["val_accuracy"])}
+
+    def close(self):
+        """Stops the worker process, if any."""
+        if isinstance(self._train, worker.WorkerPool):
+            self._train.close()
 
     def _record(self, record):
         with open(os.path.join(self.output_dir, HISTORY), "a") as f:
@@ -190,6 +243,17 @@ def _export_best(tuner: ConvSearch, output_dir: str) -> Optional[dict]:
     return {"trial_id": trial.trial_id, "reward": trial.score, "architecture": arch}
 
 
+def _share_accelerators():
+    """Lets the worker processes use the GPUs: this process takes memory as needed."""
+    import tensorflow as tf
+
+    for gpu in tf.config.list_physical_devices("GPU"):
+        try:
+            tf.config.experimental.set_memory_growth(gpu, True)
+        except RuntimeError:
+            pass  # TensorFlow has already initialised the device.
+
+
 def run(config: SearchConfig, data: Optional[data_lib.ImageData] = None) -> Optional[dict]:
     """Runs (or resumes) a convolutional search.
 
@@ -207,6 +271,8 @@ def run(config: SearchConfig, data: Optional[data_lib.ImageData] = None) -> Opti
       nas_tf.data.DataNotPreparedError: when cifar10 is not available offline.
     """
     spec = conv.get_space(config.space, **config.space_overrides)
+    if config.isolate_children:
+        _share_accelerators()
     if data is None:
         data = data_lib.load(config.dataset, data_dir=config.data_dir, seed=config.seed)
     os.makedirs(config.output_dir, exist_ok=True)
@@ -233,6 +299,8 @@ def run(config: SearchConfig, data: Optional[data_lib.ImageData] = None) -> Opti
         reinforce_config=config.reinforce,
         depth_schedule=config.curriculum,
         reuse_rewards=config.reuse_rewards,
+        isolate_children=config.isolate_children,
+        children_per_worker=config.children_per_worker,
         max_consecutive_failed_trials=max(3, config.max_trials),
     )
     tuner.oracle.verbose = 0
@@ -244,7 +312,10 @@ def run(config: SearchConfig, data: Optional[data_lib.ImageData] = None) -> Opti
             f"{finished} already done; output in {config.output_dir}",
             flush=True,
         )
-    tuner.search(verbose=0)
+    try:
+        tuner.search(verbose=0)
+    finally:
+        tuner.close()
     best = _export_best(tuner, config.output_dir)
     if config.verbose:
         print(summarize(config.output_dir, config.top_k))

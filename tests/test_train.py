@@ -135,6 +135,7 @@ def test_a_child_that_cannot_train_fails_its_trial_and_the_search_goes_on(tmp_pa
         space_overrides={"depth": 2, "num_filters": (2,), "filter_sizes": (1,)},
         max_trials=2,
         child=convnet.ChildConfig(epochs=1, batch_size=128),
+        isolate_children=False,  # The monkeypatch lives in this process.
         verbose=0,
     )
     best = search.run(config)

@@ -52,6 +52,18 @@ class ChildTrainingError(RuntimeError):
         super().__init__(f"Child {reason} failure: {message}")
         self.reason = reason
 
+    def __reduce__(self):
+        # Crosses process boundaries (children train in worker processes), for
+        # subclasses with other constructor signatures too.
+        return (_restore_error, (type(self), self.args, self.__dict__))
+
+
+def _restore_error(cls, args, state):
+    error = cls.__new__(cls)
+    Exception.__init__(error, *args)
+    error.__dict__.update(state)
+    return error
+
 
 @dataclasses.dataclass(frozen=True)
 class ConvLayer:
