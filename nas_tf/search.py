@@ -1,16 +1,17 @@
-"""The convolutional architecture search, end to end, without flags.
+"""An architecture search end to end, without flags.
 
 `run(config)` is what `python -m nas_tf.train` calls (and what tests call
-directly): it loads the data, builds the named search space, and runs a
-`ConvSearch` (a `NASRL` tuner whose trials train child networks) in
-`config.output_dir`. What a user gets there:
+directly): it loads the data, builds the named search space and its task
+(`nas_tf.tasks`: convolutional children on images, or recurrent-cell language
+models on text), and runs a `ChildSearch` (a `NASRL` tuner whose trials train
+children) in `config.output_dir`. What a user gets there:
 
 * `config.json`: the resolved configuration (written by the entry point);
 * `search/`: the Keras Tuner project (trials, oracle state, controller
   checkpoint) - running again resumes from it;
 * `history.jsonl`: one line per finished child: trial id, status, the
-  architecture JSON, reward, validation accuracy per epoch, parameters,
-  training time, or the reason it failed;
+  architecture JSON, reward, validation accuracy (or perplexity) per epoch,
+  parameters, training time, or the reason it failed;
 * `best_architecture.json` and `best_model.keras`: the best child so far.
 """
 
@@ -22,7 +23,6 @@ import sys
 import time
 from typing import Any, Dict, List, Optional
 
-import keras
 import keras_tuner
 
 from nas_tf import controller as controller_lib
@@ -30,7 +30,9 @@ from nas_tf import data as data_lib
 from nas_tf import hp_space
 from nas_tf import oracle as oracle_lib
 from nas_tf import reinforce as reinforce_lib
-from nas_tf.children import convnet, worker
+from nas_tf import tasks
+from nas_tf.children import convnet, language_model, worker
+from nas_tf.data import ptb, text_corpus
 from nas_tf.spaces import conv
 
 HISTORY = "history.jsonl"
@@ -45,16 +47,19 @@ class SearchConfig:
 
     Attributes:
       output_dir: where the search writes (and resumes from).
-      space: a name from `nas_tf.spaces.conv.SPACES`.
+      space: a name from `nas_tf.spaces.conv.SPACES`, or "ptb_cell".
       space_overrides: keyword overrides for `conv.get_space` (depth,
-        filter_sizes, num_filters, strides, pool_at).
-      dataset: a name from `nas_tf.data.DATASETS`.
-      data_dir: TFDS data directory for cifar10.
+        filter_sizes, num_filters, strides, pool_at), or {"base": n} for
+        "ptb_cell".
+      dataset: a name from `DATASETS`.
+      data_dir: TFDS data directory for cifar10 and ptb.
       max_trials: number of children to train in all.
       seed: seeds the controller, the data split and child shuffling.
       controller: a `ControllerConfig`.
       reinforce: a `ReinforceConfig`.
-      child: a `ChildConfig`.
+      child: a `ChildConfig` (convolutional children).
+      lm_model: a `LanguageModelConfig` (cell children).
+      lm_train: a `TrainConfig` (cell children).
       curriculum: a `DepthCurriculum`, or None to sample full-depth networks.
       reuse_rewards: do not retrain an architecture already trained.
       isolate_children: train children in a worker process replaced every
@@ -77,6 +82,8 @@ class SearchConfig:
     controller: controller_lib.ControllerConfig = controller_lib.ControllerConfig()
     reinforce: reinforce_lib.ReinforceConfig = reinforce_lib.ReinforceConfig()
     child: convnet.ChildConfig = convnet.ChildConfig()
+    lm_model: language_model.LanguageModelConfig = language_model.LanguageModelConfig()
+    lm_train: language_model.TrainConfig = language_model.TrainConfig()
     curriculum: Optional[conv.DepthCurriculum] = None
     reuse_rewards: bool = True
     isolate_children: bool = True
@@ -89,41 +96,30 @@ class SearchConfig:
         return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True, default=str)
 
 
-@dataclasses.dataclass(frozen=True)
-class TrainConvChild:
-    """Trains one child from its architecture JSON; picklable, for worker processes.
+DATASETS = ("digits", "cifar10", "text", "text_char", "ptb", "ptb_char")
 
-    Attributes:
-      spec: `ConvSpaceSpec.to_config()` of the searched space.
-      data: the `ImageData` to train on.
-      child: the `ChildConfig`.
-      verbose: Keras `fit` verbosity.
+
+def load_data(name: str, data_dir: Optional[str] = None, seed: int = 0):
+    """An image (`ImageData`) or text (`LMData`) dataset by name.
+
+    Raises:
+      ValueError: for an unknown name.
+      nas_tf.data.DataNotPreparedError: when cifar10 or ptb is not available offline.
     """
-
-    spec: Dict[str, Any]
-    data: data_lib.ImageData
-    child: convnet.ChildConfig
-    verbose: int = 0
-
-    def __call__(self, request):
-        """request = (architecture JSON, path for the trained .keras model or None)."""
-        arch_json, model_path = request
-        keras.backend.clear_session()
-        spec = conv.ConvSpaceSpec.from_config(self.spec)
-        arch = spec.space.architecture_from_json(arch_json)
-        result = convnet.train_child(arch, spec, self.data, self.child, verbose=self.verbose)
-        if model_path:
-            result.model.save(model_path)
-        return result.to_dict()
+    if name in ("text", "text_char"):
+        return text_corpus.load("char" if name.endswith("_char") else "word")
+    if name in ("ptb", "ptb_char"):
+        return ptb.load("char" if name.endswith("_char") else "word", data_dir)
+    if name in DATASETS:
+        return data_lib.load(name, data_dir=data_dir, seed=seed)
+    raise ValueError(f"Unknown dataset {name!r}; choose one of {list(DATASETS)}.")
 
 
-class ConvSearch(oracle_lib.NASRL):
-    """A NASRL tuner whose trials build and train convolutional children.
+class ChildSearch(oracle_lib.NASRL):
+    """A NASRL tuner whose trials train the children of a task.
 
     Args:
-      spec: the `ConvSpaceSpec` searched.
-      data: a `nas_tf.data.ImageData`.
-      child_config: how each child trains.
+      task: a task from `nas_tf.tasks` (its `space` is searched).
       output_dir: where `history.jsonl` and the best model go.
       verbose: 0 silent, 1 a line per child, 2 Keras progress too.
       isolate_children: train in a recycled worker process (see
@@ -134,9 +130,7 @@ class ConvSearch(oracle_lib.NASRL):
 
     def __init__(
         self,
-        spec,
-        data,
-        child_config,
+        task,
         output_dir,
         verbose=1,
         isolate_children=True,
@@ -146,13 +140,12 @@ class ConvSearch(oracle_lib.NASRL):
         super().__init__(
             hypermodel=None,
             objective=keras_tuner.Objective("reward", "max"),
-            space=spec.space,
+            space=task.space,
             **kwargs,
         )
-        self.spec, self.data, self.child_config = spec, data, child_config
+        self.task = task
         self.output_dir, self.log_level = output_dir, verbose
         self._started = time.time()
-        task = TrainConvChild(spec.to_config(), data, child_config, int(verbose >= 2))
         self._train = worker.WorkerPool(task, children_per_worker) if isolate_children else task
 
     def run_trial(self, trial, *args, **kwargs):
@@ -162,14 +155,14 @@ class ConvSearch(oracle_lib.NASRL):
         model_path = os.path.join(self.get_trial_dir(trial.trial_id), "model.keras")
         try:
             result = self._train((arch.to_json(), model_path))
-        except (convnet.ChildTrainingError, worker.ChildCrashed) as e:
+        except (convnet.ChildTrainingError, worker.ChildCrashed, ValueError) as e:
             reason = getattr(e, "reason", "crash")
             record.update(status="FAILED", reason=reason, message=str(e))
             self._record(record)
             raise keras_tuner.errors.FailedTrialError(f"{reason}: {e}") from e
         record.update(status="COMPLETED", **result)
         self._record(record)
-        return {"reward": result["reward"], "val_accuracy": max(result["val_accuracy"])}
+        return self.task.objective(result)
 
     def close(self):
         """Stops the worker process, if any."""
@@ -183,7 +176,7 @@ class ConvSearch(oracle_lib.NASRL):
             done = len(self.oracle.trials)
             if record["status"] == "COMPLETED":
                 what = (
-                    f"reward {record['reward']:.4f}  val_acc {max(record['val_accuracy']):.4f}  "
+                    f"reward {record['reward']:.4f}  {self.task.headline(record)}  "
                     f"params {record['num_params']:,}  {record['train_seconds']:.1f}s"
                 )
             else:
@@ -214,22 +207,26 @@ def read_history(output_dir: str) -> List[dict]:
     return [records[k] for k in sorted(records)]
 
 
-def summarize(output_dir: str, top_k: int = 5) -> str:
+def summarize(output_dir: str, task, top_k: int = 5) -> str:
     """A text table of the best `top_k` children."""
-    done = [r for r in read_history(output_dir) if r["status"] == "COMPLETED"]
-    failed = len(read_history(output_dir)) - len(done)
+    history = read_history(output_dir)
+    done = [r for r in history if r["status"] == "COMPLETED"]
     done.sort(key=lambda r: r["reward"], reverse=True)
-    lines = [f"{len(done)} children trained, {failed} failed. Top {min(top_k, len(done))}:"]
-    lines.append(f"{'trial':>6} {'reward':>8} {'val_acc':>8} {'params':>10} {'depth':>5}")
+    depth = task.space.uses_depth
+    lines = [
+        f"{len(done)} children trained, {len(history) - len(done)} failed. "
+        f"Top {min(top_k, len(done))}:",
+        f"{'trial':>6} {'reward':>8}  {'validation':<18} {'params':>12}" + ("  depth" if depth else ""),
+    ]
     for r in done[:top_k]:
         lines.append(
-            f"{r['trial_id']:>6} {r['reward']:8.4f} {max(r['val_accuracy']):8.4f} "
-            f"{r['num_params']:10,d} {str(r['architecture'].get('depth')):>5}"
+            f"{r['trial_id']:>6} {r['reward']:8.4f}  {task.headline(r):<18} {r['num_params']:12,d}"
+            + (f"  {r['architecture']['depth']:>5}" if depth else "")
         )
     return "\n".join(lines)
 
 
-def _export_best(tuner: ConvSearch, output_dir: str) -> Optional[dict]:
+def _export_best(tuner: ChildSearch, output_dir: str) -> Optional[dict]:
     best = [t for t in tuner.oracle.get_best_trials(1) if t.status == "COMPLETED"]
     if not best:
         return None
@@ -254,13 +251,13 @@ def _share_accelerators():
             pass  # TensorFlow has already initialised the device.
 
 
-def run(config: SearchConfig, data: Optional[data_lib.ImageData] = None) -> Optional[dict]:
-    """Runs (or resumes) a convolutional search.
+def run(config: SearchConfig, data=None) -> Optional[dict]:
+    """Runs (or resumes) a search.
 
     Args:
       config: the `SearchConfig`.
-      data: optional `ImageData` (e.g. from `nas_tf.data.from_arrays`);
-        otherwise `config.dataset` is loaded.
+      data: optional `ImageData` (e.g. from `nas_tf.data.from_arrays`) or
+        `LMData`; otherwise `config.dataset` is loaded.
 
     Returns:
       The best child: {"trial_id", "reward", "architecture"}, or None if no
@@ -268,13 +265,22 @@ def run(config: SearchConfig, data: Optional[data_lib.ImageData] = None) -> Opti
 
     Raises:
       ValueError: for an impossible space or dataset.
-      nas_tf.data.DataNotPreparedError: when cifar10 is not available offline.
+      nas_tf.data.DataNotPreparedError: when cifar10 or ptb is not available offline.
     """
-    spec = conv.get_space(config.space, **config.space_overrides)
     if config.isolate_children:
         _share_accelerators()
     if data is None:
-        data = data_lib.load(config.dataset, data_dir=config.data_dir, seed=config.seed)
+        data = load_data(config.dataset, config.data_dir, seed=config.seed)
+    child = dataclasses.replace(config.child, seed=config.child.seed or config.seed)
+    task = tasks.make_task(
+        config.space,
+        config.space_overrides,
+        data,
+        child=child,
+        lm_model=config.lm_model,
+        lm_train=dataclasses.replace(config.lm_train, seed=config.lm_train.seed or config.seed),
+        verbose=int(config.verbose >= 2),
+    )
     os.makedirs(config.output_dir, exist_ok=True)
     project = os.path.join(config.output_dir, PROJECT)
     if config.overwrite:
@@ -283,11 +289,8 @@ def run(config: SearchConfig, data: Optional[data_lib.ImageData] = None) -> Opti
             path = os.path.join(config.output_dir, name)
             if os.path.exists(path):
                 os.remove(path)
-    child = dataclasses.replace(config.child, seed=config.child.seed or config.seed)
-    tuner = ConvSearch(
-        spec,
-        data,
-        child,
+    tuner = ChildSearch(
+        task,
         config.output_dir,
         verbose=config.verbose,
         max_trials=config.max_trials,
@@ -307,9 +310,9 @@ def run(config: SearchConfig, data: Optional[data_lib.ImageData] = None) -> Opti
     if config.verbose:
         finished = len([t for t in tuner.oracle.trials.values() if t.status != "RUNNING"])
         print(
-            f"nas_tf: searching {spec.name} (max depth {spec.depth}) on {config.dataset} "
-            f"({data.num_train} train / {data.num_valid} valid), {config.max_trials} children, "
-            f"{finished} already done; output in {config.output_dir}",
+            f"nas_tf: searching {task.space.name} ({len(task.space.decisions)} decisions) on "
+            f"{config.dataset}, {config.max_trials} children, {finished} already done; "
+            f"output in {config.output_dir}",
             flush=True,
         )
     try:
@@ -318,7 +321,7 @@ def run(config: SearchConfig, data: Optional[data_lib.ImageData] = None) -> Opti
         tuner.close()
     best = _export_best(tuner, config.output_dir)
     if config.verbose:
-        print(summarize(config.output_dir, config.top_k))
+        print(summarize(config.output_dir, task, config.top_k))
         if best is not None:
             print(f"Best architecture (trial {best['trial_id']}, reward {best['reward']:.4f}):")
             print(best["architecture"].to_json())

@@ -7,6 +7,7 @@ CPU. The paper's searches are flag files:
   python -m nas_tf.train                                  # quick embedded search
   python -m nas_tf.train --flagfile=experiments/cifar.flags
   python -m nas_tf.train --flagfile=experiments/cifar_v3.flags --output_dir=runs/v3
+  python -m nas_tf.train --flagfile=experiments/ptb_quick.flags   # recurrent cells
 
 Running the same command again resumes the search in --output_dir; pass
 --overwrite to start afresh. Library defaults are the paper's values; the
@@ -27,9 +28,11 @@ flags.DEFINE_boolean("overwrite", False, "Delete an existing search in --output_
 flags.DEFINE_integer("seed", 1, "Seed of the controller, the validation split and child shuffling.", lower_bound=1)
 flags.DEFINE_integer("verbose", 1, "0: silent; 1: one line per child; 2: Keras progress bars too.", lower_bound=0, upper_bound=2)
 
-flags.DEFINE_enum("search_space", "cifar10_v1", ["cifar10_v1", "cifar10_v2", "cifar10_v3"],
-                  "The paper's convolutional space: v1 (no strides, no pooling), v2 (strides "
-                  "searched), v3 (max pooling at fixed depths).")
+flags.DEFINE_enum("search_space", "cifar10_v1", ["cifar10_v1", "cifar10_v2", "cifar10_v3", "ptb_cell"],
+                  "The paper's convolutional spaces: v1 (no strides, no pooling), v2 (strides "
+                  "searched), v3 (max pooling at fixed depths); or its recurrent cell (ptb_cell).")
+flags.DEFINE_integer("search_cell_base", 8, "ptb_cell: leaves of the cell's tree, a power of two "
+                     "(paper: 8).", lower_bound=2)
 flags.DEFINE_integer("search_depth", 6, "Maximum number of convolutional layers (paper: 15 for v1, "
                      "20 for v2, 39 for v3).", lower_bound=1, upper_bound=200)
 flags.DEFINE_list("search_filter_sizes", None, "Filter heights/widths to choose from (paper: 1,3,5,7).")
@@ -48,9 +51,12 @@ flags.DEFINE_integer("search_curriculum_every", 1600, "Depth curriculum: archite
                      "(paper: 1,600).", lower_bound=1)
 flags.DEFINE_integer("search_top_k", 5, "Children listed in the final summary.", lower_bound=1)
 
-flags.DEFINE_enum("data_name", "digits", ["digits", "cifar10"], "Dataset: 'digits' is embedded "
-                  "(no download); 'cifar10' reads a prepared TensorFlow Datasets directory.")
-flags.DEFINE_string("data_dir", None, "TensorFlow Datasets directory holding prepared cifar10.")
+flags.DEFINE_enum("data_name", "digits", ["digits", "cifar10", "text", "text_char", "ptb", "ptb_char"],
+                  "Dataset. Images: 'digits' (embedded, no download) or 'cifar10'. Text for "
+                  "ptb_cell: 'text' / 'text_char' (embedded corpus, no download) or 'ptb' / "
+                  "'ptb_char' (Penn Treebank). cifar10 and ptb read a prepared TensorFlow "
+                  "Datasets directory and never download.")
+flags.DEFINE_string("data_dir", None, "TensorFlow Datasets directory holding prepared cifar10 or ptb.")
 
 flags.DEFINE_integer("controller_units", 35, "LSTM units per controller layer (paper: 35).", lower_bound=1)
 flags.DEFINE_integer("controller_layers", 2, "Controller LSTM layers (paper: 2).", lower_bound=1)
@@ -69,8 +75,10 @@ flags.DEFINE_float("controller_tanh_constant", None, "Clip logits to C*tanh (uns
                    "the paper).", lower_bound=1e-6)
 
 flags.DEFINE_integer("child_epochs", 3, "Epochs per child (paper: 50).", lower_bound=1)
-flags.DEFINE_integer("child_batch_size", 64, "Child batch size.", lower_bound=1)
-flags.DEFINE_float("child_learning_rate", 0.1, "Child SGD learning rate (paper setup: 0.1).",
+flags.DEFINE_integer("child_batch_size", None, "Child batch size (unset: 64 images, or 20 "
+                     "text rows as in Zaremba et al.).", lower_bound=1)
+flags.DEFINE_float("child_learning_rate", None, "Child SGD learning rate (unset: 0.1 for images "
+                   "as in the paper's setup, 1.0 for language models as in Zaremba et al.).",
                    lower_bound=1e-8)
 flags.DEFINE_float("child_momentum", 0.9, "Child Nesterov momentum (paper setup: 0.9).",
                    lower_bound=0.0, upper_bound=0.999999)
@@ -80,7 +88,31 @@ flags.DEFINE_integer("child_reward_epochs", 5, "Reward = max validation accuracy
                      "last epochs, cubed (paper: 5).", lower_bound=1)
 flags.DEFINE_enum("child_xla", "auto", ["auto", "on", "off"], "XLA for children: auto is on with "
                   "a GPU or TPU and off on CPU.")
-flags.DEFINE_boolean("child_mixed_precision", False, "Mixed-precision child training.")
+flags.DEFINE_boolean("child_mixed_precision", False, "Mixed-precision child training (images).")
+flags.DEFINE_integer("child_bptt_steps", 35, "Language models: unrolled steps per batch "
+                     "(Zaremba et al.: 35).", lower_bound=1)
+flags.DEFINE_integer("child_max_train_batches", None, "Language models: batches per epoch "
+                     "(unset: the whole training split).", lower_bound=1)
+flags.DEFINE_integer("child_max_eval_batches", None, "Language models: validation batches "
+                     "(unset: the whole validation split).", lower_bound=1)
+flags.DEFINE_boolean("child_isolate", True, "Train children in a worker process replaced every "
+                     "--child_per_worker children: the search's memory stays flat and a crash "
+                     "fails only its child.")
+flags.DEFINE_integer("child_per_worker", 20, "Children a worker process trains before it is "
+                     "replaced.", lower_bound=1)
+
+flags.DEFINE_integer("lm_units", None, "Language models: width of the cell (unset: the width "
+                     "that gives about 20M parameters, the paper's medium size).", lower_bound=1)
+flags.DEFINE_boolean("lm_tie_embeddings", False, "Language models: share the embedding with the "
+                     "softmax weights (the paper's 'shared embeddings').")
+flags.DEFINE_float("lm_input_dropout", 0.5, "Language models: dropout on the embeddings.",
+                   lower_bound=0.0, upper_bound=0.99)
+flags.DEFINE_float("lm_output_dropout", 0.5, "Language models: dropout between layers and "
+                   "before the softmax.", lower_bound=0.0, upper_bound=0.99)
+flags.DEFINE_float("lm_recurrent_dropout", 0.0, "Language models: dropout on h(t-1), one mask "
+                   "per sequence.", lower_bound=0.0, upper_bound=0.99)
+flags.DEFINE_boolean("lm_variational", False, "Language models: one dropout mask per sequence "
+                     "for input and output dropout.")
 
 FLAGS = flags.FLAGS
 
@@ -98,9 +130,10 @@ def _ints(name):
 def config_from_flags():
     """The `SearchConfig` the flags describe (flag problems raise UsageError)."""
     from nas_tf import controller, reinforce, search
-    from nas_tf.children import convnet
+    from nas_tf.children import convnet, language_model
     from nas_tf.spaces import conv
 
+    is_cell = FLAGS.search_space == "ptb_cell"
     overrides = {
         "depth": FLAGS.search_depth,
         "filter_sizes": _ints("search_filter_sizes"),
@@ -113,12 +146,16 @@ def config_from_flags():
         raise app.UsageError("--search_strides applies to --search_space=cifar10_v2 only.")
     if FLAGS.search_space != "cifar10_v3" and FLAGS.search_pool_at is not None:
         raise app.UsageError("--search_pool_at applies to --search_space=cifar10_v3 only.")
+    if is_cell:
+        overrides = {"base": FLAGS.search_cell_base}
     curriculum = None
-    if FLAGS.search_curriculum_start is not None:
+    if FLAGS.search_curriculum_start is not None and not is_cell:
         curriculum = conv.DepthCurriculum(
             FLAGS.search_curriculum_start, FLAGS.search_curriculum_step, FLAGS.search_curriculum_every
         )
     xla = {"auto": None, "on": True, "off": False}[FLAGS.child_xla]
+    lr = FLAGS.child_learning_rate
+    batch = FLAGS.child_batch_size
     try:
         return search.SearchConfig(
             output_dir=FLAGS.output_dir,
@@ -143,15 +180,34 @@ def config_from_flags():
             ),
             child=convnet.ChildConfig(
                 epochs=FLAGS.child_epochs,
-                batch_size=FLAGS.child_batch_size,
-                learning_rate=FLAGS.child_learning_rate,
+                batch_size=batch or convnet.ChildConfig.batch_size,
+                learning_rate=lr or convnet.LEARNING_RATE,
                 momentum=FLAGS.child_momentum,
                 weight_decay=FLAGS.child_weight_decay,
                 reward_epochs=FLAGS.child_reward_epochs,
                 jit_compile=xla,
                 mixed_precision=FLAGS.child_mixed_precision,
             ),
+            lm_model=language_model.LanguageModelConfig(
+                units=FLAGS.lm_units,
+                tie_embeddings=FLAGS.lm_tie_embeddings,
+                input_dropout=FLAGS.lm_input_dropout,
+                output_dropout=FLAGS.lm_output_dropout,
+                recurrent_dropout=FLAGS.lm_recurrent_dropout,
+                variational=FLAGS.lm_variational,
+            ),
+            lm_train=language_model.TrainConfig(
+                epochs=FLAGS.child_epochs,
+                batch_size=batch or language_model.TrainConfig.batch_size,
+                bptt_steps=FLAGS.child_bptt_steps,
+                learning_rate=lr or language_model.TrainConfig.learning_rate,
+                max_train_batches=FLAGS.child_max_train_batches,
+                max_eval_batches=FLAGS.child_max_eval_batches,
+                jit_compile=xla,
+            ),
             curriculum=curriculum,
+            isolate_children=FLAGS.child_isolate,
+            children_per_worker=FLAGS.child_per_worker,
             reuse_rewards=FLAGS.search_reuse_rewards,
             overwrite=FLAGS.overwrite,
             top_k=FLAGS.search_top_k,
@@ -165,11 +221,18 @@ def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
     from nas_tf import data, search
-    from nas_tf.spaces import conv
+    from nas_tf.spaces import cell, conv
 
     config = config_from_flags()
     try:
-        conv.get_space(config.space, **config.space_overrides)
+        if config.space == "ptb_cell":
+            cell.check_base(config.space_overrides["base"])
+            if not config.dataset.startswith(("text", "ptb")):
+                raise ValueError("--search_space=ptb_cell needs a text --data_name (text, text_char, ptb, ptb_char).")
+        else:
+            conv.get_space(config.space, **config.space_overrides)
+            if config.dataset not in ("digits", "cifar10"):
+                raise ValueError(f"--search_space={config.space} needs an image --data_name (digits, cifar10).")
     except ValueError as e:
         raise app.UsageError(str(e))
     if FLAGS.data_dir is not None and not os.path.isdir(FLAGS.data_dir):

@@ -143,3 +143,49 @@ def test_a_child_that_cannot_train_fails_its_trial_and_the_search_goes_on(tmp_pa
     assert [r["status"] for r in history] == ["FAILED", "COMPLETED"]
     assert history[0]["reason"] == "nan" and "loss is nan" in history[0]["message"]
     assert best["trial_id"] == history[1]["trial_id"]
+
+
+def test_cell_search_on_the_embedded_corpus_end_to_end_and_resume(tmp_path):
+    out = str(tmp_path / "ptb")
+    tiny = [
+        "--search_space=ptb_cell",
+        "--search_cell_base=2",
+        "--data_name=text",
+        "--lm_units=8",
+        "--child_epochs=1",
+        "--child_max_train_batches=3",
+        "--child_max_eval_batches=2",
+        "--controller_batch_size=2",
+        "--verbose=0",
+        f"--output_dir={out}",
+    ]
+    _parse(tiny + ["--search_max_trials=2"])
+    assert train.main(["train"]) == 0
+    history = _lines(out)
+    assert [r["status"] for r in history] == ["COMPLETED", "COMPLETED"]
+    for r in history:
+        assert r["reward"] == pytest.approx(80.0 / r["best_val_perplexity"] ** 2)
+        assert len(r["val_perplexity"]) == 1 and r["num_params"] > 0
+    best = json.loads(open(os.path.join(out, search.BEST_ARCHITECTURE)).read())
+    cell = nas_tf.spaces.cell
+    description = cell.CellDescription.from_architecture(
+        cell.ptb_cell(2).architecture_from_json(json.dumps(best)), cell.ptb_cell(2)
+    )
+    assert len(description.nodes) == cell.num_nodes(2)
+    assert description.inject[0] in cell.COMBINATIONS
+    assert os.path.exists(os.path.join(out, search.BEST_MODEL))
+    _parse(tiny + ["--search_max_trials=3"])
+    assert train.main(["train"]) == 0
+    assert [r["trial_id"] for r in _lines(out)] == ["0", "1", "2"]
+
+
+def test_space_and_dataset_must_match(tmp_path):
+    _parse([f"--output_dir={tmp_path}", "--search_space=ptb_cell", "--data_name=digits"])
+    with pytest.raises(Exception, match="needs a text --data_name"):
+        train.main(["train"])
+    _parse([f"--output_dir={tmp_path}", "--data_name=text"])
+    with pytest.raises(Exception, match="needs an image --data_name"):
+        train.main(["train"])
+    _parse([f"--output_dir={tmp_path}", "--search_space=ptb_cell", "--data_name=text", "--search_cell_base=3"])
+    with pytest.raises(Exception, match="power of two"):
+        train.main(["train"])

@@ -1,0 +1,150 @@
+"""What a search trains: a task turns an architecture into a trained child.
+
+A task is a small, picklable value (the data and the training settings), so
+it can be shipped once to a worker process (`nas_tf.children.worker`). Called
+with (architecture JSON, model path), it trains one child, saves the model,
+and returns a JSON-compatible record whose "reward" goes to the controller.
+
+* `ConvTask`: the CIFAR-10 convolutional search (Zoph & Le 2017, sec. 4.1);
+  reward = (max validation accuracy of the last 5 epochs)^3.
+* `CellTask`: the Penn Treebank recurrent-cell search (sec. 4.2);
+  reward = 80 / (validation perplexity)^2.
+"""
+
+import dataclasses
+from typing import Any, Dict, Optional
+
+import keras
+
+from nas_tf import space as space_lib
+from nas_tf.children import convnet
+from nas_tf.children import language_model
+from nas_tf.data import cifar10 as image_data
+from nas_tf.data import ptb
+from nas_tf.spaces import cell as cell_space
+from nas_tf.spaces import conv
+
+
+@dataclasses.dataclass(frozen=True)
+class ConvTask:
+    """Trains convolutional children on images.
+
+    Attributes:
+      spec: `ConvSpaceSpec.to_config()` of the searched space.
+      data: the `ImageData`.
+      child: the `ChildConfig`.
+      verbose: Keras `fit` verbosity.
+    """
+
+    spec: Dict[str, Any]
+    data: image_data.ImageData
+    child: convnet.ChildConfig = convnet.ChildConfig()
+    verbose: int = 0
+
+    @property
+    def space(self) -> space_lib.Space:
+        return conv.ConvSpaceSpec.from_config(self.spec).space
+
+    def __call__(self, request) -> dict:
+        arch_json, model_path = request
+        keras.backend.clear_session()
+        spec = conv.ConvSpaceSpec.from_config(self.spec)
+        arch = spec.space.architecture_from_json(arch_json)
+        result = convnet.train_child(arch, spec, self.data, self.child, verbose=self.verbose)
+        if model_path:
+            result.model.save(model_path)
+        return result.to_dict()
+
+    @staticmethod
+    def headline(record: dict) -> str:
+        return f"val_acc {max(record['val_accuracy']):.4f}"
+
+    @staticmethod
+    def objective(record: dict) -> dict:
+        return {"reward": record["reward"], "val_accuracy": max(record["val_accuracy"])}
+
+
+@dataclasses.dataclass(frozen=True)
+class CellTask:
+    """Trains recurrent-cell language models on token ids.
+
+    Attributes:
+      base: leaves of the cell's tree (8: sec. 4.2).
+      data: the `LMData`.
+      model: the `LanguageModelConfig`.
+      train: the `TrainConfig`.
+    """
+
+    base: int
+    data: ptb.LMData
+    model: language_model.LanguageModelConfig = language_model.LanguageModelConfig()
+    train: language_model.TrainConfig = language_model.TrainConfig()
+
+    @property
+    def space(self) -> space_lib.Space:
+        return cell_space.ptb_cell(self.base)
+
+    def __call__(self, request) -> dict:
+        arch_json, model_path = request
+        keras.backend.clear_session()
+        space = self.space
+        arch = space.architecture_from_json(arch_json)
+        description = cell_space.CellDescription.from_architecture(arch, space)
+        result = language_model.train_language_model(
+            description, self.data, self.model, self.train, keep_model=bool(model_path)
+        )
+        if model_path:
+            result.model.save(model_path)
+        return {
+            "val_perplexity": result.val_perplexities,
+            "best_val_perplexity": result.best_val_perplexity,
+            "bits_per_token": result.bits_per_token,
+            "train_loss": result.train_losses,
+            "reward": result.reward,
+            "num_params": result.num_parameters,
+            "train_seconds": result.seconds,
+            "level": self.data.level,
+        }
+
+    @staticmethod
+    def headline(record: dict) -> str:
+        if record.get("level") == "char":
+            return f"val_bpc {record['bits_per_token']:.3f}"
+        return f"val_ppl {record['best_val_perplexity']:.2f}"
+
+    @staticmethod
+    def objective(record: dict) -> dict:
+        return {"reward": record["reward"], "val_perplexity": record["best_val_perplexity"]}
+
+
+def make_task(
+    space: str,
+    overrides: Dict[str, Any],
+    data,
+    child: Optional[convnet.ChildConfig] = None,
+    lm_model: Optional[language_model.LanguageModelConfig] = None,
+    lm_train: Optional[language_model.TrainConfig] = None,
+    verbose: int = 0,
+):
+    """The task that searches `space` (a conv space name or "ptb_cell") on `data`.
+
+    Raises:
+      ValueError: for an unknown space, bad overrides, or data of the wrong kind.
+    """
+    if space == "ptb_cell":
+        if not isinstance(data, ptb.LMData):
+            raise ValueError("Space 'ptb_cell' searches language models: use a text dataset.")
+        unknown = sorted(set(overrides) - {"base"})
+        if unknown:
+            raise ValueError(f"Space 'ptb_cell' has no setting {unknown[0]!r}; it has 'base'.")
+        base = cell_space.check_base(overrides.get("base", 8))
+        return CellTask(
+            base,
+            data,
+            lm_model or language_model.LanguageModelConfig(),
+            lm_train or language_model.TrainConfig(),
+        )
+    spec = conv.get_space(space, **overrides)
+    if not isinstance(data, image_data.ImageData):
+        raise ValueError(f"Space {space!r} searches image classifiers: use an image dataset.")
+    return ConvTask(spec.to_config(), data, child or convnet.ChildConfig(), verbose)
