@@ -88,6 +88,11 @@ flags.DEFINE_integer("child_reward_epochs", 5, "Reward = max validation accuracy
                      "last epochs, cubed (paper: 5).", lower_bound=1)
 flags.DEFINE_enum("child_xla", "auto", ["auto", "on", "off"], "XLA for children: auto is on with "
                   "a GPU or TPU and off on CPU.")
+flags.DEFINE_enum("child_distribution", "default", ["default", "mirrored", "tpu"],
+                  "Where each child trains: the default device (a GPU if present), all local "
+                  "GPUs (mirrored), or a Cloud TPU (tpu; see --tpu).")
+flags.DEFINE_string("tpu", None, "With --child_distribution=tpu: the TPU name or grpc address "
+                    "(unset: the TPU VM's own).")
 flags.DEFINE_boolean("child_mixed_precision", False, "Mixed-precision child training (images).")
 flags.DEFINE_integer("child_bptt_steps", 35, "Language models: unrolled steps per batch "
                      "(Zaremba et al.: 35).", lower_bound=1)
@@ -187,6 +192,8 @@ def config_from_flags():
                 reward_epochs=FLAGS.child_reward_epochs,
                 jit_compile=xla,
                 mixed_precision=FLAGS.child_mixed_precision,
+                distribution=FLAGS.child_distribution,
+                tpu=FLAGS.tpu,
             ),
             lm_model=language_model.LanguageModelConfig(
                 units=FLAGS.lm_units,

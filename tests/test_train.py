@@ -189,3 +189,10 @@ def test_space_and_dataset_must_match(tmp_path):
     _parse([f"--output_dir={tmp_path}", "--search_space=ptb_cell", "--data_name=text", "--search_cell_base=3"])
     with pytest.raises(Exception, match="power of two"):
         train.main(["train"])
+
+
+def test_children_train_under_a_mirrored_strategy(tmp_path):
+    out = str(tmp_path / "mirrored")
+    _parse(_TINY + [f"--output_dir={out}", "--search_max_trials=1", "--child_distribution=mirrored", "--child_isolate=false"])
+    assert train.main(["train"]) == 0
+    assert [r["status"] for r in _lines(out)] == ["COMPLETED"]

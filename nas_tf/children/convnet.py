@@ -30,6 +30,7 @@ import tensorflow as tf
 
 from nas_tf import reinforce
 from nas_tf import space as space_lib
+from nas_tf.children import distribution
 from nas_tf.spaces import conv
 
 # Common reproductions of Zoph & Le 2017 (DenseNet's child settings): SGD with
@@ -268,6 +269,9 @@ class ChildConfig:
       reward_epochs: the reward is the max validation accuracy over this many
         last epochs, cubed (sec. 4.1: 5).
       seed: shuffling seed of the training data (None: unseeded).
+      distribution: "default", "mirrored" (all local GPUs) or "tpu" (see
+        `nas_tf.children.distribution`).
+      tpu: the TPU name or address for distribution "tpu".
     """
 
     epochs: int = 50
@@ -281,6 +285,8 @@ class ChildConfig:
     mixed_precision: bool = False
     reward_epochs: int = 5
     seed: Optional[int] = None
+    distribution: str = "default"
+    tpu: Optional[str] = None
 
     def __post_init__(self):
         object.__setattr__(self, "lr_decay_at", tuple(self.lr_decay_at))
@@ -288,6 +294,10 @@ class ChildConfig:
             raise ValueError("epochs, batch_size and reward_epochs must be positive.")
         if self.learning_rate <= 0 or not 0 <= self.momentum < 1 or self.weight_decay < 0:
             raise ValueError(f"Impossible SGD settings in {self}.")
+        if self.distribution not in distribution.KINDS:
+            raise ValueError(
+                f"Unknown distribution {self.distribution!r}; choose one of {list(distribution.KINDS)}."
+            )
         if any(not 0 < f < 1 for f in self.lr_decay_at):
             raise ValueError(f"lr_decay_at must be fractions in (0, 1), got {self.lr_decay_at}.")
 
@@ -423,16 +433,18 @@ def train_child(
       ChildTrainingError: "build" (the model could not be built or compiled),
         "nan" or "oom". A trial that raises it should count as failed.
     """
+    scope = distribution.strategy(config.distribution, config.tpu).scope()
     try:
-        model = build_convnet(
-            arch, spec, data.input_shape, data.num_classes,
-            weight_decay=config.weight_decay, dtype_policy=config.dtype_policy(),
-        )  # fmt: skip
-        steps = -(-data.num_train // config.batch_size)
-        compile_child(
-            model, config.learning_rate_schedule(steps), config.momentum,
-            config.nesterov, config.jit_compile,
-        )  # fmt: skip
+        with scope:
+            model = build_convnet(
+                arch, spec, data.input_shape, data.num_classes,
+                weight_decay=config.weight_decay, dtype_policy=config.dtype_policy(),
+            )  # fmt: skip
+            steps = -(-data.num_train // config.batch_size)
+            compile_child(
+                model, config.learning_rate_schedule(steps), config.momentum,
+                config.nesterov, config.jit_compile,
+            )  # fmt: skip
     except tf.errors.ResourceExhaustedError as e:
         raise _oom(e) from e
     except Exception as e:  # Any build failure is a failed trial, not a crash.
