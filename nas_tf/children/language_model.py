@@ -13,6 +13,11 @@ Training is truncated back-propagation through time over contiguous batches
 (`nas_tf.data.ptb.batchify`) with the state carried from batch to batch, in a
 custom loop around one `tf.function` step. A loss that stops being finite
 raises `ChildDivergedError`.
+
+The same model can wrap Keras's own `keras.layers.LSTM` instead of a searched
+cell (`LanguageModelConfig(cell="lstm")`), the baseline a searched cell is
+compared with at the same width, data and training budget (the paper's
+Table 2 compares its cells with LSTM language models of similar size).
 """
 
 import dataclasses
@@ -33,6 +38,13 @@ from nas_tf.spaces import cell as cell_space
 
 # Zaremba et al. 2014, "medium": the size sec. 4.2 matches (20M in Table 2).
 MEDIUM_PARAMETERS = 20_000_000
+
+# The recurrent layers a language model can use: a searched cell (`NASCell`)
+# or Keras's LSTM.
+CELLS = ("nas", "lstm")
+# An LSTM's four gate projections of x_t and h_(t-1) weigh as much as a base-4
+# cell's leaves: 2 * 4 * units^2 per layer (plus 4 * units of gate biases).
+LSTM_BASE = 4
 
 
 class ChildDivergedError(ChildTrainingError):
@@ -63,7 +75,11 @@ class LanguageModelConfig:
         dropout (Gal 2015) instead of a fresh mask per step (Zaremba et al.).
       init_scale: every weight starts uniform in [-init_scale, init_scale]
         (0.05: Zaremba et al., medium).
-      use_bias: biases on the leaf projections (none in sec. 3.4).
+      use_bias: biases on the recurrent layer's projections. None: the
+        layer's own convention, no biases in a searched cell (sec. 3.4) and
+        gate biases in the LSTM (Keras's default, forget-gate bias 1).
+      cell: "nas", the searched cell (`NASCell`), or "lstm",
+        `keras.layers.LSTM` of the same width (the baseline).
     """
 
     units: Optional[int] = None
@@ -75,9 +91,12 @@ class LanguageModelConfig:
     recurrent_dropout: float = 0.0
     variational: bool = False
     init_scale: float = 0.05
-    use_bias: bool = False
+    use_bias: Optional[bool] = None
+    cell: str = "nas"
 
     def __post_init__(self):
+        if self.cell not in CELLS:
+            raise ValueError(f"cell must be one of {CELLS}, got {self.cell!r}.")
         if self.units is not None and self.units < 1:
             raise ValueError(f"units must be positive, got {self.units}.")
         if self.num_layers < 1:
@@ -144,10 +163,24 @@ class TrainConfig:
 
 def count_parameters(
     base: int, units: int, vocab_size: int, num_layers: int = 2, tie_embeddings: bool = False,
-    use_bias: bool = False,
+    use_bias: bool = False, cell: str = "nas",
 ) -> int:  # fmt: skip
-    """Parameters of a `CellLanguageModel` (embedding width = units)."""
-    per_layer = 2 * base * units * units + (2 * base * units if use_bias else 0)
+    """Parameters of a `CellLanguageModel` (embedding width = units).
+
+    Args:
+      base: leaves of the cell (not used for the LSTM, which weighs as base 4).
+      units: width of the recurrent layers and the embedding.
+      vocab_size: number of tokens.
+      num_layers: recurrent layers.
+      tie_embeddings: the softmax reuses the embedding.
+      use_bias: the recurrent layers have biases (a cell: one per leaf
+        projection, 2 * base * units; the LSTM: one per gate, 4 * units).
+      cell: "nas" or "lstm".
+    """
+    if cell == "lstm":
+        per_layer = 2 * LSTM_BASE * units * units + (LSTM_BASE * units if use_bias else 0)
+    else:
+        per_layer = 2 * base * units * units + (2 * base * units if use_bias else 0)
     softmax = (0 if tie_embeddings else units * vocab_size) + vocab_size
     return vocab_size * units + num_layers * per_layer + softmax
 
@@ -171,7 +204,7 @@ def units_for_budget(
 
 @keras.saving.register_keras_serializable(package="nas_tf")
 class CellLanguageModel(keras.Model):
-    """Embedding, `num_layers` RNNs of one searched cell, softmax.
+    """Embedding, `num_layers` RNNs of one searched cell (or LSTMs), softmax.
 
     `call(tokens, states=None, training=False)` takes int tokens [batch, time]
     and the previous states (a list of [h, c] per layer; zeros if None), and
@@ -179,18 +212,23 @@ class CellLanguageModel(keras.Model):
 
     Args:
       vocab_size: number of tokens.
-      description: the cell, a `CellDescription` or its config dict.
+      description: the cell, a `CellDescription` or its config dict; None
+        with `cell="lstm"`.
       units: width of h, c and the embedding.
       num_layers, tie_embeddings, input_dropout, output_dropout,
-      recurrent_dropout, variational, init_scale, use_bias: see
+      recurrent_dropout, variational, init_scale, use_bias, cell: see
         `LanguageModelConfig`.
       seed: seeds the initial weights and the dropout masks.
+
+    Raises:
+      ValueError: for an unknown `cell`, or a description that does not fit it
+        (missing for "nas", given for "lstm").
     """
 
     def __init__(
         self,
         vocab_size: int,
-        description: Union[cell_space.CellDescription, dict],
+        description: Optional[Union[cell_space.CellDescription, dict]],
         units: int,
         num_layers: int = 2,
         tie_embeddings: bool = False,
@@ -199,13 +237,21 @@ class CellLanguageModel(keras.Model):
         recurrent_dropout: float = 0.0,
         variational: bool = False,
         init_scale: float = 0.05,
-        use_bias: bool = False,
+        use_bias: Optional[bool] = None,
         seed: int = 0,
+        cell: str = "nas",
         **kwargs,
     ):
         super().__init__(**kwargs)
-        if not isinstance(description, cell_space.CellDescription):
+        if cell not in CELLS:
+            raise ValueError(f"cell must be one of {CELLS}, got {cell!r}.")
+        if cell == "lstm" and description is not None:
+            raise ValueError("cell='lstm' takes no cell description; pass None.")
+        if cell == "nas" and description is None:
+            raise ValueError("cell='nas' needs a cell description.")
+        if description is not None and not isinstance(description, cell_space.CellDescription):
             description = cell_space.CellDescription.from_config(description)
+        self.cell = cell
         self.vocab_size = int(vocab_size)
         self.description = description
         self.units = int(units)
@@ -216,7 +262,8 @@ class CellLanguageModel(keras.Model):
         self.recurrent_dropout = float(recurrent_dropout)
         self.variational = bool(variational)
         self.init_scale = float(init_scale)
-        self.use_bias = bool(use_bias)
+        # None: no biases in a searched cell (sec. 3.4), gate biases in the LSTM.
+        self.use_bias = (cell == "lstm") if use_bias is None else bool(use_bias)
         self.seed = int(seed)
 
         def init(k):
@@ -232,19 +279,7 @@ class CellLanguageModel(keras.Model):
         self.rnns = []
         self.dropouts = []
         for i in range(self.num_layers):
-            cell = NASCell(
-                self.units,
-                description,
-                use_bias=use_bias,
-                recurrent_dropout=recurrent_dropout,
-                kernel_initializer=init(2 * i + 1),
-                recurrent_initializer=init(2 * i + 2),
-                seed=seed * 100 + 50 + i,
-                name=f"cell_{i}",
-            )
-            self.rnns.append(
-                keras.layers.RNN(cell, return_sequences=True, return_state=True, name=f"rnn_{i}")
-            )
+            self.rnns.append(self._recurrent_layer(i, init))
             self.dropouts.append(
                 keras.layers.Dropout(
                     output_dropout, noise_shape=noise, seed=seed + 1 + i, name=f"output_dropout_{i}"
@@ -254,6 +289,24 @@ class CellLanguageModel(keras.Model):
             self.softmax = keras.layers.Dense(
                 vocab_size, kernel_initializer=init(99), name="softmax"
             )
+
+    def _recurrent_layer(self, i: int, init: Callable) -> keras.layers.Layer:
+        """Layer `i`: an RNN of the searched cell, or a Keras LSTM; outputs (x, h, c)."""
+        common = dict(
+            use_bias=self.use_bias,
+            recurrent_dropout=self.recurrent_dropout,
+            kernel_initializer=init(2 * i + 1),
+            recurrent_initializer=init(2 * i + 2),
+            seed=self.seed * 100 + 50 + i,
+        )
+        if self.cell == "lstm":
+            # Keras's defaults otherwise: tanh / sigmoid, zero biases but a
+            # forget-gate bias of 1 (Jozefowicz et al. 2015).
+            return keras.layers.LSTM(
+                self.units, return_sequences=True, return_state=True, name=f"rnn_{i}", **common
+            )
+        cell = NASCell(self.units, self.description, name=f"cell_{i}", **common)
+        return keras.layers.RNN(cell, return_sequences=True, return_state=True, name=f"rnn_{i}")
 
     def build(self, input_shape=None):
         self.embedding.build((None, None))
@@ -291,7 +344,7 @@ class CellLanguageModel(keras.Model):
         config = super().get_config()
         config.update(
             vocab_size=self.vocab_size,
-            description=self.description.to_config(),
+            description=None if self.description is None else self.description.to_config(),
             units=self.units,
             num_layers=self.num_layers,
             tie_embeddings=self.tie_embeddings,
@@ -302,20 +355,34 @@ class CellLanguageModel(keras.Model):
             init_scale=self.init_scale,
             use_bias=self.use_bias,
             seed=self.seed,
+            cell=self.cell,
         )
         return config
 
 
 def build_model(
-    description: cell_space.CellDescription,
+    description: Optional[cell_space.CellDescription],
     vocab_size: int,
     config: LanguageModelConfig = LanguageModelConfig(),
     seed: int = 0,
 ) -> CellLanguageModel:
-    """A built `CellLanguageModel` for `description` with `config`."""
+    """A built `CellLanguageModel` for `description` with `config`.
+
+    Args:
+      description: the cell; None when `config.cell` is "lstm".
+      vocab_size: number of tokens.
+      config: the model's shape; with `units=None` the width is the largest
+        within `parameter_budget` (an LSTM counts as a base-4 cell).
+      seed: seeds the weights and the dropout masks.
+
+    Raises:
+      ValueError: if `description` does not fit `config.cell`.
+    """
+    if config.cell == "nas" and description is None:
+        raise ValueError("A searched-cell model (cell='nas') needs a cell description.")
+    base = LSTM_BASE if config.cell == "lstm" else description.base
     units = config.units or units_for_budget(
-        description.base, vocab_size, config.parameter_budget, config.num_layers,
-        config.tie_embeddings,
+        base, vocab_size, config.parameter_budget, config.num_layers, config.tie_embeddings,
     )  # fmt: skip
     model = CellLanguageModel(
         vocab_size,
@@ -330,7 +397,8 @@ def build_model(
         init_scale=config.init_scale,
         use_bias=config.use_bias,
         seed=seed,
-        name="cell_language_model",
+        cell=config.cell,
+        name="lstm_language_model" if config.cell == "lstm" else "cell_language_model",
     )
     model.build((None, None))
     return model
@@ -353,7 +421,12 @@ class LanguageModelResult:
       train_losses: mean training cross-entropy (nats) per epoch.
       num_parameters: trainable parameters of the model.
       seconds: wall time of training and evaluation.
-      model: the trained `CellLanguageModel` (its last-epoch weights).
+      model: the trained `CellLanguageModel` (its last-epoch weights, or the
+        best epoch's with `restore_best`).
+      step_ms: median wall time of one training step in milliseconds, the
+        first step (which traces and compiles) left out; None if there was
+        only one step.
+      best_epoch: 0-based epoch of `best_val_perplexity`.
     """
 
     val_perplexities: List[float]
@@ -364,6 +437,8 @@ class LanguageModelResult:
     num_parameters: int
     seconds: float
     model: Optional[CellLanguageModel] = None
+    step_ms: Optional[float] = None
+    best_epoch: int = 0
 
 
 def _loss(logits, targets):
@@ -403,6 +478,17 @@ class _Trainer:
         return _loss(logits, y), new_states
 
 
+def compiled_train_step(model: CellLanguageModel, config: TrainConfig = TrainConfig()) -> Callable:
+    """The compiled training step of `train_language_model`, with its own optimiser.
+
+    For timing and custom loops: `step(x, y, states)` takes int32 tokens and
+    targets [batch, time] and the states, applies one SGD update at
+    `config.learning_rate` (clipped at `config.clip_norm`, XLA per
+    `config.jit_compile`) and returns (mean loss, new states).
+    """
+    return _Trainer(model, config).train_step
+
+
 def evaluate(
     model: CellLanguageModel,
     ids: np.ndarray,
@@ -436,22 +522,25 @@ def evaluate(
 
 
 def train_language_model(
-    description: cell_space.CellDescription,
+    description: Optional[cell_space.CellDescription],
     data: ptb.LMData,
     model_config: LanguageModelConfig = LanguageModelConfig(),
     train_config: TrainConfig = TrainConfig(),
     on_epoch_end: Optional[Callable[[int, float], None]] = None,
     keep_model: bool = True,
+    restore_best: bool = False,
 ) -> LanguageModelResult:
     """Trains one child on `data` and measures its validation perplexity.
 
     Args:
-      description: the cell.
+      description: the cell; None when `model_config.cell` is "lstm".
       data: token ids (`nas_tf.data.ptb.load` or `nas_tf.data.text_corpus.load`).
       model_config: the model's shape.
       train_config: the training schedule.
       on_epoch_end: called with (epoch, validation perplexity) after each epoch.
       keep_model: return the trained model in the result.
+      restore_best: end with the weights of the epoch of lowest validation
+        perplexity rather than the last epoch's (for a final model).
 
     Returns:
       A `LanguageModelResult` whose `reward` is c / best_val_perplexity^2.
@@ -463,19 +552,22 @@ def train_language_model(
       ValueError: if the data is too short for one batch.
     """
     try:
-        return _train(description, data, model_config, train_config, on_epoch_end, keep_model)
+        return _train(
+            description, data, model_config, train_config, on_epoch_end, keep_model, restore_best
+        )
     except tf.errors.ResourceExhaustedError as e:
         message = str(e).splitlines()[0] if str(e) else "out of memory"
         raise ChildTrainingError("oom", message) from e
 
 
-def _train(description, data, model_config, train_config, on_epoch_end, keep_model):
+def _train(description, data, model_config, train_config, on_epoch_end, keep_model, restore_best):
     start = time.time()
     model = build_model(description, data.vocab_size, model_config, seed=train_config.seed)
     trainer = _Trainer(model, train_config)
     c = train_config
     rows = ptb.batchify(data.train, c.batch_size)
     val_ppls, train_losses, best_loss = [], [], math.inf
+    best_epoch, best_weights, step_seconds = 0, None, []
     for epoch in range(c.epochs):
         trainer.optimizer.learning_rate.assign(c.learning_rate_at(epoch))
         states = model.initial_states(c.batch_size)
@@ -484,8 +576,10 @@ def _train(description, data, model_config, train_config, on_epoch_end, keep_mod
         for i, (x, y) in enumerate(ptb.bptt_windows(rows, c.bptt_steps, drop_remainder=True)):
             if c.max_train_batches is not None and i >= c.max_train_batches:
                 break
+            tick = time.perf_counter()
             loss, states = trainer.train_step(tf.constant(x), tf.constant(y), states)
-            loss = float(loss)
+            loss = float(loss)  # Waits for the step, so the time below is the step's.
+            step_seconds.append(time.perf_counter() - tick)
             if not math.isfinite(loss):
                 raise ChildDivergedError(
                     f"Training loss is {loss} at epoch {epoch}, batch {i}: the cell diverged."
@@ -504,9 +598,16 @@ def _train(description, data, model_config, train_config, on_epoch_end, keep_mod
         if not math.isfinite(val_loss) or val_loss > 700:  # exp(700) overflows a float.
             raise ChildDivergedError(f"Validation loss is {val_loss} after epoch {epoch}.")
         val_ppls.append(math.exp(val_loss))
-        best_loss = min(best_loss, val_loss)
+        if val_loss < best_loss:
+            best_loss, best_epoch = val_loss, epoch
+            if restore_best and epoch < c.epochs - 1:
+                best_weights = model.get_weights()
+            else:
+                best_weights = None
         if on_epoch_end is not None:
             on_epoch_end(epoch, val_ppls[-1])
+    if best_weights is not None:
+        model.set_weights(best_weights)
     best = math.exp(best_loss)
     return LanguageModelResult(
         val_perplexities=val_ppls,
@@ -517,4 +618,6 @@ def _train(description, data, model_config, train_config, on_epoch_end, keep_mod
         num_parameters=int(sum(np.prod(v.shape) for v in model.trainable_variables)),
         seconds=time.time() - start,
         model=model if keep_model else None,
+        step_ms=1000 * float(np.median(step_seconds[1:])) if len(step_seconds) > 1 else None,
+        best_epoch=best_epoch,
     )

@@ -1,0 +1,410 @@
+r"""Trains one full language model of a searched cell, or of an LSTM baseline.
+
+The search (`python -m nas_tf.train --flagfile=experiments/ptb_quick.flags`)
+writes its best cell to `<output_dir>/best_architecture.json`; this program
+trains that cell alone as a full language model (Zoph & Le 2017, sec. 4.2: a
+2-layer RNN of the cell, perplexity on the test split), or, with --cell=lstm,
+the same model around `keras.layers.LSTM`. It prints the validation
+perplexity after every epoch (bits per character on character-level data),
+then the test perplexity, and writes to --output_dir:
+
+  config.json     the resolved settings;
+  results.json    per-epoch validation figures, test figures, parameters,
+                  milliseconds per training step;
+  model.keras     the trained model (the best validation epoch's weights).
+
+  python -m nas_tf.train_lm --architecture=runs/ptb_quick/best_architecture.json \
+      --cell_base=4 --data_name=text --units=64 --epochs=5 --output_dir=runs/ptb_quick/final
+  python -m nas_tf.train_lm --cell=lstm --data_name=text --units=64 --epochs=5 \
+      --output_dir=runs/ptb_quick/lstm
+  python -m nas_tf.train_lm --architecture=runs/ptb/best_architecture.json \
+      --data_name=ptb --data_dir=/data/tfds --output_dir=runs/ptb/final   # paper sizes
+
+Library defaults are the paper's where it gives them (2 layers, 35 epochs,
+about 20M parameters) and Zaremba et al. 2014's medium setup otherwise.
+"""
+
+import dataclasses
+import functools
+import json
+import math
+import os
+import sys
+import time
+from typing import TYPE_CHECKING, Optional
+
+from absl import app
+from absl import flags
+
+# The flags live in their own `FlagValues`, not absl's global one, so that this
+# module and `nas_tf.train` (which share flag names such as --output_dir) can be
+# imported into one process, as the tests do.
+FLAGS = flags.FlagValues()
+
+
+_string = functools.partial(flags.DEFINE_string, flag_values=FLAGS)
+_integer = functools.partial(flags.DEFINE_integer, flag_values=FLAGS)
+_float = functools.partial(flags.DEFINE_float, flag_values=FLAGS)
+_boolean = functools.partial(flags.DEFINE_boolean, flag_values=FLAGS)
+_enum = functools.partial(flags.DEFINE_enum, flag_values=FLAGS)
+
+_string("architecture", None, "JSON file of the cell to train: an architecture of "
+        "ptb_cell(--cell_base), such as a search's best_architecture.json. Required with "
+        "--cell=nas; not allowed with --cell=lstm.")
+_integer("cell_base", 8, "Leaves of the cell's tree, a power of two; must match the "
+         "architecture file (paper: 8).", lower_bound=2)
+_enum("cell", "nas", ["nas", "lstm"], "Recurrent layer: 'nas' for the cell in --architecture, "
+      "'lstm' for keras.layers.LSTM of the same width (the baseline).")
+_enum("data_name", "ptb", ["text", "text_char", "ptb", "ptb_char"], "Text to model: 'text' / "
+      "'text_char' (the embedded corpus, no download) or 'ptb' / 'ptb_char' (Penn Treebank, "
+      "prepared offline in --data_dir).")
+_string("data_dir", None, "TensorFlow Datasets directory holding a prepared Penn Treebank (see "
+        "docs/ptb.md); unused for the embedded corpus.")
+_string("output_dir", "runs/train_lm", "Directory for config.json, results.json and "
+        "model.keras; created if missing, existing files are replaced.")
+_integer("verbose", 1, "0: silent; 1: one line per epoch and the results.", lower_bound=0,
+         upper_bound=1)
+
+_integer("units", None, "Width of the recurrent layers and the embedding (unset: the width that "
+         "gives about --parameter_budget parameters).", lower_bound=1)
+_integer("parameter_budget", 20_000_000, "Parameters to aim for when --units is unset (paper: "
+         "about 20M, the medium baselines it matches).", lower_bound=1)
+_integer("num_layers", 2, "Recurrent layers (paper: 2).", lower_bound=1, upper_bound=16)
+_boolean("tie_embeddings", False, "Share the embedding with the softmax weights (the paper's "
+         "'shared embeddings' model).")
+_float("input_dropout", 0.5, "Dropout on the embeddings (Zaremba et al.: 0.5).",
+       lower_bound=0.0, upper_bound=0.99)
+_float("output_dropout", 0.5, "Dropout between layers and before the softmax (Zaremba et al.: "
+       "0.5).", lower_bound=0.0, upper_bound=0.99)
+_float("recurrent_dropout", 0.0, "Dropout on h(t-1) inside the recurrent layer, one mask per "
+       "sequence (Zaremba et al.: 0).", lower_bound=0.0, upper_bound=0.99)
+_boolean("variational", False, "One dropout mask per sequence for the input and output dropout "
+         "(Gal 2015) instead of a fresh mask per step.")
+_float("init_scale", 0.05, "Weights start uniform in [-s, s] (Zaremba et al., medium: 0.05).",
+       lower_bound=1e-6)
+_enum("use_bias", "auto", ["auto", "on", "off"], "Biases in the recurrent layer: auto is off "
+      "for a searched cell (the paper's equations have none) and on for the LSTM (Keras's "
+      "default).")
+
+_integer("epochs", 35, "Passes over the training split (paper: 35).", lower_bound=1)
+_integer("batch_size", 20, "Contiguous rows per batch (Zaremba et al.: 20).", lower_bound=1)
+_integer("bptt_steps", 35, "Unrolled steps per batch (Zaremba et al.: 35).", lower_bound=1)
+_integer("eval_batch_size", 10, "Rows when measuring validation and test perplexity.",
+         lower_bound=1)
+_float("learning_rate", 1.0, "SGD learning rate (Zaremba et al.: 1.0).", lower_bound=1e-8)
+_float("lr_decay", 0.8, "Learning-rate factor per epoch after --lr_decay_after epochs (Zaremba "
+       "et al., medium: 0.8).", lower_bound=1e-6, upper_bound=1.0)
+_integer("lr_decay_after", 6, "Epochs at the full learning rate (Zaremba et al., medium: 6).",
+         lower_bound=0)
+_float("clip_norm", 5.0, "Global gradient-norm clipping (Zaremba et al.: 5); 0 turns it off.",
+       lower_bound=0.0)
+_integer("max_train_batches", None, "Stop each epoch after this many batches (unset: the whole "
+         "training split); for quick CPU runs.", lower_bound=1)
+_integer("max_eval_batches", None, "Measure validation and test perplexity on this many batches "
+         "(unset: the whole splits); for quick CPU runs.", lower_bound=1)
+_enum("xla", "auto", ["auto", "on", "off"], "XLA for the training step: auto is on with a GPU "
+      "or TPU and off on CPU.")
+_boolean("restore_best", True, "Test and save the weights of the epoch with the lowest "
+         "validation perplexity (else the last epoch's).")
+_integer("seed", 0, "Seed of the weights and the dropout masks.", lower_bound=0)
+
+if TYPE_CHECKING:  # TensorFlow loads after the flags are parsed.
+    from nas_tf.children import language_model as lm
+    from nas_tf.spaces import cell as cell_space
+
+DATASETS = ("text", "text_char", "ptb", "ptb_char")
+
+
+def load_architecture(path: str, base: Optional[int] = None):
+    """The `CellDescription` in an architecture JSON file of `ptb_cell(base)`.
+
+    Args:
+      path: a file written by `Architecture.to_json` (the search's
+        `best_architecture.json`).
+      base: the cell base the file must hold; None: whatever base it holds.
+
+    Returns:
+      The parsed `nas_tf.spaces.cell.CellDescription`.
+
+    Raises:
+      ValueError: if the file is missing or unreadable, is not an
+        architecture, holds a cell of another base, or lies outside the space.
+    """
+    from nas_tf import space as space_lib
+    from nas_tf.spaces import cell as cell_space
+
+    if base is not None:
+        cell_space.check_base(base)
+    if not os.path.isfile(path):
+        raise ValueError(f"Architecture file {path} does not exist.")
+    try:
+        with open(path) as f:
+            text = f.read()
+        arch = space_lib.Architecture.from_json(text)
+    except (OSError, UnicodeDecodeError, space_lib.ArchitectureError) as e:
+        raise ValueError(f"Architecture file {path} cannot be read: {e}") from None
+    nodes = sum(1 for k in arch.values if k.startswith("node_") and k.endswith("_combine"))
+    if base is None:
+        base = max(2, (nodes + 1) // 2)
+        if nodes != cell_space.num_nodes(base) or base & (base - 1):
+            raise ValueError(
+                f"Architecture file {path} holds {nodes} cell nodes; a cell has 2 * base - 1 "
+                "with base a power of two."
+            )
+    expected = cell_space.num_nodes(base)
+    if nodes != expected:
+        found = (nodes + 1) // 2
+        held = f"a base-{found} cell" if nodes == cell_space.num_nodes(found) else f"{nodes} nodes"
+        raise ValueError(
+            f"Architecture file {path} holds {held}, but the cell base is {base} "
+            f"({expected} nodes); pass the base the search used (--cell_base)."
+        )
+    try:
+        return cell_space.CellDescription.from_architecture(arch, cell_space.ptb_cell(base))
+    except space_lib.ArchitectureError as e:
+        raise ValueError(f"Architecture file {path} is not a base-{base} cell: {e}") from None
+
+
+@dataclasses.dataclass(frozen=True)
+class RunConfig:
+    """One language model to train.
+
+    Attributes:
+      output_dir: where config.json, results.json and model.keras go.
+      data_name: "text", "text_char" (embedded corpus), "ptb" or "ptb_char".
+      data_dir: TFDS directory with a prepared Penn Treebank.
+      description: the cell (`CellDescription`); None for the LSTM.
+      model: the `LanguageModelConfig` (its `cell` says "nas" or "lstm");
+        None: the defaults.
+      train: the `TrainConfig`; None: the defaults.
+      restore_best: test and save the best validation epoch's weights.
+      architecture_path: the file the cell came from (recorded only).
+      verbose: 0 silent, 1 a line per epoch and the results.
+    """
+
+    output_dir: str
+    data_name: str = "ptb"
+    data_dir: Optional[str] = None
+    description: Optional["cell_space.CellDescription"] = None
+    model: Optional["lm.LanguageModelConfig"] = None
+    train: Optional["lm.TrainConfig"] = None
+    restore_best: bool = True
+    architecture_path: Optional[str] = None
+    verbose: int = 1
+
+    def __post_init__(self):
+        from nas_tf.children import language_model as lm
+
+        if self.model is None:
+            object.__setattr__(self, "model", lm.LanguageModelConfig())
+        if self.train is None:
+            object.__setattr__(self, "train", lm.TrainConfig())
+        if self.data_name not in DATASETS:
+            raise ValueError(f"data_name must be one of {DATASETS}, got {self.data_name!r}.")
+        if self.model.cell == "nas" and self.description is None:
+            raise ValueError("A searched-cell model needs a cell: give an architecture file.")
+        if self.model.cell == "lstm" and self.description is not None:
+            raise ValueError("The LSTM baseline takes no cell architecture.")
+
+    def to_dict(self) -> dict:
+        """Plain JSON data: the cell as its config and its architecture values."""
+        description = self.description
+        return {
+            "output_dir": self.output_dir,
+            "data_name": self.data_name,
+            "data_dir": self.data_dir,
+            "architecture_path": self.architecture_path,
+            "cell": description.to_config() if description is not None else None,
+            "architecture": (
+                description.to_architecture().values if description is not None else None
+            ),
+            "model": dataclasses.asdict(self.model),
+            "train": dataclasses.asdict(self.train),
+            "restore_best": self.restore_best,
+        }
+
+
+def load_data(name: str, data_dir: Optional[str] = None):
+    """The `LMData` of a dataset name in `DATASETS` (never downloads).
+
+    Raises:
+      nas_tf.data.DataNotPreparedError: when Penn Treebank is not prepared.
+    """
+    from nas_tf.data import ptb, text_corpus
+
+    level = "char" if name.endswith("_char") else "word"
+    if name.startswith("text"):
+        return text_corpus.load(level)
+    return ptb.load(level, data_dir)
+
+
+def run(config: RunConfig, data=None) -> dict:
+    """Trains the model of `config`, measures it on the test split, writes it out.
+
+    Args:
+      config: what to train.
+      data: the `LMData` to use instead of loading `config.data_name`.
+
+    Returns:
+      The results written to `<output_dir>/results.json`.
+
+    Raises:
+      nas_tf.children.convnet.ChildTrainingError: if training diverges or runs
+        out of memory.
+      nas_tf.data.DataNotPreparedError: when Penn Treebank is not prepared.
+    """
+    from nas_tf.children import language_model as lm
+
+    data = data if data is not None else load_data(config.data_name, config.data_dir)
+    char = data.level == "char"
+    say = print if config.verbose else (lambda *a, **k: None)
+    what = "an LSTM" if config.model.cell == "lstm" else f"a base-{config.description.base} cell"
+    say(f"Training {what} language model on {data.name} ({data.vocab_size} tokens, "
+        f"{len(data.train):,} training ids).")  # fmt: skip
+    start = time.time()
+
+    def on_epoch_end(epoch, ppl):
+        figure = f"{math.log2(ppl):.3f} bits per char" if char else f"perplexity {ppl:.2f}"
+        lr = config.train.learning_rate_at(epoch)
+        say(f"epoch {epoch + 1}/{config.train.epochs}  lr {lr:.4g}  validation {figure}  "
+            f"({time.time() - start:.0f} s)", flush=True)  # fmt: skip
+
+    result = lm.train_language_model(
+        config.description, data, config.model, config.train, on_epoch_end,
+        restore_best=config.restore_best,
+    )  # fmt: skip
+    model = result.model
+    t = config.train
+    test_loss = lm.evaluate(model, data.test, t.eval_batch_size, t.bptt_steps, t.max_eval_batches)
+    os.makedirs(config.output_dir, exist_ok=True)
+    model_path = os.path.join(config.output_dir, "model.keras")
+    model.save(model_path)
+    results = {
+        "cell": config.model.cell,
+        "data": data.name,
+        "level": data.level,
+        "vocab_size": data.vocab_size,
+        "units": model.units,
+        "num_parameters": result.num_parameters,
+        "val_perplexities": result.val_perplexities,
+        "val_bits_per_token": [math.log2(p) for p in result.val_perplexities],
+        "best_epoch": result.best_epoch + 1,
+        "best_val_perplexity": result.best_val_perplexity,
+        "best_val_bits_per_token": result.bits_per_token,
+        "test_perplexity": math.exp(test_loss),
+        "test_bits_per_token": test_loss / math.log(2),
+        "train_losses": result.train_losses,
+        "step_ms": result.step_ms,
+        "seconds": time.time() - start,
+        "model_path": model_path,
+        "config": config.to_dict(),
+    }
+    with open(os.path.join(config.output_dir, "results.json"), "w") as f:
+        json.dump(results, f, indent=2, sort_keys=True)
+        f.write("\n")
+    figure = (
+        f"test {results['test_bits_per_token']:.3f} bits per char"
+        if char
+        else f"test perplexity {results['test_perplexity']:.2f}"
+    )
+    step = f"{result.step_ms:.1f} ms per training step" if result.step_ms else "one step"
+    say(f"{figure} (epoch {results['best_epoch']} weights); {result.num_parameters:,} "
+        f"parameters, {model.units} units; {step}.")  # fmt: skip
+    say(f"Wrote {model_path} and results.json to {config.output_dir}.")
+    return results
+
+
+def config_from_flags() -> RunConfig:
+    """The `RunConfig` the flags describe (flag problems raise UsageError)."""
+    from nas_tf.children import language_model as lm
+
+    if FLAGS.cell == "nas" and FLAGS.architecture is None:
+        raise app.UsageError("--cell=nas needs --architecture (a best_architecture.json).")
+    if FLAGS.cell == "lstm" and FLAGS.architecture is not None:
+        raise app.UsageError("--architecture applies to --cell=nas only.")
+    if FLAGS.data_dir is not None and not os.path.isdir(FLAGS.data_dir):
+        raise app.UsageError(f"--data_dir {FLAGS.data_dir} is not a readable directory.")
+    try:
+        description = None
+        if FLAGS.architecture is not None:
+            description = load_architecture(FLAGS.architecture, FLAGS.cell_base)
+        return RunConfig(
+            output_dir=FLAGS.output_dir,
+            data_name=FLAGS.data_name,
+            data_dir=FLAGS.data_dir,
+            description=description,
+            model=lm.LanguageModelConfig(
+                units=FLAGS.units,
+                parameter_budget=FLAGS.parameter_budget,
+                num_layers=FLAGS.num_layers,
+                tie_embeddings=FLAGS.tie_embeddings,
+                input_dropout=FLAGS.input_dropout,
+                output_dropout=FLAGS.output_dropout,
+                recurrent_dropout=FLAGS.recurrent_dropout,
+                variational=FLAGS.variational,
+                init_scale=FLAGS.init_scale,
+                use_bias={"auto": None, "on": True, "off": False}[FLAGS.use_bias],
+                cell=FLAGS.cell,
+            ),
+            train=lm.TrainConfig(
+                epochs=FLAGS.epochs,
+                batch_size=FLAGS.batch_size,
+                bptt_steps=FLAGS.bptt_steps,
+                eval_batch_size=FLAGS.eval_batch_size,
+                learning_rate=FLAGS.learning_rate,
+                lr_decay=FLAGS.lr_decay,
+                lr_decay_after=FLAGS.lr_decay_after,
+                clip_norm=FLAGS.clip_norm or None,
+                max_train_batches=FLAGS.max_train_batches,
+                max_eval_batches=FLAGS.max_eval_batches,
+                jit_compile={"auto": None, "on": True, "off": False}[FLAGS.xla],
+                seed=FLAGS.seed,
+            ),
+            restore_best=FLAGS.restore_best,
+            architecture_path=FLAGS.architecture,
+            verbose=FLAGS.verbose,
+        )
+    except ValueError as e:
+        raise app.UsageError(str(e))
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
+    from nas_tf import data as data_lib
+    from nas_tf.children.convnet import ChildTrainingError
+
+    config = config_from_flags()
+    os.makedirs(config.output_dir, exist_ok=True)
+    with open(os.path.join(config.output_dir, "config.json"), "w") as f:
+        json.dump(config.to_dict(), f, indent=2, sort_keys=True)
+        f.write("\n")
+    try:
+        run(config)
+    except data_lib.DataNotPreparedError as e:
+        print(f"nas_tf: {e}", file=sys.stderr)
+        return 2
+    except ChildTrainingError as e:
+        print(f"nas_tf: training failed: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def parse_flags(argv):
+    """Parses `argv` into this module's FLAGS for `app.run`; prints help on --help."""
+    if any(a in ("-h", "-?", "--help", "--helpshort", "--helpfull") for a in argv[1:]):
+        print(__doc__)
+        print(FLAGS.get_help())
+        sys.exit(0)
+    try:
+        rest = FLAGS(argv)
+    except flags.Error as e:
+        print(f"FATAL Flags parsing error: {e}\nPass --help to see help on flags.", file=sys.stderr)
+        sys.exit(1)
+    flags.FLAGS(argv[:1])  # absl's own flags (app.run reads them) keep their defaults.
+    return rest
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    app.run(main, flags_parser=parse_flags)
