@@ -1,0 +1,1 @@
+"""Tabular NAS benchmarks: search spaces, lookup tables and baseline searches."""
