@@ -29,7 +29,10 @@ class ReinforceConfig:
 
     Attributes:
       learning_rate: Adam learning rate (0.0006 for CIFAR-10, sec. 4.1; the
-        Penn Treebank search uses 0.0005, sec. 4.2).
+        Penn Treebank search uses 0.0005, sec. 4.2). The paper's rate suits
+        its 12,800-child searches; in a search of a few hundred trials it
+        leaves the policy near uniform, and 0.01-0.05 (with the controller's
+        `tanh_constant` around 2.5) is what learns (docs/nasbench201.md).
       batch_size: m, the number of rewards per update. The paper's replicas
         each train 8 children at once before a gradient (sec. 3.2).
       baseline_decay: decay of the EMA baseline; the paper does not give it.
