@@ -47,6 +47,7 @@ TUNED_REINFORCE = dict(
     learning_rate=0.03, batch_size=8, baseline_decay=0.95, entropy_weight=0.0, clip_norm=5.0
 )
 TUNED_CONTROLLER = dict(temperature=None, tanh_constant=2.5)
+TUNED_ORACLE = dict(max_resamples=5)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -68,13 +69,14 @@ def oracle_seed(seed: int) -> int:
     return 10007 * (seed + 1)
 
 
-def nasrl_options(reinforce: Dict, controller: Dict) -> Dict:
+def nasrl_options(reinforce: Dict, controller: Dict, oracle: Optional[Dict] = None) -> Dict:
     """The NASRLOracle keyword arguments for the given config overrides."""
     import nas_tf
 
     return dict(
         reinforce_config=nas_tf.ReinforceConfig(**reinforce),
         controller_config=nas_tf.ControllerConfig(**controller),
+        **(oracle or {}),
     )
 
 
@@ -212,6 +214,10 @@ def parse_args(argv=None):
     for name, value in TUNED_CONTROLLER.items():
         g.add_argument(f"--{name}", type=_optional_float, default=value)
     g.add_argument("--units", type=int, default=None, help="Controller LSTM units.")
+    g.add_argument(
+        "--max_resamples", type=int, default=TUNED_ORACLE["max_resamples"],
+        help="Re-samples of known cells per trial before the oracle mutates the last one.",
+    )  # fmt: skip
     return p.parse_args(argv)
 
 
@@ -236,7 +242,9 @@ def main(argv=None):
     controller = {k: getattr(args, k) for k in TUNED_CONTROLLER}
     if args.units:
         controller["units"] = args.units
-    options = dict(reinforce=reinforce, controller=controller)
+    options = dict(
+        reinforce=reinforce, controller=controller, oracle={"max_resamples": args.max_resamples}
+    )
     seeds = range(args.first_seed, args.first_seed + args.seeds)
     bayes_budget = min(args.bayes_budget, budgets[-1])
     tasks = [

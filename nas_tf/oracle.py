@@ -183,8 +183,7 @@ class NASRLOracle(keras_tuner.Oracle):
             # Nothing to decide yet (the HyperModel declares its entries later).
             return {"status": trial_module.TrialStatus.RUNNING, "values": dict(self._fixed)}
         depth = self._depth()
-        for _ in range(self.max_resamples + 1):
-            arch = learner.controller.sample(1, depth=depth)[0]
+        for arch in self._samples(learner.controller, depth):
             values = hp_space.architecture_to_values(space, arch, self._fixed)
             if not self.reuse_rewards or not self._duplicate(values):
                 return {"status": trial_module.TrialStatus.RUNNING, "values": values}
@@ -198,6 +197,21 @@ class NASRLOracle(keras_tuner.Oracle):
             return {"status": trial_module.TrialStatus.STOPPED, "values": None}
         return {"status": trial_module.TrialStatus.RUNNING, "values": values}
 
+    def _samples(self, controller, depth):
+        """Up to `max_resamples + 1` samples, drawn in batches of m.
+
+        One batched call costs about as much as one single sample, and once the
+        policy has concentrated most samples are already-trained architectures.
+        Samples left over when a new architecture turns up are dropped: the RNG
+        state (saved) has moved past them, so a resumed search drops them too.
+        """
+        left = self.max_resamples + 1
+        chunk = self.reinforce_config.batch_size
+        while left > 0:
+            batch = controller.sample(min(chunk, left), depth=depth)
+            left -= len(batch)
+            yield from batch
+
     def _mutate_until_new(self, space, arch):
         """Changes random decisions of `arch` until it is untried (None if hopeless).
 
@@ -206,7 +220,7 @@ class NASRLOracle(keras_tuner.Oracle):
         """
         rng = np.random.default_rng([self.seed, len(self.start_order)])
         values = dict(arch.values)
-        for _ in range(self.max_resamples * 10):
+        for _ in range(max(1000, self.max_resamples * 10)):
             d = space.decisions[rng.integers(len(space.decisions))]
             if d.name not in values:
                 continue
