@@ -36,6 +36,8 @@ from typing import TYPE_CHECKING, Optional
 from absl import app
 from absl import flags
 
+from nas_tf import cli
+
 # The flags live in their own `FlagValues`, not absl's global one, so that this
 # module and `nas_tf.train` (which share flag names such as --output_dir) can be
 # imported into one process, as the tests do.
@@ -390,21 +392,6 @@ def main(argv):
     return 0
 
 
-def parse_flags(argv):
-    """Parses `argv` into this module's FLAGS for `app.run`; prints help on --help."""
-    if any(a in ("-h", "-?", "--help", "--helpshort", "--helpfull") for a in argv[1:]):
-        print(__doc__)
-        print(FLAGS.get_help())
-        sys.exit(0)
-    try:
-        rest = FLAGS(argv)
-    except flags.Error as e:
-        print(f"FATAL Flags parsing error: {e}\nPass --help to see help on flags.", file=sys.stderr)
-        sys.exit(1)
-    flags.FLAGS(argv[:1])  # absl's own flags (app.run reads them) keep their defaults.
-    return rest
-
-
 if __name__ == "__main__":
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    app.run(main, flags_parser=parse_flags)
+    app.run(main, flags_parser=cli.flags_parser(FLAGS, __doc__))

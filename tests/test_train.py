@@ -196,3 +196,68 @@ def test_children_train_under_a_mirrored_strategy(tmp_path):
     _parse(_TINY + [f"--output_dir={out}", "--search_max_trials=1", "--child_distribution=mirrored", "--child_isolate=false"])
     assert train.main(["train"]) == 0
     assert [r["status"] for r in _lines(out)] == ["COMPLETED"]
+
+
+def test_prepare_ptb_then_search_it(tmp_path):
+    from nas_tf import prepare_ptb
+
+    source = tmp_path / "source"
+    source.mkdir()
+    words = "the cat sat on the mat and the dog ran to the cat".split()
+    for split, n in (("train", 300), ("valid", 60), ("test", 60)):
+        lines = [" ".join(words[(i + k) % len(words)] for k in range(8)) for i in range(n)]
+        (source / f"ptb.{split}.txt").write_text("\n".join(lines) + "\n")
+    tfds_dir = tmp_path / "tfds"
+    prepare_ptb.FLAGS.unparse_flags()
+    prepare_ptb.FLAGS(["prepare_ptb", f"--manual_dir={source}", f"--data_dir={tfds_dir}", "--levels=word"])
+    assert prepare_ptb.main(["prepare_ptb"]) == 0
+    prepare_ptb.FLAGS.unparse_flags()
+    prepare_ptb.FLAGS(["prepare_ptb", f"--manual_dir={tmp_path / 'missing'}"])
+    with pytest.raises(Exception, match="not a directory"):
+        prepare_ptb.main(["prepare_ptb"])
+
+    out = str(tmp_path / "ptb_search")
+    _parse(
+        [
+            "--search_space=ptb_cell",
+            "--search_cell_base=2",
+            "--data_name=ptb",
+            f"--data_dir={tfds_dir}",
+            "--lm_units=8",
+            "--child_epochs=1",
+            "--child_batch_size=4",
+            "--child_bptt_steps=5",
+            "--child_max_train_batches=3",
+            "--child_max_eval_batches=2",
+            "--search_max_trials=1",
+            "--child_isolate=false",
+            "--verbose=0",
+            f"--output_dir={out}",
+        ]
+    )
+    assert train.main(["train"]) == 0
+    assert [r["status"] for r in _lines(out)] == ["COMPLETED"]
+
+
+def test_search_on_user_arrays(tmp_path):
+    import numpy as np
+
+    from nas_tf import data as data_lib
+    from nas_tf.children import convnet
+
+    rng = np.random.default_rng(0)
+    data = data_lib.from_arrays(
+        rng.integers(0, 255, (40, 6, 6, 3)).astype("uint8"), rng.integers(0, 3, 40), num_valid=8
+    )
+    config = search.SearchConfig(
+        output_dir=str(tmp_path),
+        space_overrides={"depth": 2, "num_filters": (2,), "filter_sizes": (1, 3)},
+        max_trials=2,
+        child=convnet.ChildConfig(epochs=1, batch_size=16),
+        isolate_children=False,
+        verbose=0,
+    )
+    best = search.run(config, data=data)
+    assert best is not None
+    model = keras.models.load_model(os.path.join(str(tmp_path), search.BEST_MODEL))
+    assert model.output_shape == (None, 3) and model.input_shape == (None, 6, 6, 3)

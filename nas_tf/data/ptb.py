@@ -343,8 +343,9 @@ def load(level: str = "word", data_dir: Optional[str] = None) -> LMData:
         raise DataNotPreparedError(
             f"Penn Treebank ({level}) is not prepared in {b.data_dir!r}. Put ptb.train.txt, "
             "ptb.valid.txt and ptb.test.txt in a directory DIR (from "
-            f"{SOURCE_URL}) and call nas_tf.data.ptb.prepare({level!r}, data_dir, "
-            "manual_dir=DIR) once."
+            f"{SOURCE_URL}) and run `python -m nas_tf.prepare_ptb --manual_dir=DIR "
+            f"--data_dir={b.data_dir.split('/penn_treebank')[0] if b.data_dir else '...'}` once "
+            f"(or call nas_tf.data.ptb.prepare({level!r}, data_dir, manual_dir=DIR))."
         )
     lines = {}
     for split in SPLITS:

@@ -1,0 +1,36 @@
+"""Shared command-line plumbing for entry points with their own flag registry.
+
+`nas_tf.train` defines its flags in absl's global registry. The smaller entry
+points (`train_lm`, `prepare_ptb`) keep theirs in a module-level
+`flags.FlagValues()` so that they can be imported beside `nas_tf.train`
+(tests do) without clashing flag names; `flags_parser` lets `app.run` parse
+into such a registry.
+"""
+
+import sys
+
+from absl import flags
+
+
+def flags_parser(flag_values: flags.FlagValues, doc: str):
+    """An `app.run(flags_parser=...)` that parses into `flag_values`.
+
+    Args:
+      flag_values: the entry point's own registry.
+      doc: text printed before the flags' help on --help.
+    """
+
+    def parse(argv):
+        if any(a in ("-h", "-?", "--help", "--helpshort", "--helpfull") for a in argv[1:]):
+            print(doc)
+            print(flag_values.get_help())
+            sys.exit(0)
+        try:
+            rest = flag_values(argv)
+        except flags.Error as e:
+            print(f"FATAL Flags parsing error: {e}\nPass --help to see help on flags.", file=sys.stderr)
+            sys.exit(1)
+        flags.FLAGS(argv[:1])  # absl's own flags (app.run reads them) keep their defaults.
+        return rest
+
+    return parse
