@@ -17,11 +17,14 @@ checkpoint is missing, the controller is rebuilt by replaying the recorded
 (architecture, reward) history, which gives the same weights.
 """
 
+import collections
 import json
 import math
 import os
 import tempfile
+import threading
 import warnings
+import weakref
 from typing import Callable, Optional, Union
 
 import keras_tuner
@@ -34,6 +37,40 @@ from nas_tf import reinforce as reinforce_lib
 from nas_tf import space as space_lib
 
 _CHECKPOINT = "nasrl_controller_{:06d}.npz"
+
+
+class _WeakDefaultDict(weakref.WeakKeyDictionary):
+    """A `defaultdict` whose keys do not keep their objects alive."""
+
+    def __init__(self, factory):
+        super().__init__()
+        self._factory = factory
+
+    def __getitem__(self, key):
+        try:
+            return super().__getitem__(key)
+        except KeyError:
+            value = self[key] = self._factory()
+            return value
+
+
+def _let_oracles_be_freed():
+    """Keras Tuner 1.4's `@synchronized` keys a lock per oracle in module-level
+    defaultdicts, which keep every oracle ever used alive (with its trials and,
+    here, its controller's TensorFlow graphs: about 44 MB per 200-trial
+    NAS-Bench-201 search). Weak keys give the same locking without the leak.
+    """
+    from keras_tuner.src.engine import oracle as kt_oracle
+
+    for name, factory in (("LOCKS", threading.Lock), ("THREADS", lambda: None)):
+        table = getattr(kt_oracle, name, None)
+        if isinstance(table, collections.defaultdict):
+            weak = _WeakDefaultDict(factory)
+            weak.update(table)
+            setattr(kt_oracle, name, weak)
+
+
+_let_oracles_be_freed()
 
 
 def _atomic_write(path: str, write):

@@ -263,3 +263,15 @@ def test_top_level_exports_and_bad_arguments():
         nas_tf.NASRLOracle(objective="score", reward="nope")
     with pytest.raises(ValueError, match="either"):
         nas_tf.NASRLOracle(objective="score", space=layered_space(), hyperparameters=_space_hps())
+
+
+def test_a_finished_oracle_is_freed(tmp_path):
+    import gc
+    import weakref
+
+    oracle = _oracle(tmp_path)
+    _drive(oracle, 3)
+    ref = weakref.ref(oracle)
+    del oracle
+    gc.collect()
+    assert ref() is None  # Keras Tuner's per-oracle lock table no longer pins it.
