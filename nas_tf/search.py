@@ -146,6 +146,7 @@ class ChildSearch(oracle_lib.NASRL):
         self.task = task
         self.output_dir, self.log_level = output_dir, verbose
         self._started = time.time()
+        self._best = None  # (reward, trial id) of the best child, read from the history.
         self._train = worker.WorkerPool(task, children_per_worker) if isolate_children else task
 
     def run_trial(self, trial, *args, **kwargs):
@@ -156,13 +157,31 @@ class ChildSearch(oracle_lib.NASRL):
         try:
             result = self._train((arch.to_json(), model_path))
         except (convnet.ChildTrainingError, worker.ChildCrashed, ValueError) as e:
-            reason = getattr(e, "reason", "crash")
+            reason = getattr(e, "reason", None)
+            reason = reason or ("crash" if isinstance(e, worker.ChildCrashed) else "error")
             record.update(status="FAILED", reason=reason, message=str(e))
             self._record(record)
             raise keras_tuner.errors.FailedTrialError(f"{reason}: {e}") from e
         record.update(status="COMPLETED", **result)
         self._record(record)
+        self._keep_best_model(trial.trial_id, result["reward"], model_path)
         return self.task.objective(result)
+
+    def _keep_best_model(self, trial_id, reward, model_path):
+        """Keeps only the best child's model on disk (thousands of children would fill it)."""
+        if self._best is None:
+            done = [r for r in read_history(self.output_dir) if r["status"] == "COMPLETED"]
+            done = [r for r in done if r["trial_id"] != trial_id]
+            self._best = max(((r["reward"], r["trial_id"]) for r in done), default=(None, None))
+        best_reward, best_id = self._best
+        if best_reward is None or reward > best_reward:
+            if best_id is not None:
+                old = os.path.join(self.get_trial_dir(best_id), "model.keras")
+                if os.path.exists(old):
+                    os.remove(old)
+            self._best = (reward, trial_id)
+        elif os.path.exists(model_path):
+            os.remove(model_path)
 
     def close(self):
         """Stops the worker process, if any."""

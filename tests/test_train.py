@@ -63,6 +63,8 @@ def test_cli_writes_what_a_user_gets_and_resumes(tmp_path):
     assert best == space.architecture_from_json(json.dumps(best_record["architecture"]))
     model = keras.models.load_model(os.path.join(out, search.BEST_MODEL))
     assert model.output_shape == (None, 10)
+    kept = [d for d in os.listdir(os.path.join(out, search.PROJECT)) if os.path.exists(os.path.join(out, search.PROJECT, d, "model.keras"))]
+    assert kept == [f"trial_{best_record['trial_id']}"]  # Only the best child's model stays on disk.
 
     # The same command with a larger budget resumes: no child is trained twice.
     _parse(_TINY + [f"--output_dir={out}", "--search_max_trials=3"])
