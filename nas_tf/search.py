@@ -12,7 +12,8 @@ children) in `config.output_dir`. What a user gets there:
 * `history.jsonl`: one line per finished child: trial id, status, the
   architecture JSON, reward, validation accuracy (or perplexity) per epoch,
   parameters, training time, or the reason it failed;
-* `best_architecture.json` and `best_model.keras`: the best child so far.
+* `best_architecture.json` and `best_model.keras`: the best child so far
+  (only the best child's trained model is kept on disk).
 """
 
 import dataclasses
