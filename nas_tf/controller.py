@@ -218,16 +218,15 @@ class Controller:
             self._heads[d.kind] = self._dense(d.num_choices, f"head_{slug}")
         self.space = space
         self._layout = _Layout(space)
-        jit = self.jit_compile
-        self._sample_fn = tf.function(
-            lambda depth: self._rollout(depth, None), jit_compile=jit, reduce_retracing=True
-        )
-        self._score_fn = tf.function(
-            lambda idx, depth: self._rollout(depth, idx), jit_compile=jit, reduce_retracing=True
-        )
+        # The rollout's Python control flow is all static (it walks the space),
+        # so AutoGraph would only add tracing time.
+        graph = dict(jit_compile=self.jit_compile, reduce_retracing=True, autograph=False)
+        self._sample_fn = tf.function(lambda depth: self._rollout(depth, None), **graph)
+        self._score_fn = tf.function(lambda idx, depth: self._rollout(depth, idx), **graph)
         self._probs_fn = tf.function(
             lambda idx, depth: self._rollout(depth, idx, with_probs=True),
             reduce_retracing=True,
+            autograph=False,
         )
 
     @property

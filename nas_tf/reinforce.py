@@ -147,7 +147,10 @@ class Reinforce:
 
     def _compile_step(self):
         return tf.function(
-            self._train_step, jit_compile=self.controller.jit_compile, reduce_retracing=True
+            self._train_step,
+            jit_compile=self.controller.jit_compile,
+            reduce_retracing=True,
+            autograph=False,  # No tensor-dependent Python control flow in the step.
         )
 
     def refresh(self):
