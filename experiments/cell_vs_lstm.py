@@ -35,7 +35,7 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from nas_tf import train_lm  # noqa: E402
+from nas_tf import cli, train_lm  # noqa: E402
 from nas_tf.children import language_model as lm  # noqa: E402
 from nas_tf.spaces import cell as cell_space  # noqa: E402
 
@@ -67,7 +67,7 @@ def parse_args(argv=None):
                    "(unset: all).")
     p.add_argument("--max_eval_batches", type=int, default=None, help="Validation and test "
                    "batches (unset: all).")
-    p.add_argument("--xla", choices=("auto", "on", "off"), default="auto", help="XLA for the "
+    p.add_argument("--xla", choices=cli.AUTO_ON_OFF, default="auto", help="XLA for the "
                    "training steps (auto: on with a GPU).")
     p.add_argument("--seed", type=int, default=0, help="Seed of both models.")
     p.add_argument("--timing_rounds", type=int, default=5, help="Alternating timing rounds.")
@@ -167,7 +167,7 @@ def main(argv=None):
         lr_decay_after=args.lr_decay_after,
         max_train_batches=args.max_train_batches,
         max_eval_batches=args.max_eval_batches,
-        jit_compile={"auto": None, "on": True, "off": False}[args.xla],
+        jit_compile=cli.auto_on_off(args.xla),
         seed=args.seed,
     )
     print(description)

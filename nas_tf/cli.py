@@ -12,6 +12,14 @@ import sys
 from absl import flags
 
 
+AUTO_ON_OFF = ("auto", "on", "off")
+
+
+def auto_on_off(value: str):
+    """Maps an "auto" | "on" | "off" flag to None | True | False."""
+    return {"auto": None, "on": True, "off": False}[value]
+
+
 def flags_parser(flag_values: flags.FlagValues, doc: str):
     """An `app.run(flags_parser=...)` that parses into `flag_values`.
 

@@ -22,6 +22,8 @@ import sys
 from absl import app
 from absl import flags
 
+from nas_tf import cli
+
 # Zoph & Le 2017 values are noted where a flag's paper value differs from the quick default.
 flags.DEFINE_string("output_dir", "runs/quick", "Directory the search writes to and resumes from.")
 flags.DEFINE_boolean("overwrite", False, "Delete an existing search in --output_dir and start afresh.")
@@ -86,7 +88,7 @@ flags.DEFINE_float("child_weight_decay", 1e-4, "Child L2 weight decay (paper set
                    lower_bound=0.0)
 flags.DEFINE_integer("child_reward_epochs", 5, "Reward = max validation accuracy over this many "
                      "last epochs, cubed (paper: 5).", lower_bound=1)
-flags.DEFINE_enum("child_xla", "auto", ["auto", "on", "off"], "XLA for children: auto is on with "
+flags.DEFINE_enum("child_xla", "auto", list(cli.AUTO_ON_OFF), "XLA for children: auto is on with "
                   "a GPU or TPU and off on CPU.")
 flags.DEFINE_enum("child_distribution", "default", ["default", "mirrored", "tpu"],
                   "Where each child trains: the default device (a GPU if present), all local "
@@ -158,7 +160,7 @@ def config_from_flags():
         curriculum = conv.DepthCurriculum(
             FLAGS.search_curriculum_start, FLAGS.search_curriculum_step, FLAGS.search_curriculum_every
         )
-    xla = {"auto": None, "on": True, "off": False}[FLAGS.child_xla]
+    xla = cli.auto_on_off(FLAGS.child_xla)
     lr = FLAGS.child_learning_rate
     batch = FLAGS.child_batch_size
     try:

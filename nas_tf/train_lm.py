@@ -84,7 +84,7 @@ _boolean("variational", False, "One dropout mask per sequence for the input and 
          "(Gal 2015) instead of a fresh mask per step.")
 _float("init_scale", 0.05, "Weights start uniform in [-s, s] (Zaremba et al., medium: 0.05).",
        lower_bound=1e-6)
-_enum("use_bias", "auto", ["auto", "on", "off"], "Biases in the recurrent layer: auto is off "
+_enum("use_bias", "auto", list(cli.AUTO_ON_OFF), "Biases in the recurrent layer: auto is off "
       "for a searched cell (the paper's equations have none) and on for the LSTM (Keras's "
       "default).")
 
@@ -104,7 +104,7 @@ _integer("max_train_batches", None, "Stop each epoch after this many batches (un
          "training split); for quick CPU runs.", lower_bound=1)
 _integer("max_eval_batches", None, "Measure validation and test perplexity on this many batches "
          "(unset: the whole splits); for quick CPU runs.", lower_bound=1)
-_enum("xla", "auto", ["auto", "on", "off"], "XLA for the training step: auto is on with a GPU "
+_enum("xla", "auto", list(cli.AUTO_ON_OFF), "XLA for the training step: auto is on with a GPU "
       "or TPU and off on CPU.")
 _boolean("restore_best", True, "Test and save the weights of the epoch with the lowest "
          "validation perplexity (else the last epoch's).")
@@ -345,7 +345,7 @@ def config_from_flags() -> RunConfig:
                 recurrent_dropout=FLAGS.recurrent_dropout,
                 variational=FLAGS.variational,
                 init_scale=FLAGS.init_scale,
-                use_bias={"auto": None, "on": True, "off": False}[FLAGS.use_bias],
+                use_bias=cli.auto_on_off(FLAGS.use_bias),
                 cell=FLAGS.cell,
             ),
             train=lm.TrainConfig(
@@ -359,7 +359,7 @@ def config_from_flags() -> RunConfig:
                 clip_norm=FLAGS.clip_norm or None,
                 max_train_batches=FLAGS.max_train_batches,
                 max_eval_batches=FLAGS.max_eval_batches,
-                jit_compile={"auto": None, "on": True, "off": False}[FLAGS.xla],
+                jit_compile=cli.auto_on_off(FLAGS.xla),
                 seed=FLAGS.seed,
             ),
             restore_best=FLAGS.restore_best,
