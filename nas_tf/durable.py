@@ -14,6 +14,7 @@ counts.
 """
 
 import collections
+import contextlib
 import os
 import signal
 import tempfile
@@ -89,6 +90,32 @@ def atomic_copy(source: str, path: str) -> None:
                 f.write(block)
 
     atomic_write(path, copy)
+
+
+@contextlib.contextmanager
+def atomic_path(path: str):
+    """Yields a temporary name beside `path` for writers that want a file name.
+
+    For `model.save(name)` and the like: the name ends like `path` (Keras
+    checks the ".keras" suffix). On success the file is fsynced and renamed
+    over `path` durably; on an error it is removed.
+    """
+    directory = os.path.dirname(path) or "."
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp_", suffix="_" + os.path.basename(path))
+    os.close(fd)
+    try:
+        yield tmp
+        fd = os.open(tmp, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+    fsync_directory(directory)
 
 
 def append_line(path: str, line: str) -> None:

@@ -1,6 +1,7 @@
-"""Children in recycled worker processes: results, errors, crashes, recycling."""
+"""Children in recycled worker processes: results, errors, crashes, timeouts, recycling."""
 
 import os
+import time
 
 import pytest
 
@@ -15,7 +16,20 @@ def _task(request):
         raise convnet.ChildTrainingError("nan", value)
     if kind == "crash":
         os._exit(7)
+    if kind == "segfault":
+        import faulthandler
+
+        faulthandler._sigsegv()
+    if kind == "bug":
+        return _helper_with_a_bug(value)
+    if kind == "sleep":
+        time.sleep(value)
+        return "woke"
     return value * 2
+
+
+def _helper_with_a_bug(value):
+    return value.no_such_attribute
 
 
 def test_results_errors_and_crashes_cross_the_process_boundary():
@@ -50,3 +64,43 @@ def test_child_errors_pickle_with_their_reason():
     for error in (convnet.ChildTrainingError("oom", "no memory"), language_model.ChildDivergedError("inf")):
         back = pickle.loads(pickle.dumps(error))
         assert type(back) is type(error) and back.reason == error.reason and str(back) == str(error)
+
+
+def test_a_bug_in_the_task_comes_back_with_the_workers_traceback():
+    pool = worker.WorkerPool(_task, children_per_worker=10)
+    try:
+        with pytest.raises(AttributeError, match="no_such_attribute") as info:
+            pool(("bug", 3))
+        assert "_helper_with_a_bug" in info.value.worker_traceback
+        assert pool(("double", 4)) == 8  # The same worker goes on.
+    finally:
+        pool.close()
+
+
+def test_a_native_crash_reports_the_workers_stderr():
+    pool = worker.WorkerPool(_task, children_per_worker=10)
+    try:
+        with pytest.raises(worker.ChildCrashed) as info:
+            pool(("segfault", None))
+        assert info.value.reason == "crash"
+        assert "Segmentation fault" in info.value.traceback  # faulthandler's dump...
+        assert "_task" in info.value.traceback  # ...with the Python stack.
+        assert "Segmentation fault" in str(info.value)
+    finally:
+        pool.close()
+
+
+def test_a_child_past_its_timeout_is_killed_and_the_next_one_runs():
+    pool = worker.WorkerPool(_task, children_per_worker=10, timeout=1.0)
+    try:
+        assert pool(("double", 1)) == 2  # Worker start-up is not the child's time.
+        start = time.monotonic()
+        with pytest.raises(worker.ChildTimedOut, match="1 s timeout") as info:
+            pool(("sleep", 60))
+        assert time.monotonic() - start < 20
+        assert info.value.reason == "timeout" and isinstance(info.value, worker.ChildCrashed)
+        assert pool(("double", 5)) == 10  # A fresh worker took over.
+    finally:
+        pool.close()
+    with pytest.raises(ValueError, match="timeout"):
+        worker.WorkerPool(_task, timeout=0)
