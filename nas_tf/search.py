@@ -6,7 +6,9 @@ directly): it loads the data, builds the named search space and its task
 models on text), and runs a `ChildSearch` (a `NASRL` tuner whose trials train
 children) in `config.output_dir`. What a user gets there:
 
-* `config.json`: the resolved configuration (written by the entry point);
+* `config.json`: the resolved configuration; resuming with settings that
+  change the search is refused (`ConfigChangedError`) unless
+  `allow_config_change` is set;
 * `search/`: the Keras Tuner project (trials, oracle state, controller
   checkpoint) - running again resumes from it;
 * `history.jsonl`: one line per finished child: trial id, status, the
@@ -14,23 +16,49 @@ children) in `config.output_dir`. What a user gets there:
   parameters, training time, or the reason it failed;
 * `best_architecture.json` and `best_model.keras`: the best child so far
   (only the best child's trained model is kept on disk).
+
+Nothing lost, nothing trained twice, nothing silent:
+
+* every file is written atomically and durably (`nas_tf.durable`): a kill at
+  any moment leaves the old file or the new one, and history lines are
+  appended whole;
+* a trial whose result is already in `history.jsonl` (a kill came after the
+  line was written but before Keras Tuner saved the trial) is not trained
+  again on resume: its recorded result is reported instead;
+* a child's own failure (out of memory, a NaN loss, impossible shapes, a
+  crashed or timed-out worker) fails its trial, with the reason, message and
+  worker traceback in the history, and the search goes on; any other error
+  (a bug, a missing file, a full disk) stops the search with a `SearchError`
+  that carries the traceback, leaving the saved state to resume from;
+* `max_consecutive_failures` failed children in a row stop the search too.
+
+Fault points (`nas_tf.durable.fault_point`, for tests): "during_child" (a
+child is training), "after_record" (its history line was just written),
+"before_best_model" (the best child's model is about to be kept or
+dropped), "during_best_export" (between writing `best_architecture.json` and
+`best_model.keras`).
 """
 
 import dataclasses
 import json
+import math
 import os
 import shutil
 import sys
 import time
+import traceback
 from typing import Any, Dict, List, Optional
 
 import keras_tuner
+import tensorflow as tf
 
 from nas_tf import controller as controller_lib
 from nas_tf import data as data_lib
+from nas_tf import durable
 from nas_tf import hp_space
 from nas_tf import oracle as oracle_lib
 from nas_tf import reinforce as reinforce_lib
+from nas_tf import space as space_lib
 from nas_tf import tasks
 from nas_tf.children import convnet, language_model, worker
 from nas_tf.data import ptb, text_corpus
@@ -39,7 +67,43 @@ from nas_tf.spaces import conv
 HISTORY = "history.jsonl"
 BEST_ARCHITECTURE = "best_architecture.json"
 BEST_MODEL = "best_model.keras"
+CONFIG = "config.json"
 PROJECT = "search"
+
+# Settings a resumed search may change: they do not change what it finds.
+FREE_SETTINGS = (
+    "output_dir",
+    "data_dir",
+    "max_trials",
+    "verbose",
+    "overwrite",
+    "top_k",
+    "isolate_children",
+    "children_per_worker",
+    "child_timeout",
+    "max_consecutive_failures",
+    "allow_config_change",
+)
+
+
+class HistoryError(ValueError):
+    """`history.jsonl` holds a line that is not a trial record (file and line named)."""
+
+
+class ConfigChangedError(ValueError):
+    """A search would resume with settings other than those it started with."""
+
+
+class SearchError(keras_tuner.errors.FatalError):
+    """An error of nas_tf or its environment (not of a child) stopped the search.
+
+    The finished children are in the history and the oracle state is saved:
+    once the cause is fixed, running again resumes with the interrupted trial.
+    """
+
+
+# A child's own failures: they fail its trial and the search goes on.
+CHILD_FAILURES = (convnet.ChildTrainingError, worker.ChildCrashed, tf.errors.ResourceExhaustedError)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -68,6 +132,13 @@ class SearchConfig:
         flat and a crashing child fails only its trial. False trains them in
         the search's own process (simpler to debug).
       children_per_worker: children a worker trains before it is replaced.
+      child_timeout: seconds one child may train in a worker before the
+        worker is killed and the trial fails with reason "timeout" (None: no
+        limit; applies with `isolate_children` only).
+      max_consecutive_failures: this many failed children in a row stop the
+        search (something is wrong with every child, not with one).
+      allow_config_change: resume even though settings that change the
+        search differ from `config.json`'s.
       overwrite: start afresh instead of resuming.
       top_k: how many of the best children the summary lists.
       verbose: 0 silent, 1 one line per child, 2 Keras progress too.
@@ -89,12 +160,86 @@ class SearchConfig:
     reuse_rewards: bool = True
     isolate_children: bool = True
     children_per_worker: int = 20
+    child_timeout: Optional[float] = worker.DAY
+    max_consecutive_failures: int = 10
+    allow_config_change: bool = False
     overwrite: bool = False
     top_k: int = 5
     verbose: int = 1
 
+    def __post_init__(self):
+        timeout = self.child_timeout
+        if timeout is not None and not (isinstance(timeout, (int, float)) and 0 < timeout < math.inf):
+            raise ValueError(f"child_timeout must be positive seconds or None, got {timeout!r}.")
+        if not isinstance(self.max_consecutive_failures, int) or self.max_consecutive_failures < 1:
+            raise ValueError(
+                f"max_consecutive_failures must be a positive integer, got {self.max_consecutive_failures!r}."
+            )
+
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True, default=str)
+
+
+def _flatten(value, prefix=""):
+    if isinstance(value, dict):
+        out = {}
+        for k, v in value.items():
+            out.update(_flatten(v, f"{prefix}{k}."))
+        return out
+    return {prefix[:-1]: value}
+
+
+def config_changes(old: dict, new: dict) -> List[str]:
+    """The settings that differ between two `config.json` contents, as "name: old -> new".
+
+    Settings in `FREE_SETTINGS`, and settings only one side knows (written by
+    another version of nas_tf), are not compared.
+    """
+    old, new = _flatten(old), _flatten(new)
+    changes = []
+    for name in sorted(set(old) & set(new)):
+        if name.split(".")[0] in FREE_SETTINGS:
+            continue
+        if old[name] != new[name]:
+            changes.append(f"{name}: {json.dumps(old[name])} -> {json.dumps(new[name])}")
+    return changes
+
+
+def check_and_write_config(config: SearchConfig) -> None:
+    """Writes `config.json`, refusing a resume with changed settings.
+
+    Raises:
+      ConfigChangedError: naming each changed setting (old -> new), when
+        a search was started in `output_dir` with that `config.json`, it is
+        resumed (not `overwrite`) and `allow_config_change` is not set.
+      ValueError: if the existing `config.json` is unreadable.
+    """
+    path = os.path.join(config.output_dir, CONFIG)
+    text = config.to_json() + "\n"
+    started = os.path.exists(os.path.join(config.output_dir, HISTORY)) or os.path.exists(
+        os.path.join(config.output_dir, PROJECT)
+    )
+    if os.path.exists(path) and started and not config.overwrite:
+        try:
+            with open(path, encoding="utf-8") as f:
+                old = json.load(f)
+            if not isinstance(old, dict):
+                raise ValueError("not a JSON object")
+        except (OSError, ValueError) as e:
+            raise ValueError(
+                f"{path} is unreadable ({e}); pass --overwrite to start afresh."
+            ) from None
+        changes = config_changes(old, json.loads(text))
+        if changes and not config.allow_config_change:
+            raise ConfigChangedError(
+                f"The search in {config.output_dir} was started with other settings; "
+                "resuming would mix two searches. Changed: "
+                + "; ".join(changes)
+                + ". Pass --allow_config_change to resume anyway, or --overwrite to start afresh."
+            )
+        if changes and config.verbose:
+            print(f"nas_tf: resuming with changed settings: {'; '.join(changes)}", flush=True)
+    durable.atomic_write_text(path, text)
 
 
 DATASETS = ("digits", "cifar10", "text", "text_char", "ptb", "ptb_char")
@@ -126,7 +271,12 @@ class ChildSearch(oracle_lib.NASRL):
       isolate_children: train in a recycled worker process (see
         `nas_tf.children.worker`).
       children_per_worker: children per worker process.
+      child_timeout: seconds a child may train in a worker (None: no limit).
       **kwargs: `NASRL` arguments (objective and space are set here).
+
+    Attributes:
+      trainings: children this object has trained (a result already in the
+        history is reported again without training).
     """
 
     def __init__(
@@ -136,6 +286,7 @@ class ChildSearch(oracle_lib.NASRL):
         verbose=1,
         isolate_children=True,
         children_per_worker=20,
+        child_timeout=None,
         **kwargs,
     ):
         super().__init__(
@@ -147,41 +298,104 @@ class ChildSearch(oracle_lib.NASRL):
         self.task = task
         self.output_dir, self.log_level = output_dir, verbose
         self._started = time.time()
+        self._history = {r["trial_id"]: r for r in read_history(output_dir)}
         self._best = None  # (reward, trial id) of the best child, read from the history.
-        self._train = worker.WorkerPool(task, children_per_worker) if isolate_children else task
+        self.trainings = 0
+        if isolate_children:
+            self._train = worker.WorkerPool(task, children_per_worker, timeout=child_timeout)
+        else:
+            self._train = task
 
     def run_trial(self, trial, *args, **kwargs):
+        try:
+            return self._run_trial(trial)
+        except (keras_tuner.errors.FailedTrialError, keras_tuner.errors.FatalError):
+            raise
+        except Exception as e:  # Ours or the environment's: stop, do not skip.
+            raise self._stop(trial, e) from e
+
+    def _run_trial(self, trial):
         space = self.oracle.controller.space
         arch = hp_space.values_to_architecture(space, trial.hyperparameters.values)
         record = {"trial_id": trial.trial_id, "architecture": json.loads(arch.to_json())}
         model_path = os.path.join(self.get_trial_dir(trial.trial_id), "model.keras")
+        done = self._history.get(trial.trial_id)
+        if done is not None and done.get("architecture") == record["architecture"]:
+            return self._report_again(done, model_path)
+        self.trainings += 1
         try:
             result = self._train((arch.to_json(), model_path))
-        except (convnet.ChildTrainingError, worker.ChildCrashed, ValueError) as e:
-            reason = getattr(e, "reason", None)
-            reason = reason or ("crash" if isinstance(e, worker.ChildCrashed) else "error")
-            record.update(status="FAILED", reason=reason, message=str(e))
+        except CHILD_FAILURES as e:
+            reason = getattr(e, "reason", None) or (
+                "oom" if isinstance(e, tf.errors.ResourceExhaustedError) else "error"
+            )
+            message = str(e) if not isinstance(e, tf.errors.ResourceExhaustedError) else (
+                str(e).splitlines()[0] if str(e) else "out of memory"
+            )
+            record.update(status="FAILED", reason=reason, message=message)
+            trace = _traceback_of(e)
+            if trace:
+                record["traceback"] = trace
             self._record(record)
-            raise keras_tuner.errors.FailedTrialError(f"{reason}: {e}") from e
+            raise keras_tuner.errors.FailedTrialError(f"{reason}: {message}") from e
         record.update(status="COMPLETED", **result)
         self._record(record)
         self._keep_best_model(trial.trial_id, result["reward"], model_path)
         return self.task.objective(result)
 
+    def _report_again(self, done, model_path):
+        """A trial already in the history (killed before Keras Tuner saved it): no retraining."""
+        if done["status"] == "COMPLETED":
+            self._keep_best_model(done["trial_id"], done["reward"], model_path)
+            return self.task.objective(done)
+        reason, message = done.get("reason", "error"), done.get("message", "")
+        raise keras_tuner.errors.FailedTrialError(f"{reason}: {message}")
+
+    def _stop(self, trial, error) -> SearchError:
+        trace = getattr(error, "worker_traceback", None) or traceback.format_exc()
+        message = (
+            f"Trial {trial.trial_id}: {type(error).__name__}: {error}\n"
+            "This is an error of nas_tf or of its environment, not of the child, so the "
+            f"search stopped. The finished children are saved in {self.output_dir}; once the "
+            "cause is fixed, running the same command again resumes with this trial.\n"
+            f"{trace}"
+        )
+        return SearchError(message)
+
+    def on_trial_end(self, trial):
+        try:
+            super().on_trial_end(trial)
+        except RuntimeError as e:
+            if "consecutive failures" not in str(e):
+                raise
+            # Keras Tuner raises before saving: save, so that a resume starts after it.
+            self.oracle._save_trial(self.oracle.trials[trial.trial_id])
+            self.oracle.save()
+            raise SearchError(
+                f"{self.oracle.max_consecutive_failed_trials} children failed in a row, so the "
+                f"search stopped (see the reasons in {os.path.join(self.output_dir, HISTORY)}). "
+                "Fix the cause, or raise --search_max_consecutive_failures, and run again to "
+                f"resume. The last failure: {trial.message or ''}"
+            ) from e
+
     def _keep_best_model(self, trial_id, reward, model_path):
-        """Keeps only the best child's model on disk (thousands of children would fill it)."""
+        """Keeps only the best child's model on disk (thousands of children would fill it).
+
+        Idempotent: a resumed search calls it again for a trial it had recorded.
+        """
+        durable.fault_point("before_best_model")
         if self._best is None:
-            done = [r for r in read_history(self.output_dir) if r["status"] == "COMPLETED"]
+            done = [r for r in self._history.values() if r["status"] == "COMPLETED"]
             done = [r for r in done if r["trial_id"] != trial_id]
-            self._best = max(((r["reward"], r["trial_id"]) for r in done), default=(None, None))
+            self._best = _best_of(done)
         best_reward, best_id = self._best
-        if best_reward is None or reward > best_reward:
-            if best_id is not None:
+        if _finite(reward) and (best_reward is None or reward > best_reward):
+            if best_id is not None and best_id != trial_id:
                 old = os.path.join(self.get_trial_dir(best_id), "model.keras")
                 if os.path.exists(old):
                     os.remove(old)
             self._best = (reward, trial_id)
-        elif os.path.exists(model_path):
+        elif best_id != trial_id and os.path.exists(model_path):
             os.remove(model_path)
 
     def close(self):
@@ -190,9 +404,10 @@ class ChildSearch(oracle_lib.NASRL):
             self._train.close()
 
     def _record(self, record):
-        with open(os.path.join(self.output_dir, HISTORY), "a") as f:
-            f.write(json.dumps(record, sort_keys=True) + "\n")
-        if self.log_level >= 1:
+        durable.append_line(os.path.join(self.output_dir, HISTORY), json.dumps(record, sort_keys=True))
+        self._history[record["trial_id"]] = record
+        durable.fault_point("after_record")
+        if self.log_level >= 1 or record.get("traceback"):
             done = len(self.oracle.trials)
             if record["status"] == "COMPLETED":
                 what = (
@@ -200,38 +415,103 @@ class ChildSearch(oracle_lib.NASRL):
                     f"params {record['num_params']:,}  {record['train_seconds']:.1f}s"
                 )
             else:
-                what = f"FAILED ({record['reason']}): {record['message'][:120]}"
+                what = f"FAILED ({record['reason']}): {record['message'][:300]}"
             elapsed = time.time() - self._started
             print(
                 f"[child {record['trial_id']} | {done}/{self.oracle.max_trials} | "
                 f"{elapsed:.0f}s] {what}",
                 flush=True,
             )
+            if record.get("traceback"):
+                print(record["traceback"], file=sys.stderr, flush=True)
+
+
+def _traceback_of(error) -> str:
+    """The worker's stderr tail (a crash) or the traceback it sent, if any."""
+    trace = getattr(error, "traceback", None) or getattr(error, "worker_traceback", None)
+    if isinstance(trace, str) and trace.strip():
+        return trace[-worker.TAIL_CHARS:]
+    return ""
+
+
+def _finite(x) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+
+def _trial_order(trial_id: str):
+    return (0, int(trial_id), trial_id) if trial_id.isdigit() else (1, 0, trial_id)
+
+
+def _best_of(records):
+    """(reward, trial id) of the best finished record: highest finite reward, earliest on ties."""
+    best = (None, None)
+    for r in sorted(records, key=lambda r: _trial_order(r["trial_id"])):
+        if _finite(r.get("reward")) and (best[0] is None or r["reward"] > best[0]):
+            best = (r["reward"], r["trial_id"])
+    return best
+
+
+_STATUSES = ("COMPLETED", "FAILED")
 
 
 def read_history(output_dir: str) -> List[dict]:
-    """The history records, one per trial (the last record wins after a re-run)."""
+    """The history records, one per trial (the last record wins after a re-run).
+
+    A last line without its newline was cut short by a kill and is skipped
+    (`nas_tf.durable.append_line` cuts it off before the next record).
+
+    Raises:
+      HistoryError: naming the file and line, for any other line that is not
+        a JSON object with a string "trial_id" and a "status" of COMPLETED or
+        FAILED (a COMPLETED one with a numeric "reward").
+    """
     path = os.path.join(output_dir, HISTORY)
     if not os.path.exists(path):
         return []
+    with open(path, "rb") as f:
+        content = f.read()
+    lines = content.split(b"\n")
+    lines.pop()  # After the last newline: empty, or a line torn by a kill.
     records = {}
-    with open(path) as f:
-        for line in f:
-            line = line.strip()
-            if line:
-                try:
-                    record = json.loads(line)
-                except json.JSONDecodeError:
-                    continue  # A line cut short by a kill.
-                records[record["trial_id"]] = record
-    return [records[k] for k in sorted(records)]
+    for number, raw in enumerate(lines, 1):
+        if not raw.strip():
+            continue
+        where = f"{path}, line {number}"
+        try:
+            record = json.loads(raw.decode("utf-8"))
+        except (UnicodeDecodeError, ValueError, RecursionError) as e:
+            raise HistoryError(
+                f"{where} is not a JSON record ({type(e).__name__}: {str(e)[:200]}); "
+                "the history is corrupt. Remove or repair that line to resume."
+            ) from None
+        _check_record(record, where)
+        records[record["trial_id"]] = record
+    return [records[k] for k in sorted(records, key=_trial_order)]
+
+
+def _check_record(record, where):
+    if not isinstance(record, dict):
+        raise HistoryError(f"{where}: a record is a JSON object, got {type(record).__name__}.")
+    for field in ("trial_id", "status"):
+        if field not in record:
+            raise HistoryError(f"{where}: the record has no {field!r}.")
+    if not isinstance(record["trial_id"], str) or not record["trial_id"]:
+        raise HistoryError(f"{where}: 'trial_id' must be a non-empty string, got {record['trial_id']!r}.")
+    if record["status"] not in _STATUSES:
+        raise HistoryError(f"{where}: 'status' must be one of {list(_STATUSES)}, got {record['status']!r}.")
+    if record["status"] == "COMPLETED":
+        reward = record.get("reward")
+        if not isinstance(reward, (int, float)) or isinstance(reward, bool):
+            raise HistoryError(f"{where}: a COMPLETED record needs a numeric 'reward', got {reward!r}.")
+    if "architecture" in record and not isinstance(record["architecture"], dict):
+        raise HistoryError(f"{where}: 'architecture' must be a JSON object.")
 
 
 def summarize(output_dir: str, task, top_k: int = 5) -> str:
     """A text table of the best `top_k` children."""
     history = read_history(output_dir)
     done = [r for r in history if r["status"] == "COMPLETED"]
-    done.sort(key=lambda r: r["reward"], reverse=True)
+    done.sort(key=lambda r: r["reward"] if _finite(r["reward"]) else -math.inf, reverse=True)
     depth = task.space.uses_depth
     lines = [
         f"{len(done)} children trained, {len(history) - len(done)} failed. "
@@ -247,17 +527,25 @@ def summarize(output_dir: str, task, top_k: int = 5) -> str:
 
 
 def _export_best(tuner: ChildSearch, output_dir: str) -> Optional[dict]:
-    best = [t for t in tuner.oracle.get_best_trials(1) if t.status == "COMPLETED"]
-    if not best:
+    """Writes the best child's architecture and model (the same rule as the kept model)."""
+    done = [r for r in read_history(output_dir) if r["status"] == "COMPLETED"]
+    reward, trial_id = _best_of(done)
+    if trial_id is None:
         return None
-    trial = best[0]
-    arch = hp_space.values_to_architecture(tuner.oracle.controller.space, trial.hyperparameters.values)
-    with open(os.path.join(output_dir, BEST_ARCHITECTURE), "w") as f:
-        f.write(arch.to_json() + "\n")
-    model = os.path.join(tuner.get_trial_dir(trial.trial_id), "model.keras")
+    record = next(r for r in done if r["trial_id"] == trial_id)
+    space = tuner.oracle.controller.space
+    arch = space.validate(
+        space_lib.Architecture.from_json(json.dumps(record["architecture"]))
+    )
+    durable.atomic_write_text(os.path.join(output_dir, BEST_ARCHITECTURE), arch.to_json() + "\n")
+    durable.fault_point("during_best_export")
+    model = os.path.join(tuner.get_trial_dir(trial_id), "model.keras")
+    best_model = os.path.join(output_dir, BEST_MODEL)
     if os.path.exists(model):
-        shutil.copyfile(model, os.path.join(output_dir, BEST_MODEL))
-    return {"trial_id": trial.trial_id, "reward": trial.score, "architecture": arch}
+        durable.atomic_copy(model, best_model)
+    elif os.path.exists(best_model):
+        os.remove(best_model)  # Another child's model: it must not pass for the best one's.
+    return {"trial_id": trial_id, "reward": reward, "architecture": arch}
 
 
 def _share_accelerators():
@@ -285,8 +573,14 @@ def run(config: SearchConfig, data=None) -> Optional[dict]:
 
     Raises:
       ValueError: for an impossible space or dataset.
+      ConfigChangedError: when resuming with changed settings (see
+        `check_and_write_config`).
+      HistoryError: when `history.jsonl` is corrupt.
+      SearchError: when an error that is not a child's stopped the search.
       nas_tf.data.DataNotPreparedError: when cifar10 or ptb is not available offline.
     """
+    os.makedirs(config.output_dir, exist_ok=True)
+    check_and_write_config(config)
     if config.isolate_children:
         _share_accelerators()
     if data is None:
@@ -301,7 +595,6 @@ def run(config: SearchConfig, data=None) -> Optional[dict]:
         lm_train=dataclasses.replace(config.lm_train, seed=config.lm_train.seed or config.seed),
         verbose=int(config.verbose >= 2),
     )
-    os.makedirs(config.output_dir, exist_ok=True)
     project = os.path.join(config.output_dir, PROJECT)
     if config.overwrite:
         shutil.rmtree(project, ignore_errors=True)
@@ -324,7 +617,8 @@ def run(config: SearchConfig, data=None) -> Optional[dict]:
         reuse_rewards=config.reuse_rewards,
         isolate_children=config.isolate_children,
         children_per_worker=config.children_per_worker,
-        max_consecutive_failed_trials=max(3, config.max_trials),
+        child_timeout=config.child_timeout,
+        max_consecutive_failed_trials=config.max_consecutive_failures,
     )
     tuner.oracle.verbose = 0
     if config.verbose:

@@ -33,6 +33,12 @@ class ArchitectureError(ValueError):
     """An architecture is malformed or lies outside its search space."""
 
 
+def _short(value: Any, limit: int = 120) -> str:
+    """`repr(value)`, cut to `limit` characters (error messages quote user input)."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def _same_value(a: Any, b: Any) -> bool:
     """Equality that keeps `True`, `1` and `1.0` apart (JSON keeps them apart)."""
     return type(a) is type(b) and a == b
@@ -105,7 +111,7 @@ class Categorical:
             if _same_value(value, allowed):
                 return i
         raise ArchitectureError(
-            f"Decision {self.name!r}: value {value!r} is not one of {list(self.values)}."
+            f"Decision {self.name!r}: value {_short(value)} is not one of {list(self.values)}."
         )
 
 
@@ -159,20 +165,30 @@ class Architecture:
 
     @classmethod
     def from_json(cls, text: str) -> "Architecture":
-        """Parses `to_json` output (validate it with `Space.validate`)."""
+        """Parses `to_json` output (validate it with `Space.validate`).
+
+        Raises:
+          ArchitectureError: if `text` is not JSON of the form
+            {"depth": int or null, "values": {...}}, naming what is wrong.
+        """
+        if not isinstance(text, (str, bytes, bytearray)):
+            raise ArchitectureError(f"An architecture is JSON text, got a {type(text).__name__}.")
         try:
             data = json.loads(text)
-        except json.JSONDecodeError as e:
-            raise ArchitectureError(f"Architecture is not valid JSON: {e}") from None
+        except (ValueError, RecursionError) as e:  # JSONDecodeError, bad UTF-8, huge ints.
+            raise ArchitectureError(f"Architecture is not valid JSON: {_short(str(e), 200)}") from None
         if not isinstance(data, dict) or not isinstance(data.get("values"), dict):
             raise ArchitectureError(
                 'An architecture is a JSON object {"depth": ..., "values": {...}}; '
-                f"got {text[:200]!r}."
+                f"got {_short(text[:200], 210)}."
             )
+        depth = data.get("depth")
+        if depth is not None and (isinstance(depth, bool) or not isinstance(depth, int)):
+            raise ArchitectureError(f"Architecture depth must be an integer or null, got {_short(depth)}.")
         values = {
             k: tuple(v) if isinstance(v, list) else v for k, v in data["values"].items()
         }
-        return cls(values=values, depth=data.get("depth"))
+        return cls(values=values, depth=depth)
 
     def __eq__(self, other):
         if not isinstance(other, Architecture):
@@ -281,13 +297,17 @@ class Space:
         if self.uses_depth:
             if not isinstance(arch.depth, int) or isinstance(arch.depth, bool) or arch.depth < 1:
                 raise ArchitectureError(
-                    f"Space {self.name!r} needs a positive integer depth; got {arch.depth!r}."
+                    f"Space {self.name!r} needs a positive integer depth; got {_short(arch.depth)}."
+                )
+            if arch.depth > self.max_depth:
+                raise ArchitectureError(
+                    f"Space {self.name!r}: depth {arch.depth} exceeds its maximum depth {self.max_depth}."
                 )
         unknown = sorted(set(arch.values) - set(self.names))
         if unknown:
             raise ArchitectureError(
-                f"Space {self.name!r} has no decision {unknown[0]!r} "
-                f"(value {arch.values[unknown[0]]!r})."
+                f"Space {self.name!r} has no decision {_short(unknown[0])} "
+                f"(value {_short(arch.values[unknown[0]])})."
             )
         out = {}
         active_names = set()
@@ -296,7 +316,7 @@ class Space:
                 if d.name in arch.values:
                     raise ArchitectureError(
                         f"Decision {d.name!r} is inactive in this architecture but has "
-                        f"value {arch.values[d.name]!r}."
+                        f"value {_short(arch.values[d.name])}."
                     )
                 continue
             active_names.add(d.name)
@@ -313,13 +333,13 @@ class Space:
     def _check_anchor(self, d: Anchor, value, active_names) -> tuple:
         if not isinstance(value, (list, tuple)) or len(value) != len(d.sources):
             raise ArchitectureError(
-                f"Anchor {d.name!r}: value {value!r} must be a list of "
+                f"Anchor {d.name!r}: value {_short(value)} must be a list of "
                 f"{len(d.sources)} flags (0 or 1), one per source {list(d.sources)}."
             )
         for flag, source in zip(value, d.sources):
             if type(flag) is not int or flag not in (0, 1):
                 raise ArchitectureError(
-                    f"Anchor {d.name!r}: flag {flag!r} for source {source!r} must be 0 or 1."
+                    f"Anchor {d.name!r}: flag {_short(flag)} for source {source!r} must be 0 or 1."
                 )
             if flag and source not in active_names:
                 raise ArchitectureError(

@@ -9,13 +9,25 @@ and returns a JSON-compatible record whose "reward" goes to the controller.
   reward = (max validation accuracy of the last 5 epochs)^3.
 * `CellTask`: the Penn Treebank recurrent-cell search (sec. 4.2);
   reward = 80 / (validation perplexity)^2.
+
+A seeded `ConvTask` seeds each child from its seed and its architecture, so
+a child trains the same way whenever and in whichever process it runs: a
+search resumed after a kill gives the results of an uninterrupted one.
+
+Every child a task starts passes `nas_tf.durable.fault_point("during_child")`
+(tests kill the search there), and, when `NAS_TF_TRAINING_LOG` names a file,
+every child it finishes appends one line (its model path) to that file: tests
+count trainings with it, across processes.
 """
 
 import dataclasses
+import hashlib
+import os
 from typing import Any, Dict, Optional
 
 import keras
 
+from nas_tf import durable
 from nas_tf import space as space_lib
 from nas_tf.children import convnet
 from nas_tf.children import language_model
@@ -23,6 +35,25 @@ from nas_tf.data import cifar10 as image_data
 from nas_tf.data import ptb
 from nas_tf.spaces import cell as cell_space
 from nas_tf.spaces import conv
+
+TRAINING_LOG_ENV = "NAS_TF_TRAINING_LOG"
+
+
+def _start_child():
+    durable.fault_point("during_child")
+
+
+def _finished_child(model_path: str):
+    """Notes a finished training in the file `NAS_TF_TRAINING_LOG` names, if set."""
+    log = os.environ.get(TRAINING_LOG_ENV)
+    if log:
+        durable.append_line(log, model_path or "-")
+
+
+def child_seed(seed: int, arch_json: str) -> int:
+    """A child's own seed: from the search's seed and the architecture only."""
+    digest = hashlib.sha256(f"{seed}:{arch_json}".encode("utf-8")).digest()
+    return int.from_bytes(digest[:4], "little") & 0x7FFFFFFF
 
 
 @dataclasses.dataclass(frozen=True)
@@ -47,12 +78,17 @@ class ConvTask:
 
     def __call__(self, request) -> dict:
         arch_json, model_path = request
+        _start_child()
         keras.backend.clear_session()
         spec = conv.ConvSpaceSpec.from_config(self.spec)
         arch = spec.space.architecture_from_json(arch_json)
+        if self.child.seed is not None:
+            keras.utils.set_random_seed(child_seed(self.child.seed, arch.to_json()))
         result = convnet.train_child(arch, spec, self.data, self.child, verbose=self.verbose)
         if model_path:
-            result.model.save(model_path)
+            with durable.atomic_path(model_path) as tmp:
+                result.model.save(tmp)
+        _finished_child(model_path)
         return result.to_dict()
 
     @staticmethod
@@ -86,6 +122,7 @@ class CellTask:
 
     def __call__(self, request) -> dict:
         arch_json, model_path = request
+        _start_child()
         keras.backend.clear_session()
         space = self.space
         arch = space.architecture_from_json(arch_json)
@@ -94,7 +131,9 @@ class CellTask:
             description, self.data, self.model, self.train, keep_model=bool(model_path)
         )
         if model_path:
-            result.model.save(model_path)
+            with durable.atomic_path(model_path) as tmp:
+                result.model.save(tmp)
+        _finished_child(model_path)
         return {
             "val_perplexity": result.val_perplexities,
             "best_val_perplexity": result.best_val_perplexity,

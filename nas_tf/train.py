@@ -9,13 +9,16 @@ CPU. The paper's searches are flag files:
   python -m nas_tf.train --flagfile=experiments/cifar_v3.flags --output_dir=runs/v3
   python -m nas_tf.train --flagfile=experiments/ptb_quick.flags   # recurrent cells
 
-Running the same command again resumes the search in --output_dir; pass
---overwrite to start afresh. Library defaults are the paper's values; the
+Running the same command again resumes the search in --output_dir (a larger
+--search_max_trials extends it; changing settings that alter the search is
+refused unless --allow_config_change); pass --overwrite to start afresh.
+Exit status: 0 done, 1 the search stopped on an error (the message says why;
+run again to resume), 2 the dataset is not prepared. Library defaults are the paper's values; the
 flag defaults here are the quick run's, and experiments/*.flags restore the
 paper's.
 """
 
-import dataclasses
+import math
 import os
 import sys
 
@@ -27,6 +30,8 @@ from nas_tf import cli
 # Zoph & Le 2017 values are noted where a flag's paper value differs from the quick default.
 flags.DEFINE_string("output_dir", "runs/quick", "Directory the search writes to and resumes from.")
 flags.DEFINE_boolean("overwrite", False, "Delete an existing search in --output_dir and start afresh.")
+flags.DEFINE_boolean("allow_config_change", False, "Resume a search in --output_dir even though "
+                     "settings that change the search differ from its config.json.")
 flags.DEFINE_integer("seed", 1, "Seed of the controller, the validation split and child shuffling.", lower_bound=1)
 flags.DEFINE_integer("verbose", 1, "0: silent; 1: one line per child; 2: Keras progress bars too.", lower_bound=0, upper_bound=2)
 
@@ -51,6 +56,9 @@ flags.DEFINE_integer("search_curriculum_step", 2, "Depth curriculum: layers adde
                      lower_bound=0)
 flags.DEFINE_integer("search_curriculum_every", 1600, "Depth curriculum: architectures per stage "
                      "(paper: 1,600).", lower_bound=1)
+flags.DEFINE_integer("search_max_consecutive_failures", 10, "Stop the search when this many "
+                     "children in a row fail (out of memory, NaN loss, crash, timeout).",
+                     lower_bound=1)
 flags.DEFINE_integer("search_top_k", 5, "Children listed in the final summary.", lower_bound=1)
 
 flags.DEFINE_enum("data_name", "digits", ["digits", "cifar10", "text", "text_char", "ptb", "ptb_char"],
@@ -107,6 +115,9 @@ flags.DEFINE_boolean("child_isolate", True, "Train children in a worker process 
                      "fails only its child.")
 flags.DEFINE_integer("child_per_worker", 20, "Children a worker process trains before it is "
                      "replaced.", lower_bound=1)
+flags.DEFINE_float("child_timeout", 24 * 3600.0, "Seconds a child may train in its worker "
+                   "process before the worker is killed and the child fails with reason "
+                   "'timeout' (with --child_isolate).", lower_bound=1e-3)
 
 flags.DEFINE_integer("lm_units", None, "Language models: width of the cell (unset: the width "
                      "that gives about 20M parameters, the paper's medium size).", lower_bound=1)
@@ -125,13 +136,51 @@ FLAGS = flags.FLAGS
 
 
 def _ints(name):
+    """A list flag as a tuple of positive integers (None if unset)."""
     values = FLAGS[name].value
     if values is None:
         return None
     try:
-        return tuple(int(v) for v in values)
+        out = tuple(int(v.strip()) for v in values)
     except ValueError:
-        raise app.UsageError(f"--{name} must be a comma-separated list of integers, got {values}.")
+        raise app.UsageError(
+            f"--{name} must be a comma-separated list of integers, got {','.join(values)!r}."
+        ) from None
+    if not out:
+        raise app.UsageError(f"--{name} must list at least one integer.")
+    if any(v < 1 for v in out):
+        raise app.UsageError(f"--{name} must hold positive integers, got {','.join(values)!r}.")
+    return out
+
+
+# The space settings (`conv.get_space`) and the flags that set them.
+_SPACE_FLAGS = {
+    "depth": "search_depth",
+    "filter_sizes": "search_filter_sizes",
+    "num_filters": "search_num_filters",
+    "strides": "search_strides",
+    "pool_at": "search_pool_at",
+    "base": "search_cell_base",
+}
+
+
+def _space_error(error: ValueError) -> app.UsageError:
+    """A space setting's error, naming the flag that set it."""
+    message = str(error)
+    inner = message.split("}: ", 1)[-1]  # get_space prefixes every setting given.
+    named = [f"--{flag}" for setting, flag in _SPACE_FLAGS.items() if setting in inner]
+    return app.UsageError(f"{' / '.join(named) or '--search_*'}: {message}")
+
+
+def _check_floats():
+    """absl lets 'nan' through every bound and 'inf' through upper-unbounded ones."""
+    for name in ("controller_init_range", "controller_learning_rate", "controller_baseline_decay",
+                 "controller_entropy_weight", "controller_temperature", "controller_tanh_constant",
+                 "child_learning_rate", "child_momentum", "child_weight_decay", "child_timeout",
+                 "lm_input_dropout", "lm_output_dropout", "lm_recurrent_dropout"):  # fmt: skip
+        value = FLAGS[name].value
+        if value is not None and not math.isfinite(value):
+            raise app.UsageError(f"--{name} must be a finite number, got {value}.")
 
 
 def config_from_flags():
@@ -140,6 +189,7 @@ def config_from_flags():
     from nas_tf.children import convnet, language_model
     from nas_tf.spaces import conv
 
+    _check_floats()
     is_cell = FLAGS.search_space == "ptb_cell"
     overrides = {
         "depth": FLAGS.search_depth,
@@ -217,6 +267,9 @@ def config_from_flags():
             curriculum=curriculum,
             isolate_children=FLAGS.child_isolate,
             children_per_worker=FLAGS.child_per_worker,
+            child_timeout=FLAGS.child_timeout,
+            max_consecutive_failures=FLAGS.search_max_consecutive_failures,
+            allow_config_change=FLAGS.allow_config_change,
             reuse_rewards=FLAGS.search_reuse_rewards,
             overwrite=FLAGS.overwrite,
             top_k=FLAGS.search_top_k,
@@ -226,34 +279,40 @@ def config_from_flags():
         raise app.UsageError(str(e))
 
 
+def check_config(config):
+    """Checks the space, the dataset and --data_dir before anything is written (UsageError)."""
+    from nas_tf.spaces import cell, conv
+
+    try:
+        if config.space == "ptb_cell":
+            cell.check_base(config.space_overrides["base"])
+        else:
+            conv.get_space(config.space, **config.space_overrides)
+    except ValueError as e:
+        raise _space_error(e) from None
+    if config.space == "ptb_cell" and not config.dataset.startswith(("text", "ptb")):
+        raise app.UsageError("--search_space=ptb_cell needs a text --data_name (text, text_char, ptb, ptb_char).")
+    if config.space != "ptb_cell" and config.dataset not in ("digits", "cifar10"):
+        raise app.UsageError(f"--search_space={config.space} needs an image --data_name (digits, cifar10).")
+    if config.data_dir is not None and not os.path.isdir(config.data_dir):
+        raise app.UsageError(f"--data_dir {config.data_dir} is not a readable directory.")
+
+
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
     from nas_tf import data, search
-    from nas_tf.spaces import cell, conv
 
     config = config_from_flags()
+    check_config(config)
     try:
-        if config.space == "ptb_cell":
-            cell.check_base(config.space_overrides["base"])
-            if not config.dataset.startswith(("text", "ptb")):
-                raise ValueError("--search_space=ptb_cell needs a text --data_name (text, text_char, ptb, ptb_char).")
-        else:
-            conv.get_space(config.space, **config.space_overrides)
-            if config.dataset not in ("digits", "cifar10"):
-                raise ValueError(f"--search_space={config.space} needs an image --data_name (digits, cifar10).")
-    except ValueError as e:
-        raise app.UsageError(str(e))
-    if FLAGS.data_dir is not None and not os.path.isdir(FLAGS.data_dir):
-        raise app.UsageError(f"--data_dir {FLAGS.data_dir} is not a readable directory.")
-    os.makedirs(config.output_dir, exist_ok=True)
-    with open(os.path.join(config.output_dir, "config.json"), "w") as f:
-        f.write(config.to_json() + "\n")
-    try:
-        search.run(config)
+        search.run(config)  # Writes config.json (and checks it on resume).
     except data.DataNotPreparedError as e:
         print(f"nas_tf: {e}", file=sys.stderr)
         return 2
+    except (search.ConfigChangedError, search.HistoryError, search.SearchError) as e:
+        print(f"nas_tf: {e}", file=sys.stderr, flush=True)
+        return 1
     return 0
 
 

@@ -37,6 +37,7 @@ from absl import app
 from absl import flags
 
 from nas_tf import cli
+from nas_tf import durable
 
 # The flags live in their own `FlagValues`, not absl's global one, so that this
 # module and `nas_tf.train` (which share flag names such as --output_dir) can be
@@ -280,7 +281,8 @@ def run(config: RunConfig, data=None) -> dict:
     test_loss = lm.evaluate(model, data.test, t.eval_batch_size, t.bptt_steps, t.max_eval_batches)
     os.makedirs(config.output_dir, exist_ok=True)
     model_path = os.path.join(config.output_dir, "model.keras")
-    model.save(model_path)
+    with durable.atomic_path(model_path) as tmp:
+        model.save(tmp)
     results = {
         "cell": config.model.cell,
         "data": data.name,
@@ -301,9 +303,10 @@ def run(config: RunConfig, data=None) -> dict:
         "model_path": model_path,
         "config": config.to_dict(),
     }
-    with open(os.path.join(config.output_dir, "results.json"), "w") as f:
-        json.dump(results, f, indent=2, sort_keys=True)
-        f.write("\n")
+    durable.atomic_write_text(
+        os.path.join(config.output_dir, "results.json"),
+        json.dumps(results, indent=2, sort_keys=True) + "\n",
+    )
     figure = (
         f"test {results['test_bits_per_token']:.3f} bits per char"
         if char
@@ -378,9 +381,10 @@ def main(argv):
 
     config = config_from_flags()
     os.makedirs(config.output_dir, exist_ok=True)
-    with open(os.path.join(config.output_dir, "config.json"), "w") as f:
-        json.dump(config.to_dict(), f, indent=2, sort_keys=True)
-        f.write("\n")
+    durable.atomic_write_text(
+        os.path.join(config.output_dir, "config.json"),
+        json.dumps(config.to_dict(), indent=2, sort_keys=True) + "\n",
+    )
     try:
         run(config)
     except data_lib.DataNotPreparedError as e:

@@ -430,9 +430,12 @@ def train_child(
       5 epochs, cubed (Zoph & Le 2017, sec. 4.1).
 
     Raises:
-      ChildTrainingError: "build" (the model could not be built or compiled),
-        "nan" or "oom". A trial that raises it should count as failed.
+      ArchitectureError: if `arch` is not a point of the space.
+      ChildTrainingError: "build" (Keras or TensorFlow rejected the model's
+        shapes or values), "nan" or "oom". A trial that raises it should
+        count as failed. Any other error (a bug, a missing file) propagates.
     """
+    spec.space.validate(arch)  # Outside the space: the caller's error, not the child's.
     scope = distribution.strategy(config.distribution, config.tpu).scope()
     try:
         with scope:
@@ -447,6 +450,10 @@ def train_child(
             )  # fmt: skip
     except tf.errors.ResourceExhaustedError as e:
         raise _oom(e) from e
-    except Exception as e:  # Any build failure is a failed trial, not a crash.
+    except space_lib.ArchitectureError:
+        raise
+    except (ValueError, tf.errors.InvalidArgumentError) as e:
+        # Impossible shapes or values: this child cannot exist. Bugs (TypeError,
+        # AttributeError, KeyError, ...) are not caught: they must stop the search.
         raise ChildTrainingError("build", f"{type(e).__name__}: {e}") from e
     return fit_child(model, data, config, callbacks, verbose)
