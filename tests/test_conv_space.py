@@ -5,7 +5,6 @@ import pytest
 import nas_tf
 from nas_tf import hp_space
 from nas_tf import space as space_lib
-from nas_tf.spaces import conv
 from nas_tf.spaces import (
     ConvSpaceSpec,
     DepthCurriculum,
@@ -157,9 +156,3 @@ def test_depth_curriculum_drives_the_oracle(tmp_path):
     # The oracle keeps the space's kinds: one softmax head per decision type.
     kinds = {d.kind for d in oracle.controller.space.decisions}
     assert kinds == {"filter_height", "filter_width", "num_filters", "anchor"}
-
-
-def test_module_constants_follow_the_paper():
-    assert conv.FILTER_SIZES == (1, 3, 5, 7)
-    assert conv.NUM_FILTERS == (24, 36, 48, 64)
-    assert conv.STRIDES == (1, 2, 3)

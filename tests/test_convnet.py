@@ -8,6 +8,7 @@ import pytest
 
 import nas_tf
 from nas_tf import children, data
+from nas_tf.children import convnet
 from nas_tf import space as space_lib
 from nas_tf.spaces import cifar10_v1, cifar10_v2, cifar10_v3
 
@@ -133,7 +134,9 @@ def test_compile_child_defaults():
     spec = cifar10_v1(depth=1, **TINY)
     model = children.build_convnet(arch_of(spec, [(1, 1, 2, ())]), spec, (8, 8, 1), 10)
     children.compile_child(model)
-    assert model.jit_compile is False  # Auto: off on CPU.
+    assert model.jit_compile == convnet.accelerator_present()  # Auto: on with a GPU or TPU only.
+    children.compile_child(model, jit_compile=False)
+    assert model.jit_compile is False
     config = model.optimizer.get_config()
     assert config["momentum"] == pytest.approx(0.9) and config["nesterov"] is True
     assert float(model.optimizer.learning_rate) == pytest.approx(0.1)
@@ -207,12 +210,28 @@ def test_train_child_reward(tiny_data):
     assert result.to_dict()["reward"] == result.reward
 
 
-def test_failures_raise_child_training_error(tiny_data):
+def test_failures_raise_child_training_error(tiny_data, monkeypatch):
     spec = cifar10_v1(depth=2, **TINY)
     bad = space_lib.Architecture({"layer_0/filter_height": 2}, depth=1)
+    with pytest.raises(space_lib.ArchitectureError, match="layer_0/filter_height"):
+        children.train_child(bad, spec, tiny_data, children.ChildConfig(epochs=1))  # Not a child.
+    arch = arch_of(spec, [(1, 1, 2, ())])
+
+    def impossible(*args, **kwargs):
+        raise ValueError("Negative dimension size caused by subtracting 3 from 2")
+
+    monkeypatch.setattr(convnet, "build_convnet", impossible)
     with pytest.raises(children.ChildTrainingError, match="build") as info:
-        children.train_child(bad, spec, tiny_data, children.ChildConfig(epochs=1))
-    assert info.value.reason == "build"
+        children.train_child(arch, spec, tiny_data, children.ChildConfig(epochs=1))
+    assert info.value.reason == "build" and "Negative dimension" in str(info.value)
+
+    def bug(*args, **kwargs):
+        return None.shape  # Our own bug: it must not pass for a failed child.
+
+    monkeypatch.setattr(convnet, "build_convnet", bug)
+    with pytest.raises(AttributeError):
+        children.train_child(arch, spec, tiny_data, children.ChildConfig(epochs=1))
+    monkeypatch.undo()
     nan_data = data.from_arrays(
         np.full((8, 8, 8, 1), np.nan, "float32"), np.zeros(8, "int32"), num_valid=2, num_classes=2
     )

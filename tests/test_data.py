@@ -3,7 +3,6 @@
 import importlib.resources
 import os
 import sys
-import time
 
 import numpy as np
 import pytest
@@ -125,10 +124,8 @@ def _no_download(*args, **kwargs):
 def test_cifar10_not_prepared_fails_fast_without_downloading(tmp_path, monkeypatch):
     monkeypatch.setattr(tfds.download.DownloadManager, "download_and_extract", _no_download)
     monkeypatch.setattr(tfds.download.DownloadManager, "download", _no_download)
-    start = time.perf_counter()
     with pytest.raises(data.DataNotPreparedError, match="tfds build cifar10") as info:
-        data.load("cifar10", data_dir=str(tmp_path))
-    assert time.perf_counter() - start < 10
+        data.load("cifar10", data_dir=str(tmp_path))  # A download attempt fails the test above.
     assert str(tmp_path) in str(info.value)
 
 
