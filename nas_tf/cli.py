@@ -7,8 +7,10 @@ points (`train_lm`, `prepare_ptb`) keep theirs in a module-level
 into such a registry.
 """
 
+import math
 import sys
 
+from absl import app
 from absl import flags
 
 
@@ -18,6 +20,17 @@ AUTO_ON_OFF = ("auto", "on", "off")
 def auto_on_off(value: str):
     """Maps an "auto" | "on" | "off" flag to None | True | False."""
     return {"auto": None, "on": True, "off": False}[value]
+
+
+def check_finite(flag_values: flags.FlagValues) -> None:
+    """Raises UsageError naming the first float flag set to NaN or infinity.
+
+    absl parses "nan" and "inf" as floats, and NaN passes every bound.
+    """
+    for name in sorted(flag_values):
+        flag = flag_values[name]
+        if flag.flag_type() == "float" and flag.value is not None and not math.isfinite(flag.value):
+            raise app.UsageError(f"--{name} must be a finite number, got {flag.value}.")
 
 
 def flags_parser(flag_values: flags.FlagValues, doc: str):

@@ -18,7 +18,6 @@ flag defaults here are the quick run's, and experiments/*.flags restore the
 paper's.
 """
 
-import math
 import os
 import sys
 
@@ -172,24 +171,13 @@ def _space_error(error: ValueError) -> app.UsageError:
     return app.UsageError(f"{' / '.join(named) or '--search_*'}: {message}")
 
 
-def _check_floats():
-    """absl lets 'nan' through every bound and 'inf' through upper-unbounded ones."""
-    for name in ("controller_init_range", "controller_learning_rate", "controller_baseline_decay",
-                 "controller_entropy_weight", "controller_temperature", "controller_tanh_constant",
-                 "child_learning_rate", "child_momentum", "child_weight_decay", "child_timeout",
-                 "lm_input_dropout", "lm_output_dropout", "lm_recurrent_dropout"):  # fmt: skip
-        value = FLAGS[name].value
-        if value is not None and not math.isfinite(value):
-            raise app.UsageError(f"--{name} must be a finite number, got {value}.")
-
-
 def config_from_flags():
     """The `SearchConfig` the flags describe (flag problems raise UsageError)."""
     from nas_tf import controller, reinforce, search
     from nas_tf.children import convnet, language_model
     from nas_tf.spaces import conv
 
-    _check_floats()
+    cli.check_finite(FLAGS)
     is_cell = FLAGS.search_space == "ptb_cell"
     overrides = {
         "depth": FLAGS.search_depth,

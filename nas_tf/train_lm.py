@@ -323,6 +323,8 @@ def config_from_flags() -> RunConfig:
     """The `RunConfig` the flags describe (flag problems raise UsageError)."""
     from nas_tf.children import language_model as lm
 
+    cli.check_finite(FLAGS)
+
     if FLAGS.cell == "nas" and FLAGS.architecture is None:
         raise app.UsageError("--cell=nas needs --architecture (a best_architecture.json).")
     if FLAGS.cell == "lstm" and FLAGS.architecture is not None:
