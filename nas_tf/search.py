@@ -180,28 +180,25 @@ class SearchConfig:
         return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True, default=str)
 
 
-def _flatten(value, prefix=""):
-    if isinstance(value, dict):
-        out = {}
-        for k, v in value.items():
-            out.update(_flatten(v, f"{prefix}{k}."))
-        return out
-    return {prefix[:-1]: value}
-
-
 def config_changes(old: dict, new: dict) -> List[str]:
     """The settings that differ between two `config.json` contents, as "name: old -> new".
 
-    Settings in `FREE_SETTINGS`, and settings only one side knows (written by
-    another version of nas_tf), are not compared.
+    Settings in `FREE_SETTINGS` are not compared, nor fields that only one
+    side has (written by another version of nas_tf); `space_overrides` is
+    compared whole (an override given or left out changes the space).
     """
-    old, new = _flatten(old), _flatten(new)
     changes = []
-    for name in sorted(set(old) & set(new)):
-        if name.split(".")[0] in FREE_SETTINGS:
-            continue
-        if old[name] != new[name]:
-            changes.append(f"{name}: {json.dumps(old[name])} -> {json.dumps(new[name])}")
+
+    def compare(a, b, name):
+        if isinstance(a, dict) and isinstance(b, dict) and name != "space_overrides":
+            for key in sorted(set(a) & set(b)):
+                full = f"{name}.{key}" if name else key
+                if full not in FREE_SETTINGS:
+                    compare(a[key], b[key], full)
+        elif a != b:
+            changes.append(f"{name}: {json.dumps(a, sort_keys=True)} -> {json.dumps(b, sort_keys=True)}")
+
+    compare(old, new, "")
     return changes
 
 

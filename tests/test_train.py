@@ -202,6 +202,23 @@ def test_resuming_with_changed_settings_is_refused_unless_allowed(tmp_path):
     assert config != open(os.path.join(tmp_path, search.CONFIG)).read()
 
 
+def test_config_changes_names_what_matters():
+    old = json.loads(search.SearchConfig(output_dir="a", space_overrides={"depth": 2}).to_json())
+    same = search.SearchConfig(output_dir="b", max_trials=99, verbose=0, child_timeout=5, data_dir="/d",
+                               space_overrides={"depth": 2}, max_consecutive_failures=1)  # fmt: skip
+    assert search.config_changes(old, json.loads(same.to_json())) == []
+    from nas_tf.spaces import conv
+
+    other = search.SearchConfig(output_dir="a", space_overrides={"depth": 2, "num_filters": (2,)},
+                                curriculum=conv.DepthCurriculum(2, 1, 3))  # fmt: skip
+    changes = search.config_changes(old, json.loads(other.to_json()))
+    assert changes[0].startswith("curriculum: null -> {")
+    assert changes[1] == 'space_overrides: {"depth": 2} -> {"depth": 2, "num_filters": [2]}'
+    del old["child"]["epochs"]  # Written by a version without that field: not compared.
+    old["new_field"] = 1
+    assert search.config_changes(old, json.loads(search.SearchConfig(output_dir="a", space_overrides={"depth": 2}).to_json())) == []
+
+
 def test_cell_search_on_the_embedded_corpus_end_to_end_and_resume(tmp_path):
     out = str(tmp_path / "ptb")
     tiny = [
