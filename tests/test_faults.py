@@ -144,3 +144,17 @@ def test_a_killed_worker_fails_only_its_child(tmp_path):
     assert [r["status"] for r in lines] == ["COMPLETED", "FAILED", "COMPLETED"]
     assert lines[1]["reason"] == "crash" and "exit code -9" in lines[1]["message"]
     assert "FAILED (crash)" in done.stdout
+
+
+@pytest.mark.slow
+def test_children_past_the_timeout_fail_and_the_search_goes_on(tmp_path):
+    out = str(tmp_path / "run")
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+    env.pop(durable.FAULT_ENV, None)
+    cmd = [sys.executable, "-m", "nas_tf.train", f"--output_dir={out}", "--child_timeout=0.05"]
+    done = subprocess.run(cmd + _TINY, env=env, capture_output=True, text=True, timeout=400)
+    assert done.returncode == 0, done.stderr[-3000:]
+    lines = _history_lines(out)
+    assert [(r["status"], r["reason"]) for r in lines] == [("FAILED", "timeout")] * _TRIALS
+    assert "0.05 s timeout" in lines[0]["message"]
+    assert not os.path.exists(os.path.join(out, search.BEST_ARCHITECTURE))
