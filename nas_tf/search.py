@@ -368,11 +368,12 @@ class ChildSearch(oracle_lib.NASRL):
             # Keras Tuner raises before saving: save, so that a resume starts after it.
             self.oracle._save_trial(self.oracle.trials[trial.trial_id])
             self.oracle.save()
+            last = self._history.get(trial.trial_id, {})
             raise SearchError(
                 f"{self.oracle.max_consecutive_failed_trials} children failed in a row, so the "
                 f"search stopped (see the reasons in {os.path.join(self.output_dir, HISTORY)}). "
                 "Fix the cause, or raise --search_max_consecutive_failures, and run again to "
-                f"resume. The last failure: {trial.message or ''}"
+                f"resume. The last failure ({last.get('reason', '?')}): {last.get('message', '')}"
             ) from e
 
     def _keep_best_model(self, trial_id, reward, model_path):

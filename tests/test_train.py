@@ -176,6 +176,7 @@ def test_out_of_memory_fails_the_child_and_consecutive_failures_stop_the_search(
     with pytest.raises(search.SearchError, match="2 children failed in a row") as info:
         search.run(config)
     assert "--search_max_consecutive_failures" in str(info.value)
+    assert str(info.value).endswith("The last failure (oom): OOM when allocating tensor")
     history = _lines(str(tmp_path))
     assert [(r["status"], r["reason"]) for r in history] == [("FAILED", "oom")] * 2
     assert history[0]["message"] == "OOM when allocating tensor"  # TensorFlow's own error, first line.

@@ -65,8 +65,8 @@ class ChildTimedOut(ChildCrashed):
     reason = "timeout"
 
 
-def _watch_parent(parent_pid: int):
-    """Exits this worker once the process that started it is gone."""
+def _watch_parent(parent_pid: int, stderr_path=None):
+    """Exits this worker once the process that started it is gone (and removes its log)."""
     import threading
     import time
 
@@ -74,6 +74,11 @@ def _watch_parent(parent_pid: int):
         while True:
             time.sleep(1.0)
             if os.getppid() != parent_pid:
+                if stderr_path:
+                    try:
+                        os.remove(stderr_path)
+                    except OSError:
+                        pass
                 os._exit(3)
 
     threading.Thread(target=watch, daemon=True, name="nas_tf-parent-watch").start()
@@ -94,7 +99,7 @@ def _serve(conn, task, stderr_path=None, parent_pid=None):
         os.close(fd)
     faulthandler.enable()
     if parent_pid is not None:
-        _watch_parent(parent_pid)
+        _watch_parent(parent_pid, stderr_path)
     while True:
         try:
             request = conn.recv()
