@@ -111,6 +111,7 @@ def test_killed_after_the_history_line_the_child_is_not_trained_again(tmp_path, 
     assert recorded == ["0", "1"]
 
 
+@pytest.mark.slow
 def test_killed_while_a_child_trains(tmp_path, uninterrupted):
     recorded, _ = _kill_and_resume(tmp_path, uninterrupted, fault="during_child:3")
     assert recorded == ["0", "1"]

@@ -49,10 +49,10 @@ def test_results_errors_and_crashes_cross_the_process_boundary():
 def test_workers_are_replaced_every_n_children():
     pool = worker.WorkerPool(_task, children_per_worker=2)
     try:
-        pids = [pool(("pid", None)) for _ in range(5)]
+        pids = [pool(("pid", None)) for _ in range(3)]
     finally:
         pool.close()
-    assert pids[0] == pids[1] != pids[2] == pids[3] != pids[4]
+    assert pids[0] == pids[1] != pids[2]
     assert os.getpid() not in pids
 
 
@@ -64,17 +64,6 @@ def test_child_errors_pickle_with_their_reason():
     for error in (convnet.ChildTrainingError("oom", "no memory"), language_model.ChildDivergedError("inf")):
         back = pickle.loads(pickle.dumps(error))
         assert type(back) is type(error) and back.reason == error.reason and str(back) == str(error)
-
-
-def test_a_bug_in_the_task_comes_back_with_the_workers_traceback():
-    pool = worker.WorkerPool(_task, children_per_worker=10)
-    try:
-        with pytest.raises(AttributeError, match="no_such_attribute") as info:
-            pool(("bug", 3))
-        assert "_helper_with_a_bug" in info.value.worker_traceback
-        assert pool(("double", 4)) == 8  # The same worker goes on.
-    finally:
-        pool.close()
 
 
 def test_a_native_crash_reports_the_workers_stderr():
@@ -90,10 +79,14 @@ def test_a_native_crash_reports_the_workers_stderr():
         pool.close()
 
 
-def test_a_child_past_its_timeout_is_killed_and_the_next_one_runs():
+def test_bugs_come_back_with_a_traceback_and_a_child_past_its_timeout_is_killed():
     pool = worker.WorkerPool(_task, children_per_worker=10, timeout=1.0)
     try:
-        assert pool(("double", 1)) == 2  # Worker start-up is not the child's time.
+        # Worker start-up is not the child's time.
+        with pytest.raises(AttributeError, match="no_such_attribute") as info:
+            pool(("bug", 3))
+        assert "_helper_with_a_bug" in info.value.worker_traceback
+        assert pool(("double", 1)) == 2  # The same worker goes on.
         start = time.monotonic()
         with pytest.raises(worker.ChildTimedOut, match="1 s timeout") as info:
             pool(("sleep", 60))
