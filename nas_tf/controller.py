@@ -43,8 +43,10 @@ class ControllerConfig:
         paper does not give it, we use the LSTM width.
       temperature: divides every logit before sampling; None keeps the paper's
         plain softmax (the paper has no temperature).
-      tanh_constant: if set, logits become C * tanh(logits / C'), bounding them
-        to [-C, C] (ENAS-style clipping; not in the paper).
+      tanh_constant: if set, logits become C * tanh(logits), bounding them
+        to [-C, C] (ENAS-style clipping; not in the paper, where it is None).
+        2.5 keeps a fast-learning policy from collapsing onto a few
+        architectures within a few hundred trials (docs/nasbench201.md).
       jit_compile: compile the sampling and scoring graphs with XLA. None
         means: on when a GPU or TPU is visible, off on CPU where XLA was
         measured slower for these tiny kernels.
@@ -55,8 +57,16 @@ class ControllerConfig:
     init_range: float = 0.08
     attention_units: Optional[int] = None
     temperature: Optional[float] = None
-    tanh_constant: Optional[float] = None
+    tanh_constant: Optional[float] = 2.5
     jit_compile: Optional[bool] = None
+
+    @classmethod
+    def paper(cls, **overrides) -> "ControllerConfig":
+        """Zoph & Le 2017: 2 x 35 LSTM, weights U(-0.08, 0.08), plain softmax."""
+        values = dict(units=35, num_layers=2, init_range=0.08, temperature=None,
+                      tanh_constant=None)
+        values.update(overrides)
+        return cls(**values)
 
     def __post_init__(self):
         if self.units < 1 or self.num_layers < 1:
@@ -386,11 +396,23 @@ class Controller:
         Returns:
           A list of `num` `Architecture`s.
         """
+        return self.sample_with_log_prob(num, depth)[0]
+
+    def sample_with_log_prob(self, num: int = 1, depth: Optional[int] = None):
+        """Draws `num` architectures and the log-probability each was drawn with.
+
+        The log-probability (the behaviour policy q of an importance ratio
+        pi / q) comes from the same graph call as the sample, at no extra cost.
+
+        Returns:
+          (archs, log_probs): a list of `Architecture`s and a float64 array.
+        """
         if num < 1:
             raise ValueError(f"num must be positive, got {num}.")
         depths = self._depths(num, depth)
-        idx, active, _, _ = self._sample_fn(tf.constant(depths))
-        return self._layout.decode(idx.numpy(), active.numpy(), depths)
+        idx, active, log_prob, _ = self._sample_fn(tf.constant(depths))
+        archs = self._layout.decode(idx.numpy(), active.numpy(), depths)
+        return archs, log_prob.numpy().astype(np.float64)
 
     def encode(self, archs):
         """Validates and encodes architectures as (idx, depth) int32 arrays."""

@@ -13,9 +13,10 @@ Skip connections are declared with `anchor(hp, name, sources)`: a marker
 group and samples it with anchor-point attention; any other Keras Tuner oracle
 sees ordinary booleans, so the HyperModel runs unchanged under them.
 
-The reserved hyperparameter `depth` carries the network depth of spaces with
-`min_depth` decisions; its value comes from a depth schedule, not from the
-controller.
+The reserved hyperparameter `nas_tf/depth` carries the network depth of
+spaces with `min_depth` decisions; its value comes from a depth schedule, not
+from the controller. Names under `nas_tf/` are reserved, so a user's own
+hyperparameter named `depth` is an ordinary decision.
 """
 
 import math
@@ -25,7 +26,8 @@ import keras_tuner
 
 from nas_tf import space as space_lib
 
-DEPTH = "depth"
+DEPTH = "nas_tf/depth"
+_RESERVED = "nas_tf/"
 _ANCHOR = "@anchor"
 _SOURCE = "@anchor:"
 
@@ -107,6 +109,11 @@ def space_from_hyperparameters(
         if hp.name == DEPTH:
             max_depth = max(hp.values)
             continue
+        if hp.name.startswith(_RESERVED):
+            raise ValueError(
+                f"Hyperparameter name {hp.name!r} is reserved: names starting with "
+                f"{_RESERVED!r} belong to nas_tf ({DEPTH!r} is the curriculum's depth)."
+            )
         min_depth, when, static_ok = 0, [], True
         for cond in hp.conditions:
             if not (hasattr(cond, "name") and hasattr(cond, "values")):
@@ -148,7 +155,7 @@ def space_from_hyperparameters(
         known[hp.name] = decision
     space = space_lib.Space(tuple(decisions), name=name)
     if space.uses_depth and max_depth is None:
-        raise ValueError("Hyperparameters condition on 'depth' but do not declare it.")
+        raise ValueError(f"Hyperparameters condition on {DEPTH!r} but do not declare it.")
     return space, fixed
 
 

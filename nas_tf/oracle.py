@@ -1,27 +1,32 @@
-"""`NASRLOracle`: the controller and REINFORCE as a Keras Tuner oracle.
+"""`NASRLOracle`: the controller and its policy gradient as a Keras Tuner oracle.
 
 Written the way Keras Tuner's own oracles are: `populate_space` returns the
-controller's next sample, completed trials feed REINFORCE (through
+controller's next sample, completed trials feed the learner (through
 `score_trial`, inside the synchronized `end_trial`), and everything the search
 has learned is part of the oracle's saved state:
 
-* `oracle.json` (written atomically) holds Keras Tuner's state plus the
-  baseline, the pending rewards, the sampling RNG and the trials already
-  rewarded;
+* `oracle.json` + `oracle.json.journal.jsonl` (`nas_tf.journal`: a snapshot
+  and an append-only journal, O(1) bytes per save on average) hold Keras
+  Tuner's state plus the baseline, the pending rewards, the sampling RNG,
+  the rewards already fed and the log of every feed;
 * `nasrl_controller_<n>.npz` beside it holds the controller's weights and
-  Adam's slots after update n.
+  Adam's slots after update n; trial files are written atomically too.
 
 A search resumed with `overwrite=False` therefore continues exactly: the next
 samples equal those of an uninterrupted run with the same seed. If the
-checkpoint is missing, the controller is rebuilt by replaying the recorded
-(architecture, reward) history, which gives the same weights.
+checkpoint is unreadable, the controller is rebuilt by replaying the feed log
+(every reward fed, re-used ones included, in order), which gives the same
+weights.
+
+Two presets (`preset=`): "default", measured best at tens to hundreds of
+trials, and "paper", Zoph & Le 2017 exactly (docs/search_brain.md).
 """
 
 import collections
+import glob
 import json
 import math
 import os
-import tempfile
 import threading
 import warnings
 import weakref
@@ -32,11 +37,34 @@ import numpy as np
 from keras_tuner.engine import trial as trial_module
 
 from nas_tf import controller as controller_lib
+from nas_tf import durable
 from nas_tf import hp_space
+from nas_tf import journal
 from nas_tf import reinforce as reinforce_lib
+from nas_tf import rewards as rewards_lib
 from nas_tf import space as space_lib
 
 _CHECKPOINT = "nasrl_controller_{:06d}.npz"
+
+# What `NASRLOracle(preset=...)` starts from; explicit arguments override it.
+PRESETS = {
+    # Measured best at tens to hundreds of trials (docs/nasbench201.md).
+    "default": dict(
+        controller_config=controller_lib.ControllerConfig,
+        reinforce_config=reinforce_lib.ReinforceConfig,
+        reuse_rewards=True,
+        max_resamples=5,
+    ),
+    # Zoph & Le 2017 exactly: plain REINFORCE with Adam 0.0006 and an EMA
+    # baseline, every sampled architecture trained (duplicates too), nothing
+    # mutated, no clipping.
+    "paper": dict(
+        controller_config=controller_lib.ControllerConfig.paper,
+        reinforce_config=reinforce_lib.ReinforceConfig.paper,
+        reuse_rewards=False,
+        max_resamples=0,
+    ),
+}
 
 
 class _WeakDefaultDict(weakref.WeakKeyDictionary):
@@ -73,19 +101,6 @@ def _let_oracles_be_freed():
 _let_oracles_be_freed()
 
 
-def _atomic_write(path: str, write):
-    directory = os.path.dirname(path) or "."
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp_", suffix=os.path.basename(path))
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-
-
 class NASRLOracle(keras_tuner.Oracle):
     """Neural Architecture Search with Reinforcement Learning as an oracle.
 
@@ -118,6 +133,9 @@ class NASRLOracle(keras_tuner.Oracle):
         exhausted.
     """
 
+    # The journal grows to at least this many bytes before a new snapshot.
+    snapshot_min_bytes = 1 << 16
+
     def __init__(
         self,
         objective=None,
@@ -133,9 +151,19 @@ class NASRLOracle(keras_tuner.Oracle):
         reinforce_config: Optional[reinforce_lib.ReinforceConfig] = None,
         reward: Union[str, Callable] = "identity",
         depth_schedule: Optional[Callable[[int], int]] = None,
-        reuse_rewards: bool = True,
-        max_resamples: int = 50,
+        reuse_rewards: Optional[bool] = None,
+        max_resamples: Optional[int] = None,
+        preset: str = "default",
     ):
+        if preset not in PRESETS:
+            raise ValueError(f"Unknown preset {preset!r}; use one of {sorted(PRESETS)}.")
+        chosen = PRESETS[preset]
+        controller_config = controller_config or chosen["controller_config"]()
+        reinforce_config = reinforce_config or chosen["reinforce_config"]()
+        reuse_rewards = chosen["reuse_rewards"] if reuse_rewards is None else bool(reuse_rewards)
+        max_resamples = chosen["max_resamples"] if max_resamples is None else int(max_resamples)
+        if max_resamples < 0:
+            raise ValueError(f"max_resamples must be >= 0, got {max_resamples}.")
         self._space_name, self._kinds = "hyperparameters", {}
         if space is not None:
             if hyperparameters is not None:
@@ -143,9 +171,9 @@ class NASRLOracle(keras_tuner.Oracle):
             hyperparameters = hp_space.space_to_hyperparameters(space)
             self._space_name = space.name
             self._kinds = {d.name: d.kind for d in space.decisions}
-        if not (callable(reward) or reward in reinforce_lib.REWARDS):
+        if not (callable(reward) or reward in rewards_lib.REWARDS):
             raise ValueError(
-                f"Unknown reward {reward!r}; use one of {sorted(reinforce_lib.REWARDS)} "
+                f"Unknown reward {reward!r}; use one of {sorted(rewards_lib.REWARDS)} "
                 "or a callable taking the Trial."
             )
         super().__init__(
@@ -158,8 +186,9 @@ class NASRLOracle(keras_tuner.Oracle):
             max_retries_per_trial=max_retries_per_trial,
             max_consecutive_failed_trials=max_consecutive_failed_trials,
         )
-        self.controller_config = controller_config or controller_lib.ControllerConfig()
-        self.reinforce_config = reinforce_config or reinforce_lib.ReinforceConfig()
+        self.preset = preset
+        self.controller_config = controller_config
+        self.reinforce_config = reinforce_config
         self.reward = reward
         self.depth_schedule = depth_schedule
         self.reuse_rewards = reuse_rewards
@@ -169,9 +198,13 @@ class NASRLOracle(keras_tuner.Oracle):
         self._space_config = None
         self._space_size = None
         self._fixed = {}
-        self._rewarded = set()
-        self._known_rewards = {}
+        # _rewarded: trials already fed; _known_rewards: values hash -> reward;
+        # _behaviour: trial id -> log-probability its architecture was drawn
+        # with (None: not drawn by the policy, e.g. made by mutation), until
+        # it is fed; _feeds: every (arch, reward, log q, on policy) fed, in order.
+        self._reset_memory()
         self._saved_update = None
+        self._journal = None
 
     # -- the controller ------------------------------------------------------------
 
@@ -220,34 +253,41 @@ class NASRLOracle(keras_tuner.Oracle):
             # Nothing to decide yet (the HyperModel declares its entries later).
             return {"status": trial_module.TrialStatus.RUNNING, "values": dict(self._fixed)}
         depth = self._depth()
-        for arch in self._samples(learner.controller, depth):
+        arch = None
+        for arch, log_q in self._samples(learner.controller, depth):
             values = hp_space.architecture_to_values(space, arch, self._fixed)
             if not self.reuse_rewards or not self._duplicate(values):
+                self._behaviour[trial_id] = log_q
                 return {"status": trial_module.TrialStatus.RUNNING, "values": values}
             known = self._known_rewards.get(self._compute_values_hash(values))
             if known is not None:
-                # Already trained: its reward is known, so learn from it for free.
-                learner.add(arch, known)
+                # Already trained: a sample of the current policy whose reward is
+                # known, so it is an ordinary policy-gradient sample, for free.
+                self._learn(arch, known, log_q)
         # The policy keeps proposing what was tried: explore next to its last sample.
         values = self._mutate_until_new(space, arch)
         if values is None:
             return {"status": trial_module.TrialStatus.STOPPED, "values": None}
+        self._behaviour[trial_id] = None  # Not drawn by the policy: top-K only.
         return {"status": trial_module.TrialStatus.RUNNING, "values": values}
 
     def _samples(self, controller, depth):
-        """Up to `max_resamples + 1` samples, drawn in batches of m.
+        """Up to `max_resamples + 1` (architecture, log q) samples, drawn in batches of m.
 
         One batched call costs about as much as one single sample, and once the
         policy has concentrated most samples are already-trained architectures.
         Samples left over when a new architecture turns up are dropped: the RNG
         state (saved) has moved past them, so a resumed search drops them too.
+        Stopping at the first new architecture is a stopping time, so feeding
+        every sample drawn up to it keeps the estimator's direction unbiased
+        (Wald's identity; docs/search_brain.md).
         """
-        left = self.max_resamples + 1
-        chunk = self.reinforce_config.batch_size
+        left = self.max_resamples + 1 if self.reuse_rewards else 1
+        chunk = self.reinforce_config.batch_size if self.reuse_rewards else 1
         while left > 0:
-            batch = controller.sample(min(chunk, left), depth=depth)
-            left -= len(batch)
-            yield from batch
+            archs, log_q = controller.sample_with_log_prob(min(chunk, left), depth=depth)
+            left -= len(archs)
+            yield from zip(archs, log_q.tolist())
 
     def _mutate_until_new(self, space, arch):
         """Changes random decisions of `arch` until it is untried (None if hopeless).
@@ -310,9 +350,16 @@ class NASRLOracle(keras_tuner.Oracle):
         if not math.isfinite(reward):
             return
         self._rewarded.add(trial.trial_id)
+        self._rewarded_order.append(trial.trial_id)
         self._known_rewards[self._compute_values_hash(
             hp_space.architecture_to_values(space, arch, self._fixed))] = reward
-        learner.add(arch, reward)
+        if trial.trial_id in self._behaviour:
+            log_q = self._behaviour.pop(trial.trial_id)
+            on_policy = log_q is not None or not self.reinforce_config.needs_log_q
+        else:
+            # Not proposed by this oracle's policy (e.g. a trial made by hand).
+            log_q, on_policy = None, not self.reinforce_config.needs_log_q
+        self._learn(arch, reward, log_q, on_policy=on_policy)
 
     def _reward_of(self, trial) -> float:
         if callable(self.reward):
@@ -321,11 +368,19 @@ class NASRLOracle(keras_tuner.Oracle):
         if self.reward == "identity":
             return score if self.objective.direction == "max" else -score
         if self.reward == "ptb":
-            return reinforce_lib.ptb_reward(score)
-        history = trial.metrics.get_history(self.objective.name)
-        return reinforce_lib.cifar10_reward([obs.value[0] for obs in history] or [score])
+            return rewards_lib.ptb_reward(score)
+        # The paper's CIFAR-10 reward needs every epoch's accuracy, in epoch order;
+        # Keras Tuner's score is the best epoch only.
+        history = sorted(trial.metrics.get_history(self.objective.name), key=lambda o: o.step)
+        values = [float(np.mean(obs.value)) for obs in history]
+        return rewards_lib.cifar10_reward(values or [score])
 
     # -- state -----------------------------------------------------------------------
+
+    def _learn(self, arch, reward, log_q=None, on_policy=True):
+        """Feeds the learner and logs the feed, so the controller can be replayed."""
+        self._feeds.append([arch.to_json(), reward, log_q, on_policy])
+        self._learner.add(arch, reward, log_q, on_policy=on_policy)
 
     def get_state(self):
         state = super().get_state()
@@ -334,8 +389,10 @@ class NASRLOracle(keras_tuner.Oracle):
                 "learner": self._learner.get_state(),
                 "rng": self._learner.controller.get_rng_state().tolist(),
                 "checkpoint": _CHECKPOINT.format(self._learner.num_updates),
-                "rewarded": sorted(self._rewarded),
+                "rewarded": self._rewarded_order,
                 "known_rewards": self._known_rewards,
+                "behaviour": self._behaviour,
+                "feeds": self._feeds,
             }
         return state
 
@@ -350,55 +407,119 @@ class NASRLOracle(keras_tuner.Oracle):
             if trial.status == trial_module.TrialStatus.RUNNING
         }
         self._learner = None
-        self._rewarded = set()
-        self._known_rewards = {}
+        self._reset_memory()
         nasrl = state.get("nasrl")
         if nasrl is None:
             return
+        self._rewarded_order = list(nasrl["rewarded"])
+        self._rewarded = set(self._rewarded_order)
+        self._known_rewards = dict(nasrl["known_rewards"])
+        self._behaviour = dict(nasrl.get("behaviour", {}))
+        feeds = [list(f) for f in nasrl.get("feeds", [])]
         learner = self._ensure_learner()
         path = os.path.join(self._project_dir, nasrl["checkpoint"])
         try:
             with np.load(path) as f:
                 arrays = {k: f[k] for k in f.files}
-        except (OSError, ValueError, KeyError) as e:
-            warnings.warn(f"Controller checkpoint {path} unreadable ({e}); "
-                          "rebuilding the controller from the trial history.")
-            self._replay_history()
+        except (OSError, ValueError, KeyError, EOFError) as e:
+            warnings.warn(
+                f"Controller checkpoint {path} unreadable ({e}); rebuilding the controller by "
+                f"replaying the {len(feeds)} rewards it was fed."
+            )
+            learner = self._replay(feeds)
         else:
             learner.set_state(nasrl["learner"], arrays)
-            self._rewarded = set(nasrl["rewarded"])
-            self._known_rewards = dict(nasrl["known_rewards"])
+            self._feeds = feeds
         learner.controller.set_rng_state(nasrl["rng"])
         self._saved_update = learner.num_updates
-        # A kill between a trial's completion and the oracle's save: feed what is missing.
-        for trial_id in self.end_order:
-            trial = self.trials.get(trial_id)
-            if trial is not None and trial.status == trial_module.TrialStatus.COMPLETED:
+        self._remove_stale_checkpoints(nasrl["checkpoint"])
+        # A kill after a trial's end was saved in its trial.json but before the
+        # oracle's own save: finish what end_trial did, in trial order.
+        for trial_id in sorted(self.trials):
+            trial = self.trials[trial_id]
+            if trial.status == trial_module.TrialStatus.RUNNING or trial_id in self.end_order:
+                continue
+            self.end_order.append(trial_id)
+            if trial.status == trial_module.TrialStatus.COMPLETED:
                 self._feed(trial)
 
-    def _replay_history(self):
-        """Recovers the controller from (architecture, reward) history (PyGlove-style)."""
+    def _reset_memory(self):
+        self._rewarded, self._rewarded_order = set(), []
+        self._known_rewards, self._behaviour, self._feeds = {}, {}, []
+
+    def _replay(self, feeds):
+        """Rebuilds the learner from its feed log: the same adds give the same weights."""
         self._learner = None
-        self._ensure_learner()
-        for trial_id in self.end_order:
-            trial = self.trials.get(trial_id)
-            if trial is not None and trial.status == trial_module.TrialStatus.COMPLETED:
-                self._feed(trial)
+        self._feeds = []
+        learner = self._ensure_learner()
+        space = learner.controller.space
+        for arch_json, reward, log_q, on_policy in feeds:
+            self._learn(space.architecture_from_json(arch_json), reward, log_q, on_policy)
+        return learner
+
+    def _remove_stale_checkpoints(self, keep):
+        """Checkpoints a kill left behind before the state that named them was saved."""
+        for name in os.listdir(self._project_dir):
+            if name.startswith("nasrl_controller_") and name.endswith(".npz") and name != keep:
+                os.remove(os.path.join(self._project_dir, name))
+
+    def _state_file(self) -> journal.JournaledState:
+        path = self._get_oracle_fname()
+        if self._journal is None or self._journal.path != path:
+            self._journal = journal.JournaledState(
+                path, unordered=("tried_so_far",), min_snapshot_bytes=self.snapshot_min_bytes
+            )
+        return self._journal
+
+    def _save_trial(self, trial):
+        durable.atomic_write_text(
+            os.path.join(self._get_trial_dir(trial.trial_id), "trial.json"),
+            json.dumps(trial.get_state()),
+        )
 
     def save(self):
-        """Writes the controller checkpoint (when it changed), then oracle.json, atomically."""
+        """Saves the controller checkpoint (when it changed), then the state that names it.
+
+        The new checkpoint is written first and the old one removed last, so a
+        kill between any two writes leaves a state whose checkpoint exists.
+        """
         learner = self._learner
+        old = None
         if learner is not None and learner.num_updates != self._saved_update:
             path = os.path.join(self._project_dir, _CHECKPOINT.format(learner.num_updates))
             arrays = learner.get_arrays()
-            _atomic_write(path, lambda f: np.savez(f, **arrays))
-            if self._saved_update is not None:
-                old = os.path.join(self._project_dir, _CHECKPOINT.format(self._saved_update))
-                if os.path.exists(old):
-                    os.remove(old)
-            self._saved_update = learner.num_updates
-        text = json.dumps(self.get_state())
-        _atomic_write(self._get_oracle_fname(), lambda f: f.write(text.encode("utf-8")))
+            durable.atomic_write(path, lambda f: np.savez(f, **arrays))
+            durable.fault_point("oracle_save_checkpoint")
+            old, self._saved_update = self._saved_update, learner.num_updates
+        self._state_file().save(self.get_state())
+        durable.fault_point("oracle_save_state")
+        if old is not None and old != self._saved_update:
+            stale = os.path.join(self._project_dir, _CHECKPOINT.format(old))
+            if os.path.exists(stale):
+                os.remove(stale)
+
+    def reload(self):
+        """Loads the trials and the journaled state (Keras Tuner's reload, made durable)."""
+        for fname in glob.glob(os.path.join(self._project_dir, "trial_*", "trial.json")):
+            try:
+                trial = trial_module.Trial.load(fname)
+            except (ValueError, KeyError, OSError) as e:
+                raise journal.CorruptStateError(
+                    f"Trial file {fname} is unreadable ({e}); trial files are written "
+                    "atomically, so it was damaged outside nas_tf. Remove its trial folder "
+                    "to re-run that trial, or start afresh with --overwrite."
+                ) from e
+            self.trials[trial.trial_id] = trial
+        state = self._state_file().load()
+        if state is None:
+            raise journal.CorruptStateError(
+                f"{self._get_oracle_fname()} is missing although the project exists; "
+                "start afresh with --overwrite."
+            )
+        self.set_state(state)
+        for _, trial in self.ongoing_trials.items():
+            self._retry_queue.append(trial.trial_id)
+        self.ongoing_trials = {}
 
 
 class NASRL(keras_tuner.Tuner):

@@ -1,55 +1,99 @@
-"""REINFORCE for the controller (Zoph & Le 2017, sec. 3.2).
+"""Policy-gradient training of the controller (Zoph & Le 2017, sec. 3.2, and beyond).
 
-The gradient of the expected reward is estimated from a batch of m sampled
-architectures as
+The paper's estimator, over a batch of m sampled architectures, is
 
     (1/m) sum_k sum_t grad log P(a_t | a_(t-1:1)) (R_k - b),
 
 with b an exponential moving average of earlier rewards. `Reinforce` keeps the
 rewards that have arrived and applies an update as soon as m are pending, in
-whatever order they came: asynchronous workers may finish out of order, as in
-the paper's distributed setup.
+whatever order they came (asynchronous workers finish out of order, as in the
+paper's distributed setup).
+
+Each of the following is a switch of `ReinforceConfig`, off in
+`ReinforceConfig.paper()` (docs/search_brain.md has the formulas and
+docs/nasbench201.md what each measured):
+
+* `ratio_clip`: every sample carries the log-probability q it had when it was
+  drawn; the step maximises PPO's clipped surrogate
+  min(rho A, clip(rho, 1 - eps, 1 + eps) A) with rho = pi_theta(a) / q(a)
+  (Schulman et al. 2017; NASNet, Zoph et al. 2018). For a sample drawn from
+  the current policy rho = 1 and its gradient is the paper's; for a stale one
+  (its child trained while the policy moved on) rho corrects for the change.
+* `update_epochs`: passes over each batch (PPO; needs `ratio_clip`).
+* `advantage`: "baseline" (R - b), "normalized" ((R - b) / std of the batch's
+  rewards: the step no longer depends on the reward's scale), or "rank"
+  (centred ranks in the batch).
+* `risk_seeking`: keep only the batch's top share eps, with the batch's
+  (1 - eps)-quantile as the baseline (Petersen et al., ICLR 2021): it
+  optimises the best architectures found rather than the mean.
+* `topk_size`, `topk_weight`: priority queue training (Abolafia et al. 2018):
+  the K best distinct architectures seen so far, and a maximum-likelihood term
+  lambda * mean_k log pi(a_k) over them.
 """
 
 import dataclasses
+import json
 import math
-from typing import Callable, Dict, List, Optional
+from typing import Dict, List, Optional
 
 import keras
 import numpy as np
 import tensorflow as tf
 
 from nas_tf import controller as controller_lib
+from nas_tf import durable
+from nas_tf import rewards as rewards_lib
 from nas_tf import space as space_lib
+
+# Re-exported for compatibility: the rewards live in `nas_tf.rewards`.
+identity_reward = rewards_lib.identity_reward
+cifar10_reward = rewards_lib.cifar10_reward
+ptb_reward = rewards_lib.ptb_reward
+REWARDS = rewards_lib.REWARDS
+
+ADVANTAGES = ("baseline", "normalized", "rank")
 
 
 @dataclasses.dataclass(frozen=True)
 class ReinforceConfig:
-    """REINFORCE hyperparameters.
+    """Policy-gradient hyperparameters.
+
+    The defaults are what measured best at the budgets Keras Tuner users give
+    (tens to hundreds of trials; docs/nasbench201.md). `ReinforceConfig.paper()`
+    is Zoph & Le's method exactly.
 
     Attributes:
-      learning_rate: Adam learning rate (0.0006 for CIFAR-10, sec. 4.1; the
-        Penn Treebank search uses 0.0005, sec. 4.2). The paper's rate suits
-        its 12,800-child searches; in a search of a few hundred trials it
-        leaves the policy near uniform, and 0.01-0.05 (with the controller's
-        `tanh_constant` around 2.5) is what learns (docs/nasbench201.md).
+      learning_rate: Adam learning rate. The paper's 0.0006 (sec. 4.1; 0.0005
+        for Penn Treebank, sec. 4.2) suits its 12,800-child searches; in a
+        search of a few hundred trials it leaves the policy near uniform.
       batch_size: m, the number of rewards per update. The paper's replicas
-        each train 8 children at once before a gradient (sec. 3.2).
+        each train 8 children before a gradient (sec. 3.2).
       baseline_decay: decay of the EMA baseline; the paper does not give it.
-        0.95 averages over about the last 20 rewards: slow enough to make a
-        stable reference, fast enough to follow a controller that improves
-        within a few hundred trials (ENAS uses 0.999 over far longer searches).
-      clip_norm: global gradient-norm clipping (None: off); not in the paper,
-        a guard against rare huge advantages.
-      entropy_weight: weight of an entropy bonus added to the objective (0:
-        off, as in the paper).
+        0.95 averages over about the last 20 rewards.
+      advantage: "baseline", "normalized" or "rank" (module docstring).
+      risk_seeking: None, or the share eps in (0, 1] of each batch kept
+        (baseline = the batch's (1 - eps)-quantile); replaces the EMA baseline.
+      ratio_clip: None (the paper: every sample is taken as drawn from the
+        current policy), or PPO's eps for the importance ratio pi / q.
+      update_epochs: optimisation passes over each batch (1 in the paper).
+      topk_size: K, the number of best distinct architectures kept for the
+        maximum-likelihood term (0: off).
+      topk_weight: lambda, the weight of that term.
+      clip_norm: global gradient-norm clipping (None: off, as in the paper).
+      entropy_weight: weight of an entropy bonus (0: off, as in the paper).
       adam_beta_1, adam_beta_2, adam_epsilon: Adam's constants (Keras
         defaults; the paper gives none).
     """
 
-    learning_rate: float = 0.0006
+    learning_rate: float = 0.03
     batch_size: int = 8
     baseline_decay: float = 0.95
+    advantage: str = "baseline"
+    risk_seeking: Optional[float] = None
+    ratio_clip: Optional[float] = 0.2
+    update_epochs: int = 1
+    topk_size: int = 0
+    topk_weight: float = 0.0
     clip_norm: Optional[float] = 5.0
     entropy_weight: float = 0.0
     adam_beta_1: float = 0.9
@@ -57,77 +101,123 @@ class ReinforceConfig:
     adam_epsilon: float = 1e-7
 
     def __post_init__(self):
-        if not self.learning_rate > 0:
-            raise ValueError(f"learning_rate must be positive, got {self.learning_rate}.")
+        def bad(message):
+            raise ValueError(f"ReinforceConfig: {message}")
+
+        if not (math.isfinite(self.learning_rate) and self.learning_rate > 0):
+            bad(f"learning_rate must be positive, got {self.learning_rate}.")
         if self.batch_size < 1:
-            raise ValueError(f"batch_size must be at least 1, got {self.batch_size}.")
+            bad(f"batch_size must be at least 1, got {self.batch_size}.")
         if not 0.0 <= self.baseline_decay < 1.0:
-            raise ValueError(f"baseline_decay must be in [0, 1), got {self.baseline_decay}.")
+            bad(f"baseline_decay must be in [0, 1), got {self.baseline_decay}.")
+        if self.advantage not in ADVANTAGES:
+            bad(f"advantage must be one of {ADVANTAGES}, got {self.advantage!r}.")
+        if self.risk_seeking is not None and not 0.0 < self.risk_seeking <= 1.0:
+            bad(f"risk_seeking must be in (0, 1] or None, got {self.risk_seeking}.")
+        if self.ratio_clip is not None and not self.ratio_clip > 0:
+            bad(f"ratio_clip must be positive or None, got {self.ratio_clip}.")
+        if self.update_epochs < 1:
+            bad(f"update_epochs must be at least 1, got {self.update_epochs}.")
+        if self.update_epochs > 1 and self.ratio_clip is None:
+            bad("update_epochs > 1 needs ratio_clip: repeated plain REINFORCE steps on one "
+                "batch are unbounded.")
+        if self.topk_size < 0 or self.topk_weight < 0:
+            bad("topk_size and topk_weight must be >= 0.")
+        if self.topk_weight > 0 and self.topk_size == 0:
+            bad("topk_weight > 0 needs topk_size > 0.")
         if self.clip_norm is not None and not self.clip_norm > 0:
-            raise ValueError(f"clip_norm must be positive or None, got {self.clip_norm}.")
+            bad(f"clip_norm must be positive or None, got {self.clip_norm}.")
         if self.entropy_weight < 0:
-            raise ValueError(f"entropy_weight must be >= 0, got {self.entropy_weight}.")
+            bad(f"entropy_weight must be >= 0, got {self.entropy_weight}.")
 
+    @classmethod
+    def paper(cls, learning_rate: float = 0.0006, **overrides) -> "ReinforceConfig":
+        """Zoph & Le 2017 exactly: plain REINFORCE, EMA baseline, Adam, m = 8.
 
-# -- rewards -----------------------------------------------------------------
+        Adam 0.0006 (sec. 4.1; pass 0.0005 for the Penn Treebank search,
+        sec. 4.2), one pass per batch, no importance ratio, no clipping, no
+        entropy bonus, no top-K term. The baseline decay (0.95) is not given
+        in the paper.
+        """
+        values = dict(
+            learning_rate=learning_rate,
+            batch_size=8,
+            baseline_decay=0.95,
+            advantage="baseline",
+            risk_seeking=None,
+            ratio_clip=None,
+            update_epochs=1,
+            topk_size=0,
+            topk_weight=0.0,
+            clip_norm=None,
+            entropy_weight=0.0,
+        )
+        values.update(overrides)
+        return cls(**values)
 
-
-def identity_reward(value: float) -> float:
-    """The objective value itself."""
-    return float(value)
-
-
-def cifar10_reward(val_accuracies, last: int = 5, power: float = 3.0) -> float:
-    """Zoph & Le 2017, sec. 4.1: max validation accuracy of the last 5 epochs, cubed.
-
-    Args:
-      val_accuracies: validation accuracy per epoch, in [0, 1].
-      last: how many final epochs to take the maximum over.
-      power: the exponent.
-    """
-    accs = [float(a) for a in val_accuracies]
-    if not accs:
-        raise ValueError("cifar10_reward needs at least one epoch of accuracy.")
-    return max(accs[-last:]) ** power
-
-
-def ptb_reward(perplexity: float, c: float = 80.0) -> float:
-    """Zoph & Le 2017, sec. 4.2: c / (validation perplexity)^2 with c = 80."""
-    perplexity = float(perplexity)
-    if not perplexity > 0:
-        raise ValueError(f"Perplexity must be positive, got {perplexity}.")
-    return c / perplexity**2
-
-
-REWARDS: Dict[str, Callable] = {
-    "identity": identity_reward,
-    "cifar10": cifar10_reward,
-    "ptb": ptb_reward,
-}
+    @property
+    def needs_log_q(self) -> bool:
+        """Whether samples must carry the log-probability they were drawn with."""
+        return self.ratio_clip is not None
 
 
 # -- the learner ---------------------------------------------------------------
 
 
+def advantages(rewards, baseline, config: ReinforceConfig):
+    """Per-sample (advantage, kept) for one batch, as the step uses them.
+
+    Args:
+      rewards: float array [n].
+      baseline: the EMA baseline before this batch.
+      config: the `ReinforceConfig`.
+
+    Returns:
+      (advantage [n] float64, kept [n] bool): samples not kept (risk-seeking)
+      take no part in the policy-gradient term.
+    """
+    r = np.asarray(rewards, np.float64)
+    kept = np.ones(r.shape, bool)
+    b = float(baseline)
+    if config.risk_seeking is not None:
+        b = float(np.quantile(r, 1.0 - config.risk_seeking))
+        kept = r >= b
+    if config.advantage == "rank":
+        ranks = np.empty(len(r))
+        ranks[np.argsort(r, kind="stable")] = np.arange(len(r))
+        adv = ranks / max(len(r) - 1, 1) - 0.5
+        if config.risk_seeking is not None:
+            adv = adv - (np.mean(adv[kept]) if kept.any() else 0.0)
+        return np.where(kept, adv, 0.0), kept
+    adv = r - b
+    if config.advantage == "normalized":
+        adv = adv / (np.std(r) + 1e-8)
+    return np.where(kept, adv, 0.0), kept
+
+
 class Reinforce:
-    """Trains a `Controller` with REINFORCE and an EMA baseline.
+    """Trains a `Controller` by policy gradient.
 
     Args:
       controller: the policy to train.
       config: a `ReinforceConfig`.
 
     Attributes:
-      baseline: the current baseline b (None until the first update).
-      pending: (architecture, reward) pairs not yet used by an update.
+      baseline: the EMA baseline b (None until the first update).
+      pending: (architecture, reward, log_q) triples not yet used by an update
+        (log_q None when the sample's drawing probability is not needed).
+      topk: the best distinct (architecture, reward) pairs seen, best first.
       num_updates: updates applied so far.
     """
 
-    def __init__(self, controller: controller_lib.Controller, config=ReinforceConfig()):
+    def __init__(self, controller: controller_lib.Controller, config=None):
         self.controller = controller
-        self.config = config
+        self.config = config or ReinforceConfig()
         self.baseline: Optional[float] = None
         self.pending: List = []
+        self.topk: List = []
         self.num_updates = 0
+        self.last_stats: Dict[str, float] = {}
         self._make_optimizer()
 
     def _make_optimizer(self, slots: Optional[Dict[str, np.ndarray]] = None):
@@ -162,57 +252,160 @@ class Reinforce:
         else:
             self._train_fn = self._compile_step()
 
-    def _train_step(self, idx, depth, advantage):
+    def _loss(self, idx, depth, log_q, advantage, pg_weight, mle_weight, ent_weight):
+        """The loss of a batch whose rows are policy-gradient or top-K rows.
+
+        loss = - sum_k pg_weight_k * objective_k
+               - sum_k mle_weight_k * log pi(a_k)
+               - sum_k ent_weight_k * H_k,
+        objective = A log pi (the paper) or PPO's min(rho A, clip(rho) A).
+        """
+        c = self.config
+        log_prob, entropy = self.controller.scores(idx, depth)
+        if c.ratio_clip is None:
+            objective = advantage * log_prob
+        else:
+            ratio = tf.exp(log_prob - log_q)
+            clipped = tf.clip_by_value(ratio, 1.0 - c.ratio_clip, 1.0 + c.ratio_clip)
+            objective = tf.minimum(ratio * advantage, clipped * advantage)
+        loss = -tf.reduce_sum(pg_weight * objective)
+        loss -= tf.reduce_sum(mle_weight * log_prob)
+        loss -= tf.reduce_sum(ent_weight * entropy)
+        return loss, entropy
+
+    def _gradients(self, *batch):
         with tf.GradientTape() as tape:
-            log_prob, entropy = self.controller.scores(idx, depth)
-            loss = -tf.reduce_mean(advantage * log_prob)
-            if self.config.entropy_weight:
-                loss -= self.config.entropy_weight * tf.reduce_mean(entropy)
+            loss, entropy = self._loss(*batch)
         grads = tape.gradient(loss, self._variables)
         grads = [tf.zeros_like(v) if g is None else g for g, v in zip(grads, self._variables)]
+        norm = tf.linalg.global_norm(grads)
         if self.config.clip_norm is not None:
-            grads, _ = tf.clip_by_global_norm(grads, self.config.clip_norm)
-        self.optimizer.apply_gradients(zip(grads, self._variables))
-        return loss
+            grads, _ = tf.clip_by_global_norm(grads, self.config.clip_norm, use_norm=norm)
+        return loss, grads, norm, entropy
 
-    def add(self, arch: space_lib.Architecture, reward: float) -> bool:
+    def _train_step(self, *batch):
+        loss, grads, norm, entropy = self._gradients(*batch)
+        self.optimizer.apply_gradients(zip(grads, self._variables))
+        return loss, norm, tf.reduce_mean(entropy)
+
+    def loss_and_gradients(self, archs, rewards, log_q=None):
+        """(loss, clipped gradients, gradient norm before clipping) of a batch, without a step.
+
+        Uses the current baseline and top-K buffer, like `update`; for tests
+        and diagnostics.
+        """
+        batch, _ = self._batch(archs, rewards, log_q)
+        loss, grads, norm, _ = self._gradients(*batch)
+        return float(loss), [tf.convert_to_tensor(g).numpy() for g in grads], float(norm)
+
+    # -- feeding -------------------------------------------------------------------
+
+    def add(self, arch: space_lib.Architecture, reward: float, log_q: Optional[float] = None,
+            on_policy: bool = True) -> bool:
         """Records one reward; updates the controller once m are pending.
 
-        Non-finite rewards are refused (they would poison the baseline).
+        Args:
+          arch: the architecture.
+          reward: its reward (finite).
+          log_q: the log-probability the architecture had under the policy
+            that drew it; needed when `config.ratio_clip` is set.
+          on_policy: False for an architecture the policy did not draw (e.g.
+            one made by mutation): it joins the top-K buffer, never the
+            policy-gradient batch, whose estimator assumes samples of the
+            policy. With `ratio_clip` set, a sample without `log_q` is
+            treated the same way.
 
         Returns:
           True if an update was applied.
+
+        Raises:
+          ValueError: for a non-finite reward (it would poison the baseline).
         """
         reward = float(reward)
         if not math.isfinite(reward):
             raise ValueError(f"Reward must be finite, got {reward}.")
-        self.pending.append((arch, reward))
+        self._offer_topk(arch, reward)
+        if not on_policy or (self.config.needs_log_q and log_q is None):
+            return False
+        self.pending.append((arch, reward, None if log_q is None else float(log_q)))
         if len(self.pending) < self.config.batch_size:
             return False
         batch = self.pending[: self.config.batch_size]
         self.pending = self.pending[self.config.batch_size :]
-        self.update([a for a, _ in batch], [r for _, r in batch])
+        self.update([a for a, _, _ in batch], [r for _, r, _ in batch], [q for _, _, q in batch])
         return True
 
-    def update(self, archs, rewards) -> float:
-        """One REINFORCE step on a batch; returns the loss.
+    def _offer_topk(self, arch, reward):
+        k = self.config.topk_size
+        if k <= 0:
+            return
+        key = arch.to_json()
+        if any(a.to_json() == key for a, _ in self.topk):
+            return
+        self.topk.append((arch, reward))
+        self.topk.sort(key=lambda item: -item[1])
+        del self.topk[k:]
+
+    # -- the step ------------------------------------------------------------------
+
+    def update(self, archs, rewards, log_q=None) -> float:
+        """One update (update_epochs gradient steps) on a batch; returns the first loss.
 
         The advantage uses the baseline from before this batch; the baseline then
         absorbs the batch's rewards in order. The first batch's baseline is its
         own mean reward (a zero baseline would make the first advantages all
         positive and push the policy towards whatever was sampled first).
         """
-        rewards = np.asarray(rewards, np.float32)
+        c = self.config
+        rewards = np.asarray(rewards, np.float64)
         if self.baseline is None:
             self.baseline = float(np.mean(rewards))
-        advantage = rewards - np.float32(self.baseline)
-        idx, depth = self.controller.encode(archs)
-        loss = self._train_fn(tf.constant(idx), tf.constant(depth), tf.constant(advantage))
-        decay = self.config.baseline_decay
+        tensors, adv = self._batch(archs, rewards, log_q)
+        first = None
+        for _ in range(c.update_epochs):
+            loss, norm, entropy = self._train_fn(*tensors)
+            if first is None:
+                first = (float(loss), float(norm), float(entropy))
+        durable.fault_point("controller_update")
+        self.last_stats = dict(
+            loss=first[0], grad_norm=first[1], entropy=first[2], baseline=float(self.baseline),
+            mean_reward=float(np.mean(rewards)), mean_advantage=float(np.mean(adv)),
+        )
+        decay = c.baseline_decay
         for r in rewards:
             self.baseline = decay * self.baseline + (1.0 - decay) * float(r)
         self.num_updates += 1
-        return float(loss)
+        return first[0]
+
+    def _batch(self, archs, rewards, log_q):
+        """The step's input tensors (see `_loss`) and the batch's advantages."""
+        c = self.config
+        n = len(archs)
+        rewards = np.asarray(rewards, np.float64)
+        baseline = np.mean(rewards) if self.baseline is None else self.baseline
+        adv, kept = advantages(rewards, baseline, c)
+        if log_q is None or any(q is None for q in log_q):
+            if c.needs_log_q:
+                raise ValueError("ratio_clip needs the log-probability of every sample.")
+            log_q = np.zeros(n)
+        n_kept = max(int(kept.sum()), 1)
+        columns = [
+            np.asarray(log_q, np.float64),
+            adv,
+            np.where(kept, 1.0 / n_kept, 0.0),  # pg_weight
+            np.zeros(n),  # mle_weight
+            np.full(n, c.entropy_weight / n),  # ent_weight
+        ]
+        rows = list(archs)
+        if c.topk_weight > 0 and self.topk:
+            k = len(self.topk)
+            rows += [a for a, _ in self.topk]
+            columns = [np.concatenate([x, np.zeros(k)]) for x in columns]
+            columns[3][n:] = c.topk_weight / k
+        idx, depth = self.controller.encode(rows)
+        tensors = [tf.constant(idx), tf.constant(depth)]
+        tensors += [tf.constant(np.asarray(x, np.float32)) for x in columns]
+        return tensors, adv
 
     # -- state -------------------------------------------------------------------
 
@@ -229,7 +422,8 @@ class Reinforce:
         return {
             "baseline": self.baseline,
             "num_updates": self.num_updates,
-            "pending": [[a.to_json(), r] for a, r in self.pending],
+            "pending": [[json.loads(a.to_json()), r, q] for a, r, q in self.pending],
+            "topk": [[json.loads(a.to_json()), r] for a, r in self.topk],
         }
 
     def get_arrays(self) -> Dict[str, np.ndarray]:
@@ -239,11 +433,22 @@ class Reinforce:
         arrays["rng"] = self.controller.get_rng_state()
         return arrays
 
-    def set_state(self, state: dict, arrays: Dict[str, np.ndarray]):
+    def set_state(self, state: dict, arrays: Optional[Dict[str, np.ndarray]] = None):
+        """Restores `get_state()` (and, if given, `get_arrays()`)."""
         space = self.controller.space
+
+        def arch(a):
+            return space.architecture_from_json(a if isinstance(a, str) else json.dumps(a))
+
         self.baseline = state["baseline"]
         self.num_updates = state["num_updates"]
-        self.pending = [(space.architecture_from_json(a), r) for a, r in state["pending"]]
+        self.pending = [
+            (arch(item[0]), item[1], item[2] if len(item) > 2 else None)
+            for item in state["pending"]
+        ]
+        self.topk = [(arch(a), r) for a, r in state.get("topk", [])]
+        if arrays is None:
+            return
         self.controller.set_weights(
             {k[len("weights/") :]: v for k, v in arrays.items() if k.startswith("weights/")}
         )

@@ -28,6 +28,7 @@ from typing import Any, Dict, Optional
 import keras
 
 from nas_tf import durable
+from nas_tf import rewards
 from nas_tf import space as space_lib
 from nas_tf.children import convnet
 from nas_tf.children import language_model
@@ -89,7 +90,9 @@ class ConvTask:
             with durable.atomic_path(model_path) as tmp:
                 result.model.save(tmp)
         _finished_child(model_path)
-        return result.to_dict()
+        record = result.to_dict()
+        record["reward"] = rewards.cifar10_reward(record["val_accuracy"], last=self.child.reward_epochs)
+        return record
 
     @staticmethod
     def headline(record: dict) -> str:
@@ -139,7 +142,7 @@ class CellTask:
             "best_val_perplexity": result.best_val_perplexity,
             "bits_per_token": result.bits_per_token,
             "train_loss": result.train_losses,
-            "reward": result.reward,
+            "reward": rewards.ptb_reward(result.best_val_perplexity),
             "num_params": result.num_parameters,
             "train_seconds": result.seconds,
             "level": self.data.level,

@@ -22,6 +22,16 @@ def _lstm(x, h, c, w, prefix):
     return _sigmoid(o) * np.tanh(c), c
 
 
+def _shape(controller, logits):
+    """The controller's logit shaping: / temperature, then C * tanh (ENAS-style)."""
+    config = controller.config
+    if config.temperature is not None:
+        logits = logits / config.temperature
+    if config.tanh_constant is not None:
+        logits = config.tanh_constant * np.tanh(logits)
+    return logits
+
+
 def numpy_rollout(controller, arch):
     """Log-prob, entropy and per-decision probabilities of `arch`, in float64 numpy."""
     w = {k: v.astype(np.float64) for k, v in controller.get_weights().items()}
@@ -49,7 +59,7 @@ def numpy_rollout(controller, arch):
                 logit = np.tanh(anchors[src] @ w["attention_prev/kernel"] + query) @ w[
                     "attention_v/kernel"
                 ]
-                p = _sigmoid(logit[0])
+                p = _sigmoid(_shape(controller, logit[0]))
                 p_on.append(p)
                 log_prob += math.log(p if bit else 1.0 - p)
                 entropy += -(p * math.log(p) + (1 - p) * math.log(1 - p))
@@ -60,7 +70,7 @@ def numpy_rollout(controller, arch):
             anchors[d.name] = out
         else:
             slug = controller_lib._slug(d.kind)
-            logits = out @ w[f"head_{slug}/kernel"] + w[f"head_{slug}/bias"]
+            logits = _shape(controller, out @ w[f"head_{slug}/kernel"] + w[f"head_{slug}/bias"])
             p = np.exp(logits - logits.max())
             p /= p.sum()
             k = d.index(arch[d.name])
@@ -72,9 +82,16 @@ def numpy_rollout(controller, arch):
     return log_prob, entropy, probs
 
 
-@pytest.mark.parametrize("make_space, depth", [(layered_space, 3), (layered_space, 4), (conditional_space, None)])
-def test_log_prob_and_entropy_match_numpy(make_space, depth):
-    controller = Controller(make_space(), seed=7)
+@pytest.mark.parametrize(
+    "make_space, depth, config",
+    [
+        (layered_space, 3, ControllerConfig()),
+        (layered_space, 4, ControllerConfig.paper()),
+        (conditional_space, None, ControllerConfig(temperature=2.0, tanh_constant=1.5)),
+    ],
+)
+def test_log_prob_and_entropy_match_numpy(make_space, depth, config):
+    controller = Controller(make_space(), config, seed=7)
     archs = controller.sample(6, depth=depth)
     log_prob, entropy = controller.log_prob_and_entropy(archs)
     for arch, lp, ent in zip(archs, log_prob, entropy):
@@ -124,9 +141,19 @@ def test_sampling_is_batched_seeded_and_respects_depth():
     assert all(arch.depth == 5 for arch in deepest)
 
 
-def test_paper_defaults_and_initialisation_range():
-    config = ControllerConfig()
+def test_sampled_log_probabilities_are_those_of_the_samples():
+    controller = Controller(layered_space(depth=4), seed=3)
+    archs, log_q = controller.sample_with_log_prob(6, depth=4)
+    scored, _ = controller.log_prob_and_entropy(archs)
+    np.testing.assert_allclose(log_q, scored, atol=1e-5)
+    assert np.all(log_q < 0)
+
+
+def test_paper_preset_and_initialisation_range():
+    config = ControllerConfig.paper()
     assert (config.units, config.num_layers, config.init_range) == (35, 2, 0.08)
+    assert config.temperature is None and config.tanh_constant is None
+    assert ControllerConfig().tanh_constant == 2.5  # The library default (measured).
     controller = Controller(layered_space(), config, seed=0)
     for name, value in controller.get_weights().items():
         assert np.abs(value).max() <= 0.08, name
@@ -147,8 +174,8 @@ def test_growing_the_space_keeps_learned_weights():
 
 def test_temperature_and_tanh_clipping_shape_the_logits():
     space = space_lib.Space((space_lib.Categorical("x", tuple(range(5))),))
-    plain = Controller(space, seed=4)
-    hot = Controller(space, ControllerConfig(temperature=5.0), seed=4)
+    plain = Controller(space, ControllerConfig.paper(), seed=4)
+    hot = Controller(space, ControllerConfig.paper(temperature=5.0), seed=4)
     clipped = Controller(space, ControllerConfig(tanh_constant=0.01), seed=4)
     arch = [space_lib.Architecture({"x": 0})]
     for c in (plain, hot, clipped):

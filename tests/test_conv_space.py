@@ -149,7 +149,7 @@ def test_depth_curriculum_drives_the_oracle(tmp_path):
     depths = []
     for i in range(5):
         trial = oracle.create_trial(f"tuner{i}")
-        depths.append(trial.hyperparameters.get("depth"))
+        depths.append(trial.hyperparameters.get(nas_tf.hp_space.DEPTH))
         oracle.update_trial(trial.trial_id, {"val_accuracy": 0.5})
         oracle.end_trial(trial)
     assert depths == [1, 1, 2, 2, 3]

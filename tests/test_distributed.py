@@ -51,6 +51,6 @@ def test_chief_and_two_workers_run_every_trial_once(tmp_path):
     expected = {f"{i:02d}" for i in range(max_trials)}
     assert set(runs) == expected  # No trial lost...
     assert max(runs.values()) == 1  # ...and none run twice.
-    state = json.loads((tmp_path / "search" / "distributed" / "oracle.json").read_text())
+    state = journal.JournaledState(str(tmp_path / "search" / "distributed" / "oracle.json")).load()
     assert state["nasrl"]["learner"]["num_updates"] >= (max_trials // 2) - 1
     assert len(state["end_order"]) == max_trials

@@ -116,18 +116,46 @@ def test_resume_continues_exactly(tmp_path):
     assert _drive(resumed, 8) == expected
 
 
-def test_missing_checkpoint_is_rebuilt_from_history(tmp_path):
+def test_missing_checkpoint_is_replayed_to_the_same_weights(tmp_path):
     oracle = _oracle(tmp_path)
     _drive(oracle, 15)
+    loaded = _oracle(tmp_path)
+    loaded.reload()
+    weights = loaded.controller.get_weights()
+    assert loaded.learner.num_updates >= 5
     project = tmp_path / "project"
     for name in os.listdir(project):
         if name.startswith("nasrl_controller_"):
             os.remove(project / name)
-    resumed = _oracle(tmp_path)
-    with pytest.warns(UserWarning, match="rebuilding the controller"):
-        resumed.reload()
-    assert resumed.learner.num_updates >= 5
-    assert len(_drive(resumed, 3)) == 3
+    replayed = _oracle(tmp_path)
+    with pytest.warns(UserWarning, match="replaying"):
+        replayed.reload()
+    assert replayed.learner.num_updates == loaded.learner.num_updates
+    for name, value in weights.items():
+        np.testing.assert_allclose(replayed.controller.get_weights()[name], value, atol=1e-6)
+    # Re-used rewards of re-sampled duplicates were replayed too, and the RNG restored.
+    assert len(replayed._feeds) == len(loaded._feeds) > 15
+    assert _drive(replayed, 3) == _drive(loaded, 3)
+
+
+def test_state_is_journaled_in_constant_bytes_per_trial(tmp_path):
+    oracle = _oracle(tmp_path, reinforce_config=nas_tf.ReinforceConfig(batch_size=3))
+    oracle.snapshot_min_bytes = 1 << 30  # One snapshot, then only the journal.
+    _drive(oracle, 20)
+    early = oracle._journal.bytes_written
+    _drive(oracle, 40)
+    middle = oracle._journal.bytes_written
+    _drive(oracle, 40)
+    late = oracle._journal.bytes_written
+    # Rewriting the whole state would grow the bytes per trial with the trial count.
+    assert (late - middle) < 1.5 * (middle - early)
+    state = nas_tf.journal.JournaledState(str(tmp_path / "project" / "oracle.json")).load()
+    expected = json.loads(json.dumps(oracle.get_state()))
+    # Keras Tuner saves inside end_trial before it forgets the trial as ongoing,
+    # and keeps tried hashes in a set (no order).
+    for key in ("ongoing_trials", "tried_so_far"):
+        assert sorted(state.pop(key)) == sorted(expected.pop(key)) or key == "ongoing_trials"
+    assert state == expected
 
 
 def test_non_finite_scores_are_never_rewards_nor_best(tmp_path):
@@ -253,12 +281,15 @@ def test_real_keras_search_then_resume_with_more_trials(tmp_path):
     second = tuner(5, overwrite=False)
     second.search(x, y, validation_data=(x, y), epochs=1, verbose=0)
     assert len(second.oracle.trials) == 5
-    assert second.oracle.learner.num_updates == 2
+    # One update per 2 rewards fed: the 5 trials' plus any re-sampled known ones.
+    feeds = second.oracle._feeds
+    assert len(feeds) >= 5 and second.oracle.learner.num_updates == len(feeds) // 2
     assert all(t.status == "COMPLETED" for t in second.oracle.trials.values())
 
 
 def test_top_level_exports_and_bad_arguments():
-    assert nas_tf.NASRLOracle is nas_tf.oracle.NASRLOracle
+    with pytest.raises(ValueError, match="preset"):
+        nas_tf.NASRLOracle(objective="score", preset="fast")
     with pytest.raises(ValueError, match="Unknown reward"):
         nas_tf.NASRLOracle(objective="score", reward="nope")
     with pytest.raises(ValueError, match="either"):
@@ -275,3 +306,107 @@ def test_a_finished_oracle_is_freed(tmp_path):
     del oracle
     gc.collect()
     assert ref() is None  # Keras Tuner's per-oracle lock table no longer pins it.
+
+
+# -- default arguments learn; the paper preset; known rewards ------------------------------
+
+
+def _big_space():
+    return layered_space(depth=4, filters=(2, 4, 8, 16), sizes=(1, 3, 5, 7))
+
+
+def _target_match(space):
+    target = nas_tf.Controller(space, seed=123).sample(1)[0]
+    names = [d.name for d in space.decisions if isinstance(d, space_lib.Categorical)]
+    return lambda v: float(sum(v[n] == target[n] for n in names))
+
+
+def _additive(space):
+    return lambda v: float(sum(v[f"layer_{i}/size"] + v[f"layer_{i}/filters"] / 4 for i in range(4)))
+
+
+def _interaction(space):
+    # Rewards pairs that agree: no decision is good alone.
+    def score(v):
+        pairs = [(v[f"layer_{i}/size"], v[f"layer_{i + 1}/size"]) for i in range(3)]
+        skips = sum(int(x) for k, x in v.items() if "@anchor:" in k)
+        return float(sum(a == b for a, b in pairs) * 2 + (skips == 2))
+    return score
+
+
+@pytest.mark.parametrize("objective", [_target_match, _additive, _interaction])
+def test_default_oracle_learns_within_300_trials(tmp_path, objective):
+    space = _big_space()
+    score = objective(space)
+    oracle = nas_tf.NASRLOracle(objective=kt.Objective("score", "max"), max_trials=300,
+                                space=space, seed=5)  # Default method arguments.
+    oracle._set_project_dir(str(tmp_path), "p")
+    oracle.verbose = 0
+    scores = [score(v) for v in _drive(oracle, 300, score)]
+    assert len(scores) == 300
+    first, last = np.mean(scores[:50]), np.mean(scores[-50:])
+    assert last > first + 1.0 * np.std(scores[:50]), (first, last)
+
+
+def test_paper_preset_retrains_duplicates_and_never_mutates(tmp_path):
+    hps = kt.HyperParameters()
+    hps.Choice("a", [1, 2])
+    hps.Choice("b", [1, 2])
+    oracle = nas_tf.NASRLOracle(objective=kt.Objective("score", "max"), max_trials=12,
+                                hyperparameters=hps, seed=3, preset="paper")
+    assert oracle.reinforce_config == nas_tf.ReinforceConfig.paper()
+    assert oracle.controller_config == nas_tf.ControllerConfig.paper()
+    assert not oracle.reuse_rewards
+    oracle._set_project_dir(str(tmp_path), "p")
+    oracle.verbose = 0
+    values = _drive(oracle, 12, lambda v: float(v["a"] + v["b"]))
+    assert len(values) == 12  # Four architectures, twelve trials: duplicates retrained.
+    assert len(oracle._feeds) == 12 and all(f[3] for f in oracle._feeds)  # All on-policy.
+    assert oracle.learner.num_updates == 1
+
+
+def test_default_preset_mutates_off_policy_and_stops_when_the_space_is_exhausted(tmp_path):
+    hps = kt.HyperParameters()
+    hps.Choice("a", [1, 2])
+    hps.Choice("b", [1, 2])
+    oracle = nas_tf.NASRLOracle(objective=kt.Objective("score", "max"), max_trials=12,
+                                hyperparameters=hps, seed=3, max_resamples=0)
+    oracle._set_project_dir(str(tmp_path), "p")
+    oracle.verbose = 0
+    with pytest.warns(UserWarning, match="exhausted"):
+        values = _drive(oracle, 12, lambda v: float(v["a"] * 10 + v["b"]))
+    assert sorted((v["a"], v["b"]) for v in values) == [(1, 1), (1, 2), (2, 1), (2, 2)]
+    mutated = [f for f in oracle._feeds if not f[3]]
+    assert mutated  # With max_resamples=0 a known draw is mutated at once...
+    on_policy = [f for f in oracle._feeds if f[3]]
+    assert all(f[2] is not None for f in on_policy)  # ...and every PG sample carries its q.
+    assert all(q is not None for _, _, q in oracle.learner.pending)
+
+
+def test_cifar10_reward_reads_every_epoch_not_the_best_one(tmp_path):
+    hps = kt.HyperParameters()
+    hps.Choice("a", [1, 2, 3])
+    oracle = nas_tf.NASRLOracle(objective=kt.Objective("val_accuracy", "max"), max_trials=3,
+                                hyperparameters=hps, seed=3, reward="cifar10")
+    oracle._set_project_dir(str(tmp_path), "p")
+    oracle.verbose = 0
+    trial = oracle.create_trial("t")
+    accs = [0.1, 0.9, 0.5, 0.6, 0.7, 0.8, 0.2]
+    for step, acc in enumerate(accs):
+        oracle.update_trial(trial.trial_id, {"val_accuracy": acc}, step=step)
+    trial.status = "COMPLETED"
+    oracle.end_trial(trial)
+    assert oracle.trials[trial.trial_id].score == 0.9  # Keras Tuner's best epoch...
+    assert oracle._feeds[-1][1] == pytest.approx(0.8**3)  # ...the paper's last-5 maximum.
+
+
+def test_a_user_hyperparameter_named_depth_is_an_ordinary_decision():
+    hps = kt.HyperParameters()
+    hps.Int("depth", 1, 3)
+    hps.Choice("width", [8, 16])
+    space, _ = hp_space.space_from_hyperparameters(hps)
+    assert space.names == ("depth", "width") and not space.uses_depth
+    reserved = kt.HyperParameters()
+    reserved.Choice("nas_tf/mine", [1, 2])
+    with pytest.raises(ValueError, match="reserved"):
+        hp_space.space_from_hyperparameters(reserved)

@@ -28,7 +28,6 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from nas_tf import reinforce
 from nas_tf import space as space_lib
 from nas_tf.children import distribution
 from nas_tf.spaces import conv
@@ -323,7 +322,6 @@ class ChildResult:
     Attributes:
       val_accuracy: validation accuracy per epoch.
       val_loss, train_loss, train_accuracy: per epoch.
-      reward: `nas_tf.reinforce.cifar10_reward(val_accuracy)`.
       num_params: the model's parameter count.
       train_seconds: wall time of `fit` (compilation included).
       images_per_second: training images per second of `fit` wall time
@@ -335,7 +333,6 @@ class ChildResult:
     val_loss: List[float]
     train_loss: List[float]
     train_accuracy: List[float]
-    reward: float
     num_params: int
     train_seconds: float
     images_per_second: float
@@ -400,7 +397,6 @@ def fit_child(
         val_loss=h["val_loss"],
         train_loss=h["loss"],
         train_accuracy=h["accuracy"],
-        reward=reinforce.cifar10_reward(h["val_accuracy"], last=config.reward_epochs),
         num_params=int(model.count_params()),
         train_seconds=seconds,
         images_per_second=data.num_train * config.epochs / seconds,
@@ -426,8 +422,8 @@ def train_child(
       callbacks, verbose: passed to `fit`.
 
     Returns:
-      A `ChildResult`; its `reward` is the max validation accuracy of the last
-      5 epochs, cubed (Zoph & Le 2017, sec. 4.1).
+      A `ChildResult`: metrics only. The reward is computed from them by
+      `nas_tf.rewards.cifar10_reward` (in the task and the oracle alike).
 
     Raises:
       ArchitectureError: if `arch` is not a point of the space.

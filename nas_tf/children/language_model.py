@@ -30,7 +30,6 @@ import numpy as np
 import tensorflow as tf
 from keras import ops
 
-from nas_tf import reinforce
 from nas_tf.children.cell import NASCell
 from nas_tf.children.convnet import ChildTrainingError  # One failure type for all children.
 from nas_tf.data import ptb
@@ -415,7 +414,6 @@ class LanguageModelResult:
       val_perplexities: validation perplexity after each epoch.
       best_val_perplexity: the lowest of them; the reward uses it (the paper
         does not say which epoch counts).
-      reward: `nas_tf.reinforce.ptb_reward(best_val_perplexity)` (c = 80).
       bits_per_token: validation log2-loss per token at the best epoch (bits
         per character for character-level data, as the paper reports).
       train_losses: mean training cross-entropy (nats) per epoch.
@@ -431,7 +429,6 @@ class LanguageModelResult:
 
     val_perplexities: List[float]
     best_val_perplexity: float
-    reward: float
     bits_per_token: float
     train_losses: List[float]
     num_parameters: int
@@ -543,7 +540,8 @@ def train_language_model(
         perplexity rather than the last epoch's (for a final model).
 
     Returns:
-      A `LanguageModelResult` whose `reward` is c / best_val_perplexity^2.
+      A `LanguageModelResult` (metrics only; the reward, c / best_val_perplexity^2,
+      is `nas_tf.rewards.ptb_reward`).
 
     Raises:
       ChildDivergedError: if a training loss or the validation loss is not
@@ -612,7 +610,6 @@ def _train(description, data, model_config, train_config, on_epoch_end, keep_mod
     return LanguageModelResult(
         val_perplexities=val_ppls,
         best_val_perplexity=best,
-        reward=reinforce.ptb_reward(best),
         bits_per_token=best_loss / math.log(2),
         train_losses=train_losses,
         num_parameters=int(sum(np.prod(v.shape) for v in model.trainable_variables)),

@@ -1,0 +1,196 @@
+"""A JSON state saved in O(1) amortized bytes: snapshots plus an append-only journal.
+
+Keras Tuner rewrites an oracle's whole state (every trial id, every tried
+hash) after every trial: O(n) bytes per trial, O(n^2) over a search. A
+`JournaledState` instead appends what changed since the last save (lists that
+grew give their new tail, dicts their changed keys, sets their added and
+removed members) to `<name>.journal.jsonl`, and rewrites the full snapshot
+`<name>` only once the journal has grown as large as the snapshot: the bytes
+written per save are then constant on average.
+
+Every write goes through `nas_tf.durable` (fsynced; the snapshot atomically).
+The snapshot records the sequence number of the last save it holds; loading
+folds in the journal entries after it, so a kill between writing a snapshot
+and emptying the journal loses nothing and applies nothing twice. A journal
+line torn by a kill is the last one and was never a completed save: it is
+dropped, with a warning. Any other damage raises `CorruptStateError` naming
+the file and line.
+"""
+
+import json
+import os
+import warnings
+from typing import Any, Dict, Iterable, Optional
+
+from nas_tf import durable
+
+SEQ = "journal_seq"
+
+
+class CorruptStateError(RuntimeError):
+    """A saved state file cannot be read; the message says which and what to do."""
+
+
+def _copy(value):
+    """A copy deep enough that later in-place changes of the live state do not show."""
+    if isinstance(value, dict):
+        return {k: _copy(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_copy(v) for v in value]
+    return value
+
+
+def diff(old, new, unordered: Iterable[str] = (), _key: str = "") -> Optional[dict]:
+    """The change from `old` to `new` as a small JSON op, or None if equal.
+
+    Ops: {"set": v}, {"extend": tail} (a list that grew at its end), {"add":
+    [...], "remove": [...]} (keys named in `unordered`: lists whose order does
+    not matter), {"keys": {k: op}, "drop": [k, ...]} (dicts).
+    """
+    if _key in unordered and isinstance(old, list) and isinstance(new, list):
+        old_set, new_set = set(old), set(new)
+        if old_set == new_set:
+            return None
+        return {"add": sorted(new_set - old_set), "remove": sorted(old_set - new_set)}
+    if isinstance(old, dict) and isinstance(new, dict):
+        ops = {}
+        for k, v in new.items():
+            if k not in old:
+                ops[k] = {"set": v}
+            else:
+                op = diff(old[k], v, unordered, f"{_key}/{k}" if _key else k)
+                if op is not None:
+                    ops[k] = op
+        drop = [k for k in old if k not in new]
+        if not ops and not drop:
+            return None
+        return {"keys": ops, "drop": drop}
+    if isinstance(old, list) and isinstance(new, list) and len(new) >= len(old):
+        if new[: len(old)] == old:
+            return None if len(new) == len(old) else {"extend": new[len(old) :]}
+    return None if old == new else {"set": new}
+
+
+def apply(value, op):
+    """Applies a `diff` op to `value` (in place where it can) and returns the result."""
+    if "set" in op:
+        return _copy(op["set"])
+    if "extend" in op:
+        value.extend(_copy(op["extend"]))
+        return value
+    if "add" in op:
+        members = (set(value) | set(op["add"])) - set(op["remove"])
+        return sorted(members)
+    for k in op["drop"]:
+        value.pop(k, None)
+    for k, sub in op["keys"].items():
+        value[k] = apply(value.get(k), sub)
+    return value
+
+
+class JournaledState:
+    """Saves and loads one JSON state dict at `path` (+ `path.journal.jsonl`).
+
+    Args:
+      path: the snapshot file.
+      unordered: "/"-joined key paths of lists kept as sets (e.g.
+        "tried_so_far"), diffed by membership.
+      min_snapshot_bytes: the journal may grow to at least this many bytes
+        before a snapshot replaces it.
+    """
+
+    def __init__(self, path: str, unordered: Iterable[str] = (), min_snapshot_bytes: int = 1 << 16):
+        self.path = path
+        self.journal_path = path + ".journal.jsonl"
+        self.unordered = frozenset(unordered)
+        self.min_snapshot_bytes = min_snapshot_bytes
+        self._last: Optional[Dict[str, Any]] = None
+        self._seq = 0
+        self._snapshot_bytes = 0
+        self._journal_bytes = 0
+        self.bytes_written = 0
+
+    def save(self, state: Dict[str, Any], before_snapshot=None) -> None:
+        """Records `state`: a journal line, or a new snapshot when the journal is large."""
+        if self._last is not None and self._journal_bytes < max(
+            self._snapshot_bytes, self.min_snapshot_bytes
+        ):
+            op = diff(self._last, state, self.unordered)
+            if op is None:
+                return
+            self._seq += 1
+            line = json.dumps({"seq": self._seq, "op": op}, separators=(",", ":"))
+            durable.append_line(self.journal_path, line)
+            self._journal_bytes += len(line) + 1
+            self.bytes_written += len(line) + 1
+        else:
+            self._seq += 1
+            text = json.dumps(dict(state, **{SEQ: self._seq}), separators=(",", ":"))
+            durable.atomic_write_text(self.path, text)
+            durable.fault_point("oracle_save_snapshot")
+            # Entries up to _seq are in the snapshot; the journal restarts empty.
+            durable.atomic_write_text(self.journal_path, "")
+            self._snapshot_bytes = len(text)
+            self._journal_bytes = 0
+            self.bytes_written += len(text)
+        self._last = _copy(state)
+
+    def load(self) -> Optional[Dict[str, Any]]:
+        """The last saved state, or None if there is none."""
+        if not os.path.exists(self.path):
+            return None
+        try:
+            with open(self.path, encoding="utf-8") as f:
+                text = f.read()
+            state = json.loads(text)
+            if not isinstance(state, dict):
+                raise ValueError("not a JSON object")
+        except (OSError, ValueError, UnicodeDecodeError) as e:
+            raise CorruptStateError(
+                f"Search state {self.path} is unreadable ({e}). It is written atomically, so "
+                "something outside nas_tf damaged it: restore it from a backup, or start "
+                "afresh with --overwrite (finished children stay in history.jsonl)."
+            ) from e
+        seq = int(state.pop(SEQ, 0))
+        self._snapshot_bytes = len(text)
+        self._journal_bytes = 0
+        for number, entry, size in self._journal_entries():
+            self._journal_bytes += size
+            if entry["seq"] <= seq:
+                continue  # Already in the snapshot (a kill before the journal was emptied).
+            if entry["seq"] != seq + 1:
+                raise CorruptStateError(
+                    f"{self.journal_path}, line {number}: save {entry['seq']} follows save "
+                    f"{seq}; the journal does not belong to {self.path}. Restore both files "
+                    "together, or start afresh with --overwrite."
+                )
+            state = apply(state, entry["op"])
+            seq = entry["seq"]
+        self._seq = seq
+        self._last = _copy(state)
+        return state
+
+    def _journal_entries(self):
+        if not os.path.exists(self.journal_path):
+            return
+        with open(self.journal_path, "rb") as f:
+            lines = f.read().split(b"\n")
+        torn = lines.pop()  # After the last newline: empty, or a line cut by a kill.
+        if torn:
+            warnings.warn(
+                f"{self.journal_path}: dropping an incomplete last line (a save interrupted "
+                "by a kill; the search resumes from the save before it)."
+            )
+        for number, raw in enumerate(lines, start=1):
+            try:
+                entry = json.loads(raw)
+                if not (isinstance(entry, dict) and isinstance(entry.get("seq"), int)
+                        and isinstance(entry.get("op"), dict)):
+                    raise ValueError("not a {seq, op} record")
+            except (ValueError, UnicodeDecodeError) as e:
+                raise CorruptStateError(
+                    f"{self.journal_path}, line {number}: unreadable ({e}). Lines other than "
+                    "the last are only ever written whole, so the file was damaged: restore "
+                    "it, or start afresh with --overwrite."
+                ) from e
+            yield number, entry, len(raw) + 1

@@ -1,0 +1,51 @@
+"""The paper's rewards, in one place.
+
+Children report metrics only (validation accuracy per epoch, perplexity);
+the oracle and the tasks turn them into rewards here, so the reward a
+controller learns from and the one a search reports are the same function.
+"""
+
+import math
+from typing import Callable, Dict, Sequence
+
+
+def identity_reward(value: float) -> float:
+    """The objective value itself."""
+    return float(value)
+
+
+def cifar10_reward(val_accuracies: Sequence[float], last: int = 5, power: float = 3.0) -> float:
+    """Zoph & Le 2017, sec. 4.1: max validation accuracy of the last 5 epochs, cubed.
+
+    Args:
+      val_accuracies: validation accuracy per epoch, in [0, 1], in epoch order.
+      last: how many final epochs to take the maximum over.
+      power: the exponent.
+
+    Raises:
+      ValueError: for no epochs, or a non-finite accuracy among the last ones.
+    """
+    accs = [float(a) for a in val_accuracies]
+    if not accs:
+        raise ValueError("cifar10_reward needs at least one epoch of accuracy.")
+    if last < 1:
+        raise ValueError(f"last must be >= 1, got {last}.")
+    window = accs[-last:]
+    if not all(math.isfinite(a) for a in window):
+        raise ValueError(f"cifar10_reward: non-finite accuracy in the last epochs {window}.")
+    return max(window) ** power
+
+
+def ptb_reward(perplexity: float, c: float = 80.0) -> float:
+    """Zoph & Le 2017, sec. 4.2: c / (validation perplexity)^2 with c = 80."""
+    perplexity = float(perplexity)
+    if not perplexity > 0 or not math.isfinite(perplexity):
+        raise ValueError(f"Perplexity must be positive and finite, got {perplexity}.")
+    return c / perplexity**2
+
+
+REWARDS: Dict[str, Callable] = {
+    "identity": identity_reward,
+    "cifar10": cifar10_reward,
+    "ptb": ptb_reward,
+}
