@@ -112,25 +112,28 @@ class NASRLOracle(keras_tuner.Oracle):
       tune_new_entries, seed, max_retries_per_trial,
       max_consecutive_failed_trials: as for `keras_tuner.Oracle`.
       space: optional nas_tf `Space` to search; it is turned into the oracle's
-        hyperparameters (its depth, if any, becomes the `depth` entry).
-      controller_config: a `ControllerConfig` (paper defaults).
-      reinforce_config: a `ReinforceConfig` (paper defaults).
+        hyperparameters (its depth, if any, becomes the reserved `nas_tf/depth` entry).
+      controller_config: a `ControllerConfig` (default: the preset's).
+      reinforce_config: a `ReinforceConfig` (default: the preset's).
       reward: how a completed trial becomes a reward: "identity" (the score,
         negated for objectives to minimise), "cifar10" (max of the objective
-        over the last 5 reported steps, cubed), "ptb" (80 / score^2), or a
-        callable taking the `Trial`.
+        over the last 5 reported steps, cubed: `nas_tf.rewards`), "ptb"
+        (80 / score^2), or a callable taking the `Trial`.
       depth_schedule: callable from the number of trials started so far to
         the depth of the next network (e.g. a `DepthCurriculum`); defaults to
         the deepest the space allows.
-      reuse_rewards: if True (default), an architecture that was already
-        trained is not trained again: its recorded reward goes straight to
-        REINFORCE and the controller samples again (up to `max_resamples`
-        times per trial). False re-trains duplicates, as the paper does.
-      max_resamples: how many times per trial the controller may resample
-        an already-trained architecture; after that the oracle changes
-        random decisions of the last sample until it is untried (exploring
-        next to a converged policy), and stops only if the space looks
-        exhausted.
+      reuse_rewards: if True, an architecture that was already trained is not
+        trained again: the draw, with its known reward, is a policy-gradient
+        sample like any other, and the controller draws again (up to
+        `max_resamples` times per trial). False re-trains duplicates, as the
+        paper does. Default: the preset's (True; paper: False).
+      max_resamples: draws of already-trained architectures per trial before
+        the oracle changes random decisions of the last one until it is
+        untried (exploring next to a converged policy; such an architecture
+        joins the top-K buffer but never the policy-gradient batch); it stops
+        only if the space looks exhausted. Default: the preset's (5).
+      preset: "default" (measured best at tens to hundreds of trials) or
+        "paper" (Zoph & Le 2017 exactly); the arguments above override it.
     """
 
     # The journal grows to at least this many bytes before a new snapshot.
@@ -532,7 +535,7 @@ class NASRL(keras_tuner.Tuner):
         as for Keras Tuner's tuners.
       **kwargs: `NASRLOracle` options (`space`, `controller_config`,
         `reinforce_config`, `reward`, `depth_schedule`, `reuse_rewards`,
-        `max_resamples`) and `keras_tuner.Tuner` options (`directory`,
+        `max_resamples`, `preset`) and `keras_tuner.Tuner` options (`directory`,
         `project_name`, `overwrite`, ...).
     """
 
@@ -544,6 +547,7 @@ class NASRL(keras_tuner.Tuner):
         "depth_schedule",
         "reuse_rewards",
         "max_resamples",
+        "preset",
     )
 
     def __init__(

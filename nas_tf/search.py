@@ -126,7 +126,11 @@ class SearchConfig:
       lm_model: a `LanguageModelConfig` (cell children).
       lm_train: a `TrainConfig` (cell children).
       curriculum: a `DepthCurriculum`, or None to sample full-depth networks.
+      preset: the `NASRLOracle` preset the method settings came from
+        ("default" or "paper"; recorded in config.json).
       reuse_rewards: do not retrain an architecture already trained.
+      max_resamples: with `reuse_rewards`, draws of trained architectures per
+        trial before the oracle mutates the last one.
       isolate_children: train children in a worker process replaced every
         `children_per_worker` children, so that the search's memory stays
         flat and a crashing child fails only its trial. False trains them in
@@ -157,7 +161,9 @@ class SearchConfig:
     lm_model: language_model.LanguageModelConfig = language_model.LanguageModelConfig()
     lm_train: language_model.TrainConfig = language_model.TrainConfig()
     curriculum: Optional[conv.DepthCurriculum] = None
+    preset: str = "default"
     reuse_rewards: bool = True
+    max_resamples: int = 5
     isolate_children: bool = True
     children_per_worker: int = 20
     child_timeout: Optional[float] = worker.DAY
@@ -613,6 +619,8 @@ def run(config: SearchConfig, data=None) -> Optional[dict]:
         reinforce_config=config.reinforce,
         depth_schedule=config.curriculum,
         reuse_rewards=config.reuse_rewards,
+        max_resamples=config.max_resamples,
+        preset=config.preset,
         isolate_children=config.isolate_children,
         children_per_worker=config.children_per_worker,
         child_timeout=config.child_timeout,

@@ -18,6 +18,7 @@ flag defaults here are the quick run's, and experiments/*.flags restore the
 paper's.
 """
 
+import dataclasses
 import os
 import sys
 
@@ -47,7 +48,11 @@ flags.DEFINE_list("search_num_filters", ["8", "16", "24"], "Numbers of filters t
 flags.DEFINE_list("search_strides", None, "Strides to choose from in v2 (paper: 1,2,3).")
 flags.DEFINE_list("search_pool_at", None, "Layers after which v3 max-pools (paper: 13,24 of 39).")
 flags.DEFINE_integer("search_max_trials", 10, "Children to train in all (paper: 12,800).", lower_bound=1)
-flags.DEFINE_boolean("search_reuse_rewards", True, "Never retrain an architecture already trained: "
+flags.DEFINE_integer("search_max_resamples", None, "With reuse: draws of already-trained "
+                     "architectures per trial before the oracle mutates the last one (preset "
+                     "default: 5).", lower_bound=0)
+flags.DEFINE_boolean("search_reuse_rewards", None, "Never retrain an architecture already trained "
+                     "(unset: the preset's; paper: retrain). Otherwise: "
                      "its recorded reward is fed to the controller again instead.")
 flags.DEFINE_integer("search_curriculum_start", None, "Depth curriculum: first depth (paper: 6); "
                      "unset samples full-depth networks.", lower_bound=1)
@@ -71,17 +76,38 @@ flags.DEFINE_integer("controller_units", 35, "LSTM units per controller layer (p
 flags.DEFINE_integer("controller_layers", 2, "Controller LSTM layers (paper: 2).", lower_bound=1)
 flags.DEFINE_float("controller_init_range", 0.08, "Controller weights start uniform in "
                    "[-r, r] (paper: 0.08).", lower_bound=1e-6)
-flags.DEFINE_float("controller_learning_rate", 0.0006, "Controller Adam learning rate "
-                   "(paper: 0.0006 for CIFAR-10).", lower_bound=1e-8)
-flags.DEFINE_integer("controller_batch_size", 8, "Rewards per REINFORCE update, m.", lower_bound=1)
-flags.DEFINE_float("controller_baseline_decay", 0.95, "Decay of the moving-average reward "
+flags.DEFINE_enum("controller_preset", "default", ["default", "paper"],
+                  "Search method. 'paper': Zoph & Le 2017 exactly (plain REINFORCE, Adam "
+                  "0.0006, or 0.0005 for ptb_cell; duplicates retrained; no mutation, clipping "
+                  "or logit bounding). 'default': what measured best at hundreds of trials "
+                  "(docs/search_brain.md). The controller_* and search_reuse_rewards / "
+                  "search_max_resamples flags below override the preset's values.")
+flags.DEFINE_float("controller_learning_rate", None, "Controller Adam learning rate (paper: "
+                   "0.0006 for CIFAR-10, 0.0005 for the PTB cell).", lower_bound=1e-8)
+flags.DEFINE_integer("controller_batch_size", None, "Rewards per update, m (paper: 8).",
+                     lower_bound=1)
+flags.DEFINE_float("controller_baseline_decay", None, "Decay of the moving-average reward "
                    "baseline (not given in the paper).", lower_bound=0.0, upper_bound=0.999999)
-flags.DEFINE_float("controller_entropy_weight", 0.0, "Entropy bonus weight (0: off, as in the "
+flags.DEFINE_enum("controller_advantage", None, ["baseline", "normalized", "rank"],
+                  "Advantage: R - b (paper), (R - b) / batch std, or centred batch ranks.")
+flags.DEFINE_float("controller_ratio_clip", None, "PPO clip of the importance ratio pi/q "
+                   "(0: none, plain REINFORCE as in the paper).", lower_bound=0.0)
+flags.DEFINE_integer("controller_update_epochs", None, "Gradient steps per batch (paper: 1; "
+                     "more needs --controller_ratio_clip).", lower_bound=1)
+flags.DEFINE_float("controller_risk_seeking", None, "Train on the top share of each batch, "
+                   "baseline = its quantile (0: off, as in the paper).", lower_bound=0.0,
+                   upper_bound=1.0)
+flags.DEFINE_integer("controller_topk_size", None, "Best distinct architectures kept for the "
+                     "maximum-likelihood term (0: off, as in the paper).", lower_bound=0)
+flags.DEFINE_float("controller_topk_weight", None, "Weight of that term.", lower_bound=0.0)
+flags.DEFINE_float("controller_clip_norm", None, "Global gradient-norm clip (0: off, as in the "
                    "paper).", lower_bound=0.0)
+flags.DEFINE_float("controller_entropy_weight", None, "Entropy bonus weight (paper: 0).",
+                   lower_bound=0.0)
 flags.DEFINE_float("controller_temperature", None, "Softmax temperature (unset: none, as in the "
                    "paper).", lower_bound=1e-6)
-flags.DEFINE_float("controller_tanh_constant", None, "Clip logits to C*tanh (unset: off, as in "
-                   "the paper).", lower_bound=1e-6)
+flags.DEFINE_float("controller_tanh_constant", None, "Bound logits to C*tanh(logits) (0: off, "
+                   "as in the paper).", lower_bound=0.0)
 
 flags.DEFINE_integer("child_epochs", 3, "Epochs per child (paper: 50).", lower_bound=1)
 flags.DEFINE_integer("child_batch_size", None, "Child batch size (unset: 64 images, or 20 "
@@ -171,6 +197,61 @@ def _space_error(error: ValueError) -> app.UsageError:
     return app.UsageError(f"{' / '.join(named) or '--search_*'}: {message}")
 
 
+def _preset():
+    from nas_tf import oracle
+
+    return oracle.PRESETS[FLAGS.controller_preset]
+
+
+def _overrides(mapping):
+    """{field: value} for the flags that were given; 0 means None where noted."""
+    out = {}
+    for field, (flag, zero_is_none) in mapping.items():
+        value = FLAGS[flag].value
+        if value is None:
+            continue
+        out[field] = None if (zero_is_none and value == 0) else value
+    return out
+
+
+def controller_config_from_flags():
+    """The preset's `ControllerConfig` with the controller_* flags given."""
+    return dataclasses.replace(
+        _preset()["controller_config"](),
+        units=FLAGS.controller_units,
+        num_layers=FLAGS.controller_layers,
+        init_range=FLAGS.controller_init_range,
+        **_overrides({
+            "temperature": ("controller_temperature", False),
+            "tanh_constant": ("controller_tanh_constant", True),
+        }),
+    )
+
+
+def reinforce_config_from_flags(is_cell: bool):
+    """The preset's `ReinforceConfig` with the controller_* flags given.
+
+    The paper's Penn Treebank controller learns at 0.0005 (sec. 4.2), its
+    CIFAR-10 one at 0.0006 (sec. 4.1).
+    """
+    base = _preset()["reinforce_config"]()
+    if FLAGS.controller_preset == "paper" and is_cell:
+        base = dataclasses.replace(base, learning_rate=0.0005)
+    return dataclasses.replace(base, **_overrides({
+        "learning_rate": ("controller_learning_rate", False),
+        "batch_size": ("controller_batch_size", False),
+        "baseline_decay": ("controller_baseline_decay", False),
+        "advantage": ("controller_advantage", False),
+        "ratio_clip": ("controller_ratio_clip", True),
+        "update_epochs": ("controller_update_epochs", False),
+        "risk_seeking": ("controller_risk_seeking", True),
+        "topk_size": ("controller_topk_size", False),
+        "topk_weight": ("controller_topk_weight", False),
+        "clip_norm": ("controller_clip_norm", True),
+        "entropy_weight": ("controller_entropy_weight", False),
+    }))
+
+
 def config_from_flags():
     """The `SearchConfig` the flags describe (flag problems raise UsageError)."""
     from nas_tf import controller, reinforce, search
@@ -210,19 +291,9 @@ def config_from_flags():
             data_dir=FLAGS.data_dir,
             max_trials=FLAGS.search_max_trials,
             seed=FLAGS.seed,
-            controller=controller.ControllerConfig(
-                units=FLAGS.controller_units,
-                num_layers=FLAGS.controller_layers,
-                init_range=FLAGS.controller_init_range,
-                temperature=FLAGS.controller_temperature,
-                tanh_constant=FLAGS.controller_tanh_constant,
-            ),
-            reinforce=reinforce.ReinforceConfig(
-                learning_rate=FLAGS.controller_learning_rate,
-                batch_size=FLAGS.controller_batch_size,
-                baseline_decay=FLAGS.controller_baseline_decay,
-                entropy_weight=FLAGS.controller_entropy_weight,
-            ),
+            controller=controller_config_from_flags(),
+            reinforce=reinforce_config_from_flags(is_cell),
+            preset=FLAGS.controller_preset,
             child=convnet.ChildConfig(
                 epochs=FLAGS.child_epochs,
                 batch_size=batch or convnet.ChildConfig.batch_size,
@@ -258,7 +329,10 @@ def config_from_flags():
             child_timeout=FLAGS.child_timeout,
             max_consecutive_failures=FLAGS.search_max_consecutive_failures,
             allow_config_change=FLAGS.allow_config_change,
-            reuse_rewards=FLAGS.search_reuse_rewards,
+            reuse_rewards=_preset()["reuse_rewards"] if FLAGS.search_reuse_rewards is None
+            else FLAGS.search_reuse_rewards,
+            max_resamples=_preset()["max_resamples"] if FLAGS.search_max_resamples is None
+            else FLAGS.search_max_resamples,
             overwrite=FLAGS.overwrite,
             top_k=FLAGS.search_top_k,
             verbose=FLAGS.verbose,

@@ -331,3 +331,23 @@ def test_search_on_user_arrays(tmp_path):
     assert best is not None
     model = keras.models.load_model(os.path.join(str(tmp_path), search.BEST_MODEL))
     assert model.output_shape == (None, 3) and model.input_shape == (None, 6, 6, 3)
+
+
+def test_paper_flag_files_run_the_papers_method_exactly():
+    import nas_tf
+
+    _parse(["--flagfile=experiments/cifar.flags"])
+    config = train.config_from_flags()
+    assert config.preset == "paper" and not config.reuse_rewards
+    assert config.reinforce == nas_tf.ReinforceConfig.paper()
+    assert config.controller == nas_tf.ControllerConfig.paper()
+    _parse(["--flagfile=experiments/ptb.flags"])
+    config = train.config_from_flags()
+    # Sec. 4.2: Adam 0.0005 and an update per 10 gradients for the PTB controller.
+    assert config.reinforce == nas_tf.ReinforceConfig.paper(learning_rate=0.0005, batch_size=10)
+    _parse(["--flagfile=experiments/cifar_quick.flags", "--controller_tanh_constant=0",
+            "--controller_ratio_clip=0", "--controller_topk_size=3", "--controller_topk_weight=2"])
+    config = train.config_from_flags()
+    assert config.preset == "default" and config.reuse_rewards and config.max_resamples == 5
+    assert config.controller.tanh_constant is None and config.reinforce.ratio_clip is None
+    assert (config.reinforce.topk_size, config.reinforce.topk_weight) == (3, 2.0)
