@@ -37,6 +37,8 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batch_size", type=int, default=8, help="m, architectures per batch.")
     parser.add_argument("--repeats", type=int, default=20, help="Timed repetitions.")
+    parser.add_argument("--spaces", type=int, default=3, help="How many of nb201, v1, v3 to time.")
+    parser.add_argument("--xla", type=int, default=1, help="Also time with XLA (slow to compile).")
     args = parser.parse_args()
 
     import tensorflow as tf
@@ -47,16 +49,16 @@ def main():
     device = "GPU" if tf.config.list_logical_devices("GPU") else "CPU"
     print(f"device: {device}, m = {args.batch_size}, mean of {args.repeats} calls (ms)")
     print(f"{'space':>12} {'decisions':>9} {'xla':>5} {'sample':>9} {'update':>9} {'first call s':>12}")
-    for space in _spaces():
-        for jit in (False, True):
+    for space in _spaces()[: args.spaces]:
+        for jit in (False, True) if args.xla else (False,):
             controller = Controller(space, ControllerConfig(jit_compile=jit), seed=0)
             learner = Reinforce(controller, ReinforceConfig(batch_size=args.batch_size))
             start = time.perf_counter()
-            archs = controller.sample(args.batch_size)
-            learner.update(archs, [float(i) for i in range(len(archs))])
+            archs, log_q = controller.sample_with_log_prob(args.batch_size)
+            learner.update(archs, [float(i) for i in range(len(archs))], log_q)
             first = time.perf_counter() - start
             sample_ms = _time(lambda: controller.sample(args.batch_size), args.repeats)
-            update_ms = _time(lambda: learner.update(archs, [1.0] * len(archs)), args.repeats)
+            update_ms = _time(lambda: learner.update(archs, [1.0] * len(archs), log_q), args.repeats)
             print(
                 f"{space.name:>12} {len(space.decisions):9d} {str(jit):>5} "
                 f"{sample_ms:9.2f} {update_ms:9.2f} {first:12.1f}"

@@ -6,9 +6,10 @@ by validation accuracy, after 50, 100 and 200 distinct cells (one run of the
 largest budget gives the smaller budgets from its prefix).
 
 Methods:
-  nasrl        nas_tf.NASRLOracle with the tuned settings below, driven
-               through the Keras Tuner Oracle API.
-  nasrl_paper  nas_tf.NASRLOracle with the library (paper) defaults.
+  nasrl        nas_tf.NASRLOracle with default arguments (the library's
+               defaults; --nasrl_setting overrides them), driven through the
+               Keras Tuner Oracle API.
+  nasrl_paper  nas_tf.NASRLOracle(preset="paper"): Zoph & Le's method.
   random       random search without repeats (numpy).
   evolution    regularized evolution, population 10, sample 3 (numpy).
   kt_random    keras_tuner RandomSearchOracle (Oracle API).
@@ -42,14 +43,6 @@ ALL_METHODS = ("nasrl", "nasrl_paper", "random", "evolution", "kt_random", "kt_b
 DEFAULT_METHODS = "nasrl,nasrl_paper,random,evolution,kt_random,kt_bayes"
 _ORACLE_METHODS = ("nasrl", "nasrl_paper", "kt_random", "kt_bayes")
 
-# Tuned for this benchmark (see docs/nasbench201.md for the search that chose them).
-TUNED_REINFORCE = dict(
-    learning_rate=0.03, batch_size=8, baseline_decay=0.95, entropy_weight=0.0, clip_norm=5.0
-)
-TUNED_CONTROLLER = dict(temperature=None, tanh_constant=2.5)
-TUNED_ORACLE = dict(max_resamples=5)
-
-
 @dataclasses.dataclass(frozen=True)
 class Task:
     """One search: a method on one seed with the largest budget."""
@@ -69,15 +62,7 @@ def oracle_seed(seed: int) -> int:
     return 10007 * (seed + 1)
 
 
-def nasrl_options(reinforce: Dict, controller: Dict, oracle: Optional[Dict] = None) -> Dict:
-    """The NASRLOracle keyword arguments for the given config overrides."""
-    import nas_tf
-
-    return dict(
-        reinforce_config=nas_tf.ReinforceConfig(**reinforce),
-        controller_config=nas_tf.ControllerConfig(**controller),
-        **(oracle or {}),
-    )
+nasrl_options = nb.oracle_options
 
 
 def run_task(task: Task, table: nb.Table) -> nb.SearchResult:
@@ -90,8 +75,8 @@ def run_task(task: Task, table: nb.Table) -> nb.SearchResult:
     oracle_method = task.method
     if task.method in ("nasrl", "nasrl_paper"):
         oracle_method = "nasrl"
-        if task.method == "nasrl":
-            options = nasrl_options(**task.nasrl_options)
+        setting = task.nasrl_options if task.method == "nasrl" else {"preset": "paper"}
+        options = nasrl_options(setting)
     oracle = nb.make_oracle(oracle_method, oracle_seed(task.seed), 5 * task.budget, **options)
     return nb.run_oracle(oracle, table, task.budget)
 
@@ -208,21 +193,12 @@ def parse_args(argv=None):
     p.add_argument("--bayes_budget", type=int, default=50, help="Largest kt_bayes budget.")
     p.add_argument("--workers", type=int, default=2, help="Worker processes (<= cores).")
     p.add_argument("--json", default="", help="Also write the summary to this file.")
-    g = p.add_argument_group("nasrl settings (default: the tuned ones)")
-    for name, value in TUNED_REINFORCE.items():
-        g.add_argument(f"--{name}", type=_optional_float, default=value)
-    for name, value in TUNED_CONTROLLER.items():
-        g.add_argument(f"--{name}", type=_optional_float, default=value)
-    g.add_argument("--units", type=int, default=None, help="Controller LSTM units.")
-    g.add_argument(
-        "--max_resamples", type=int, default=TUNED_ORACLE["max_resamples"],
-        help="Re-samples of known cells per trial before the oracle mutates the last one.",
-    )  # fmt: skip
+    p.add_argument(
+        "--nasrl_setting", default="{}",
+        help='JSON overrides of the library defaults for nasrl, e.g. '
+        '\'{"reinforce": {"learning_rate": 0.01}, "oracle": {"max_resamples": 2}}\'.',
+    )
     return p.parse_args(argv)
-
-
-def _optional_float(text: str):
-    return None if text.lower() == "none" else float(text)
 
 
 def main(argv=None):
@@ -237,14 +213,8 @@ def main(argv=None):
         table = nb.load_table(args.table)
     except (FileNotFoundError, ValueError) as e:
         sys.exit(f"error: {e}")
-    reinforce = {k: getattr(args, k) for k in TUNED_REINFORCE}
-    reinforce["batch_size"] = int(reinforce["batch_size"])
-    controller = {k: getattr(args, k) for k in TUNED_CONTROLLER}
-    if args.units:
-        controller["units"] = args.units
-    options = dict(
-        reinforce=reinforce, controller=controller, oracle={"max_resamples": args.max_resamples}
-    )
+    options = json.loads(args.nasrl_setting)
+    nasrl_options(options)  # A bad setting fails here, not in every worker.
     seeds = range(args.first_seed, args.first_seed + args.seeds)
     bayes_budget = min(args.bayes_budget, budgets[-1])
     tasks = [

@@ -30,23 +30,7 @@ DEFAULT_TABLE = "../shared/data/nasbench201/nb201_cifar10.csv"
 _TABLE = None
 
 
-def oracle_options(setting: dict) -> dict:
-    """NASRLOracle keyword arguments for a setting (overrides of the defaults)."""
-    import nas_tf
-
-    unknown = set(setting) - {"reinforce", "controller", "oracle", "preset"}
-    if unknown:
-        raise ValueError(f"Unknown setting keys {sorted(unknown)}.")
-    preset = setting.get("preset", "default")
-    base = nas_tf.oracle.PRESETS[preset]
-    options = dict(setting.get("oracle", {}), preset=preset)
-    if "reinforce" in setting:
-        fields = dict(vars(base["reinforce_config"]()), **setting["reinforce"])
-        options["reinforce_config"] = nas_tf.ReinforceConfig(**fields)
-    if "controller" in setting:
-        fields = dict(vars(base["controller_config"]()), **setting["controller"])
-        options["controller_config"] = nas_tf.ControllerConfig(**fields)
-    return options
+oracle_options = nb.oracle_options
 
 
 def oracle_seed(seed: int) -> int:

@@ -89,6 +89,21 @@ def _accelerator_present() -> bool:
     return bool(tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("TPU"))
 
 
+def _lstm_step(cell, x, state):
+    """One step of a Keras `LSTMCell`, written on its weights.
+
+    The same maths as `cell(x, state)` (gates i, f, c, o; sigmoid recurrent
+    activation), without Keras's per-call machinery: the rollout unrolls
+    hundreds of steps, and tracing them is the controller's start-up cost.
+    """
+    h, c = state
+    z = tf.matmul(x, cell.kernel) + tf.matmul(h, cell.recurrent_kernel) + cell.bias
+    i, f, g, o = tf.split(z, 4, axis=1)
+    c = tf.sigmoid(f) * c + tf.sigmoid(i) * tf.tanh(g)
+    h = tf.sigmoid(o) * tf.tanh(c)
+    return h, [h, c]
+
+
 class _Layout:
     """Where each decision's value lives in the integer encoding of a batch.
 
@@ -230,12 +245,19 @@ class Controller:
         self._layout = _Layout(space)
         # The rollout's Python control flow is all static (it walks the space),
         # so AutoGraph would only add tracing time.
-        graph = dict(jit_compile=self.jit_compile, reduce_retracing=True, autograph=False)
-        self._sample_fn = tf.function(lambda depth: self._rollout(depth, None), **graph)
-        self._score_fn = tf.function(lambda idx, depth: self._rollout(depth, idx), **graph)
+        # One trace per function for any batch size: the batch dimension is None.
+        graph = dict(jit_compile=self.jit_compile, autograph=False)
+        depth = tf.TensorSpec([None], tf.int32)
+        idx = tf.TensorSpec([None, self._layout.width], tf.int32)
+        self._sample_fn = tf.function(
+            lambda depth: self._rollout(depth, None), input_signature=[depth], **graph
+        )
+        self._score_fn = tf.function(
+            lambda idx, depth: self._rollout(depth, idx), input_signature=[idx, depth], **graph
+        )
         self._probs_fn = tf.function(
             lambda idx, depth: self._rollout(depth, idx, with_probs=True),
-            reduce_retracing=True,
+            input_signature=[idx, depth],
             autograph=False,
         )
 
@@ -286,7 +308,7 @@ class Controller:
         units = self.config.units
         zeros = tf.zeros([batch, units])
         states = [[zeros, zeros] for _ in self._cells]
-        inp = self._go(tf.ones([batch, 1]))
+        inp = tf.tile(self._go.kernel, [batch, 1])  # go(ones): the first input.
         log_prob = tf.zeros([batch])
         entropy = tf.zeros([batch])
         columns, actives, probs = [], {}, []
@@ -305,16 +327,17 @@ class Controller:
 
             x, new_states = inp, []
             for cell, state in zip(self._cells, states):
-                x, state = cell(x, state)
+                x, state = _lstm_step(cell, x, state)
                 new_states.append(state)
             h = x
 
             if isinstance(d, space_lib.Anchor):
                 lp, ent, next_inp, bits, p = self._anchor_step(d, h, active, anchors, forced)
                 columns.extend(bits)
-                anchors[d.name] = (h, self._w_prev(h), active)
+                anchors[d.name] = (h, tf.matmul(h, self._w_prev.kernel), active)
             else:
-                logits = self._shape_logits(self._heads[d.kind](h))
+                head = self._heads[d.kind]
+                logits = self._shape_logits(tf.matmul(h, head.kernel) + head.bias)
                 log_p = tf.nn.log_softmax(logits)
                 if forced is None:
                     u = self.rng.uniform(tf.shape(logits), minval=1e-20, maxval=1.0)
@@ -325,7 +348,7 @@ class Controller:
                 choice = tf.where(active, choice, 0)
                 lp = tf.gather(log_p, choice, batch_dims=1)
                 ent = -tf.reduce_sum(tf.exp(log_p) * log_p, axis=1)
-                next_inp = self._embeddings[d.kind](choice)
+                next_inp = tf.gather(self._embeddings[d.kind].embeddings, choice)
                 columns.append(choice)
                 p = tf.exp(log_p)
             probs.append(p)
@@ -354,8 +377,9 @@ class Controller:
         prev_h = tf.stack([anchors[s][0] for s in d.sources], axis=1)  # [B, J, U]
         prev_proj = tf.stack([anchors[s][1] for s in d.sources], axis=1)  # [B, J, A]
         src_active = tf.stack([anchors[s][2] for s in d.sources], axis=1)  # [B, J]
-        query = self._w_curr(h)[:, None, :]
-        logits = self._shape_logits(self._v(tf.tanh(prev_proj + query))[..., 0])  # [B, J]
+        query = tf.matmul(h, self._w_curr.kernel)[:, None, :]
+        v = self._v.kernel[:, 0]
+        logits = self._shape_logits(tf.reduce_sum(tf.tanh(prev_proj + query) * v, axis=-1))  # [B, J]
         mask = src_active & active[:, None]
         if forced is None:
             u = self.rng.uniform(tf.shape(logits), minval=0.0, maxval=1.0)
@@ -429,6 +453,10 @@ class Controller:
         idx, depth = self.encode(archs)
         _, _, log_prob, entropy = self._score_fn(tf.constant(idx), tf.constant(depth))
         return log_prob.numpy(), entropy.numpy()
+
+    def signature(self):
+        """Input specs (idx, depth) of an encoded batch of any size."""
+        return [tf.TensorSpec([None, self._layout.width], tf.int32), tf.TensorSpec([None], tf.int32)]
 
     def scores(self, idx, depth):
         """Graph-mode (log_prob, entropy) of an encoded batch, for training."""

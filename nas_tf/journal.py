@@ -36,6 +36,8 @@ def _copy(value):
     if isinstance(value, dict):
         return {k: _copy(v) for k, v in value.items()}
     if isinstance(value, list):
+        if all(isinstance(v, (str, int, float, bool, type(None))) for v in value):
+            return list(value)  # Flat (hashes, ids): a shallow copy is a full one.
         return [_copy(v) for v in value]
     return value
 
@@ -97,12 +99,20 @@ class JournaledState:
         "tried_so_far"), diffed by membership.
       min_snapshot_bytes: the journal may grow to at least this many bytes
         before a snapshot replaces it.
+      appendable: "/"-joined key paths of lists that only grow at their end
+        (logs): each save writes their new tail in O(1). A list that shrank
+        or whose last saved element changed is saved whole instead.
     """
 
-    def __init__(self, path: str, unordered: Iterable[str] = (), min_snapshot_bytes: int = 1 << 16):
+    def __init__(self, path: str, unordered: Iterable[str] = (), min_snapshot_bytes: int = 1 << 16,
+                 appendable: Iterable[str] = ()):
         self.path = path
         self.journal_path = path + ".journal.jsonl"
         self.unordered = frozenset(unordered)
+        # "/"-joined paths of lists that only ever grow at their end: saved by
+        # their new tail in O(1), without comparing or copying their prefix.
+        self.appendable = tuple(tuple(p.split("/")) for p in appendable)
+        self._lengths = {}
         self.min_snapshot_bytes = min_snapshot_bytes
         self._last: Optional[Dict[str, Any]] = None
         self._seq = 0
@@ -115,7 +125,11 @@ class JournaledState:
         if self._last is not None and self._journal_bytes < max(
             self._snapshot_bytes, self.min_snapshot_bytes
         ):
-            op = diff(self._last, state, self.unordered)
+            rest, tails = self._split(state)
+            op = diff(self._last, rest, self.unordered)
+            if tails:
+                op = op or {"keys": {}, "drop": []}
+                op["tails"] = tails
             if op is None:
                 return
             self._seq += 1
@@ -133,7 +147,36 @@ class JournaledState:
             self._snapshot_bytes = len(text)
             self._journal_bytes = 0
             self.bytes_written += len(text)
-        self._last = _copy(state)
+            rest, _ = self._split(state, record_only=True)
+        self._last = _copy(rest)
+
+    def _split(self, state, record_only=False):
+        """(state without the appendable lists, [[path, start, tail], ...]).
+
+        The appendable lists' lengths are remembered; with `record_only` no
+        tails are computed (after a snapshot, which holds them whole).
+        """
+        rest = dict(state)
+        tails = []
+        for path in self.appendable:
+            parent, holder = state, rest
+            for key in path[:-1]:
+                if not isinstance(parent.get(key), dict):
+                    parent = None
+                    break
+                parent = parent[key]
+                holder[key] = holder = dict(holder[key])
+            if parent is None or not isinstance(parent.get(path[-1]), list):
+                continue
+            value = holder.pop(path[-1])
+            known, last = self._lengths.get(path, (0, None))
+            unchanged = len(value) >= known and (known == 0 or value[known - 1] == last)
+            if not record_only:
+                start = known if unchanged else 0
+                if len(value) > start or not unchanged:
+                    tails.append(["/".join(path), start, value[start:]])
+            self._lengths[path] = (len(value), _copy(value[-1]) if value else None)
+        return rest, tails
 
     def load(self) -> Optional[Dict[str, Any]]:
         """The last saved state, or None if there is none."""
@@ -165,9 +208,16 @@ class JournaledState:
                     "together, or start afresh with --overwrite."
                 )
             state = apply(state, entry["op"])
+            for path, start, tail in entry["op"].get("tails", []):
+                *parents, key = path.split("/")
+                holder = state
+                for p in parents:
+                    holder = holder.setdefault(p, {})
+                holder[key] = holder.get(key, [])[:start] + tail
             seq = entry["seq"]
         self._seq = seq
-        self._last = _copy(state)
+        rest, _ = self._split(state, record_only=True)
+        self._last = _copy(rest)
         return state
 
     def _journal_entries(self):

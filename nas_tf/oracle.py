@@ -9,14 +9,16 @@ has learned is part of the oracle's saved state:
   and an append-only journal, O(1) bytes per save on average) hold Keras
   Tuner's state plus the baseline, the pending rewards, the sampling RNG,
   the rewards already fed and the log of every feed;
-* `nasrl_controller_<n>.npz` beside it holds the controller's weights and
-  Adam's slots after update n; trial files are written atomically too.
+* `nasrl_controller_<n>.npz` beside it, written every `checkpoint_every`
+  (25) updates, holds the controller's weights, Adam's slots and the
+  learner's state after update n; the feeds logged since are replayed on
+  resume. Trial files are written atomically too.
 
 A search resumed with `overwrite=False` therefore continues exactly: the next
 samples equal those of an uninterrupted run with the same seed. If the
-checkpoint is unreadable, the controller is rebuilt by replaying the feed log
-(every reward fed, re-used ones included, in order), which gives the same
-weights.
+checkpoint is unreadable, the controller is rebuilt by replaying the whole
+feed log (every reward fed, re-used ones included, in order) from the seed,
+which gives the same weights.
 
 Two presets (`preset=`): "default", measured best at tens to hundreds of
 trials, and "paper", Zoph & Le 2017 exactly (docs/search_brain.md).
@@ -53,7 +55,7 @@ PRESETS = {
         controller_config=controller_lib.ControllerConfig,
         reinforce_config=reinforce_lib.ReinforceConfig,
         reuse_rewards=True,
-        max_resamples=5,
+        max_resamples=2,
     ),
     # Zoph & Le 2017 exactly: plain REINFORCE with Adam 0.0006 and an EMA
     # baseline, every sampled architecture trained (duplicates too), nothing
@@ -101,6 +103,21 @@ def _let_oracles_be_freed():
 _let_oracles_be_freed()
 
 
+def _complete(space, values, depth, rng):
+    """`values` made consistent: inactive decisions dropped, newly active ones drawn."""
+    out = {}
+    for d in space.decisions:
+        if not space.is_active(d, out, depth):
+            continue
+        if d.name in values:
+            out[d.name] = values[d.name]
+        elif isinstance(d, space_lib.Anchor):
+            out[d.name] = tuple(int(b) for b in rng.integers(0, 2, len(d.sources)))
+        else:
+            out[d.name] = d.values[rng.integers(d.num_choices)]
+    return out
+
+
 class NASRLOracle(keras_tuner.Oracle):
     """Neural Architecture Search with Reinforcement Learning as an oracle.
 
@@ -131,13 +148,15 @@ class NASRLOracle(keras_tuner.Oracle):
         the oracle changes random decisions of the last one until it is
         untried (exploring next to a converged policy; such an architecture
         joins the top-K buffer but never the policy-gradient batch); it stops
-        only if the space looks exhausted. Default: the preset's (5).
+        only if the space looks exhausted. Default: the preset's (2).
       preset: "default" (measured best at tens to hundreds of trials) or
         "paper" (Zoph & Le 2017 exactly); the arguments above override it.
     """
 
     # The journal grows to at least this many bytes before a new snapshot.
     snapshot_min_bytes = 1 << 16
+    # Controller updates between checkpoints (at most this many are replayed on resume).
+    checkpoint_every = 25
 
     def __init__(
         self,
@@ -206,7 +225,6 @@ class NASRLOracle(keras_tuner.Oracle):
         # with (None: not drawn by the policy, e.g. made by mutation), until
         # it is fed; _feeds: every (arch, reward, log q, on policy) fed, in order.
         self._reset_memory()
-        self._saved_update = None
         self._journal = None
 
     # -- the controller ------------------------------------------------------------
@@ -270,6 +288,7 @@ class NASRLOracle(keras_tuner.Oracle):
         # The policy keeps proposing what was tried: explore next to its last sample.
         values = self._mutate_until_new(space, arch)
         if values is None:
+            self.save()  # Keras Tuner saves only for a running trial; keep the updates made.
             return {"status": trial_module.TrialStatus.STOPPED, "values": None}
         self._behaviour[trial_id] = None  # Not drawn by the policy: top-K only.
         return {"status": trial_module.TrialStatus.RUNNING, "values": values}
@@ -293,10 +312,17 @@ class NASRLOracle(keras_tuner.Oracle):
             yield from zip(archs, log_q.tolist())
 
     def _mutate_until_new(self, space, arch):
-        """Changes random decisions of `arch` until it is untried (None if hopeless).
+        """A random walk from `arch`, one decision at a time, to an untried architecture.
 
-        The random stream is derived from the seed and the trial count, so a
+        Each step changes one active decision (or one anchor bit); decisions
+        that a change makes active get random values and those it makes
+        inactive are dropped, so every step is a valid architecture. The
+        random stream is derived from the seed and the trial count, so a
         resumed search makes the same moves without saving extra state.
+
+        Returns:
+          The values of the first untried architecture on the walk, or None
+          (with a warning) if none turned up: the space looks exhausted.
         """
         rng = np.random.default_rng([self.seed, len(self.start_order)])
         values = dict(arch.values)
@@ -304,19 +330,23 @@ class NASRLOracle(keras_tuner.Oracle):
             d = space.decisions[rng.integers(len(space.decisions))]
             if d.name not in values:
                 continue
+            step = dict(values)
             if isinstance(d, space_lib.Anchor):
                 if not d.sources:
                     continue
-                bits = list(values[d.name])
+                bits = list(step[d.name])
                 j = rng.integers(len(bits))
                 bits[j] = 1 - bits[j]
-                values[d.name] = tuple(bits)
+                step[d.name] = tuple(bits)
             else:
-                values[d.name] = d.values[rng.integers(d.num_choices)]
+                step[d.name] = d.values[rng.integers(d.num_choices)]
             try:
-                candidate = space.validate(space_lib.Architecture(values, arch.depth))
+                candidate = space.validate(
+                    space_lib.Architecture(_complete(space, step, arch.depth, rng), arch.depth)
+                )
             except space_lib.ArchitectureError:
-                continue  # e.g. a flag on a source that is inactive
+                continue  # e.g. a flag on a source that the change made inactive
+            values = dict(candidate.values)
             out = hp_space.architecture_to_values(space, candidate, self._fixed)
             if not self._duplicate(out):
                 return out
@@ -388,10 +418,12 @@ class NASRLOracle(keras_tuner.Oracle):
     def get_state(self):
         state = super().get_state()
         if self._learner is not None:
+            name, feeds = self._checkpoint
             state["nasrl"] = {
-                "learner": self._learner.get_state(),
                 "rng": self._learner.controller.get_rng_state().tolist(),
-                "checkpoint": _CHECKPOINT.format(self._learner.num_updates),
+                "num_updates": self._learner.num_updates,
+                "checkpoint": name,
+                "checkpoint_feeds": feeds,
                 "rewarded": self._rewarded_order,
                 "known_rewards": self._known_rewards,
                 "behaviour": self._behaviour,
@@ -418,24 +450,34 @@ class NASRLOracle(keras_tuner.Oracle):
         self._rewarded = set(self._rewarded_order)
         self._known_rewards = dict(nasrl["known_rewards"])
         self._behaviour = dict(nasrl.get("behaviour", {}))
-        feeds = [list(f) for f in nasrl.get("feeds", [])]
+        feeds = [list(f) for f in nasrl["feeds"]]
+        name, done = nasrl["checkpoint"], nasrl["checkpoint_feeds"]
         learner = self._ensure_learner()
-        path = os.path.join(self._project_dir, nasrl["checkpoint"])
-        try:
-            with np.load(path) as f:
-                arrays = {k: f[k] for k in f.files}
-        except (OSError, ValueError, KeyError, EOFError) as e:
+        if name is not None:
+            path = os.path.join(self._project_dir, name)
+            try:
+                with np.load(path) as f:
+                    arrays = {k: f[k] for k in f.files}
+                learner.set_state(json.loads(str(arrays.pop("learner_state"))), arrays)
+                self._checkpoint_updates = learner.num_updates
+            except (OSError, ValueError, KeyError, EOFError) as e:
+                warnings.warn(
+                    f"Controller checkpoint {path} unreadable ({e}); rebuilding the controller "
+                    f"by replaying all {len(feeds)} rewards it was fed."
+                )
+                learner, name, done = self._fresh_learner(), None, 0
+        self._checkpoint = (name, done)
+        # The checkpoint holds the learner after `done` feeds; the same feeds
+        # after it give the same updates, so the controller is exactly restored.
+        self._feeds = feeds[:done]
+        self._replay(feeds[done:])
+        if learner.num_updates != nasrl["num_updates"]:
             warnings.warn(
-                f"Controller checkpoint {path} unreadable ({e}); rebuilding the controller by "
-                f"replaying the {len(feeds)} rewards it was fed."
+                f"Replaying the feed log gave {learner.num_updates} controller updates where "
+                f"{nasrl['num_updates']} were saved (the search space grew mid-search?)."
             )
-            learner = self._replay(feeds)
-        else:
-            learner.set_state(nasrl["learner"], arrays)
-            self._feeds = feeds
         learner.controller.set_rng_state(nasrl["rng"])
-        self._saved_update = learner.num_updates
-        self._remove_stale_checkpoints(nasrl["checkpoint"])
+        self._remove_stale_checkpoints(name)
         # A kill after a trial's end was saved in its trial.json but before the
         # oracle's own save: finish what end_trial did, in trial order.
         for trial_id in sorted(self.trials):
@@ -446,22 +488,24 @@ class NASRLOracle(keras_tuner.Oracle):
             if trial.status == trial_module.TrialStatus.COMPLETED:
                 self._feed(trial)
 
+    def _fresh_learner(self):
+        self._learner = None
+        return self._ensure_learner()
+
     def _reset_memory(self):
         self._rewarded, self._rewarded_order = set(), []
         self._known_rewards, self._behaviour, self._feeds = {}, {}, []
+        # (checkpoint file name or None, feeds it includes); None: replay from the seed.
+        self._checkpoint, self._checkpoint_updates = (None, 0), 0
 
     def _replay(self, feeds):
-        """Rebuilds the learner from its feed log: the same adds give the same weights."""
-        self._learner = None
-        self._feeds = []
-        learner = self._ensure_learner()
-        space = learner.controller.space
+        """Feeds the learner again: the same adds in the same order give the same weights."""
+        space = self._learner.controller.space
         for arch_json, reward, log_q, on_policy in feeds:
             self._learn(space.architecture_from_json(arch_json), reward, log_q, on_policy)
-        return learner
 
     def _remove_stale_checkpoints(self, keep):
-        """Checkpoints a kill left behind before the state that named them was saved."""
+        """Checkpoints other than `keep`: left by a kill before a state named them."""
         for name in os.listdir(self._project_dir):
             if name.startswith("nasrl_controller_") and name.endswith(".npz") and name != keep:
                 os.remove(os.path.join(self._project_dir, name))
@@ -470,7 +514,10 @@ class NASRLOracle(keras_tuner.Oracle):
         path = self._get_oracle_fname()
         if self._journal is None or self._journal.path != path:
             self._journal = journal.JournaledState(
-                path, unordered=("tried_so_far",), min_snapshot_bytes=self.snapshot_min_bytes
+                path,
+                unordered=("tried_so_far",),
+                appendable=("nasrl/feeds", "nasrl/rewarded", "start_order", "end_order"),
+                min_snapshot_bytes=self.snapshot_min_bytes,
             )
         return self._journal
 
@@ -481,25 +528,36 @@ class NASRLOracle(keras_tuner.Oracle):
         )
 
     def save(self):
-        """Saves the controller checkpoint (when it changed), then the state that names it.
+        """Saves the state; every `checkpoint_every` updates, a controller checkpoint first.
 
-        The new checkpoint is written first and the old one removed last, so a
-        kill between any two writes leaves a state whose checkpoint exists.
+        The state names the last checkpoint and logs every feed since, so a
+        resumed search replays at most `checkpoint_every` updates. The new
+        checkpoint is written before the state that names it and the old one
+        removed last, so a kill between any two writes leaves a state whose
+        checkpoint exists.
         """
         learner = self._learner
-        old = None
-        if learner is not None and learner.num_updates != self._saved_update:
-            path = os.path.join(self._project_dir, _CHECKPOINT.format(learner.num_updates))
-            arrays = learner.get_arrays()
-            durable.atomic_write(path, lambda f: np.savez(f, **arrays))
+        old = self._checkpoint[0]
+        if learner is not None and self._updates_since_checkpoint() >= self.checkpoint_every:
+            name = _CHECKPOINT.format(learner.num_updates)
+            arrays = dict(learner.get_arrays(), learner_state=np.array(json.dumps(learner.get_state())))
+            durable.atomic_write(
+                os.path.join(self._project_dir, name), lambda f: np.savez(f, **arrays)
+            )
             durable.fault_point("oracle_save_checkpoint")
-            old, self._saved_update = self._saved_update, learner.num_updates
+            self._checkpoint = (name, len(self._feeds))
+            self._checkpoint_updates = learner.num_updates
         self._state_file().save(self.get_state())
         durable.fault_point("oracle_save_state")
-        if old is not None and old != self._saved_update:
-            stale = os.path.join(self._project_dir, _CHECKPOINT.format(old))
+        if old is not None and old != self._checkpoint[0]:
+            stale = os.path.join(self._project_dir, old)
             if os.path.exists(stale):
                 os.remove(stale)
+
+    def _updates_since_checkpoint(self):
+        if self._checkpoint[0] is None:
+            return self._learner.num_updates
+        return self._learner.num_updates - self._checkpoint_updates
 
     def reload(self):
         """Loads the trials and the journaled state (Keras Tuner's reload, made durable)."""

@@ -163,7 +163,7 @@ class SearchConfig:
     curriculum: Optional[conv.DepthCurriculum] = None
     preset: str = "default"
     reuse_rewards: bool = True
-    max_resamples: int = 5
+    max_resamples: int = 2
     isolate_children: bool = True
     children_per_worker: int = 20
     child_timeout: Optional[float] = worker.DAY

@@ -50,7 +50,7 @@ flags.DEFINE_list("search_pool_at", None, "Layers after which v3 max-pools (pape
 flags.DEFINE_integer("search_max_trials", 10, "Children to train in all (paper: 12,800).", lower_bound=1)
 flags.DEFINE_integer("search_max_resamples", None, "With reuse: draws of already-trained "
                      "architectures per trial before the oracle mutates the last one (preset "
-                     "default: 5).", lower_bound=0)
+                     "default: 2).", lower_bound=0)
 flags.DEFINE_boolean("search_reuse_rewards", None, "Never retrain an architecture already trained "
                      "(unset: the preset's; paper: retrain). Otherwise: "
                      "its recorded reward is fed to the controller again instead.")

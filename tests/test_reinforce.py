@@ -268,3 +268,19 @@ def test_default_learner_finds_a_hidden_target_within_a_few_hundred_samples():
     # Uniform sampling scores 0.25 on average (four values per decision).
     assert np.mean(history[:40]) < 0.4
     assert np.mean(history[-40:]) > 0.6
+
+
+def test_fused_adam_step_equals_keras_adam():
+    space = layered_space(depth=2)
+    ours = _learner(space, seed=6, ratio_clip=None, clip_norm=None, learning_rate=0.05)
+    keras_way = _learner(space, seed=6, ratio_clip=None, clip_norm=None, learning_rate=0.05)
+    archs, _, _ = _batch(ours, 4)
+    rewards = [0.9, 0.1, 0.4, 0.6]
+    for _ in range(3):
+        ours.baseline = keras_way.baseline = 0.5
+        _, grads, _ = keras_way.loss_and_gradients(archs, rewards)
+        keras_way.optimizer.apply_gradients(zip(grads, keras_way.controller.trainable_variables))
+        ours.update(archs, rewards)
+    for name, value in keras_way.controller.get_weights().items():
+        np.testing.assert_allclose(ours.controller.get_weights()[name], value, atol=2e-5)  # float32 rounding
+    assert int(ours.optimizer.iterations.numpy()) == 3

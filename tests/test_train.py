@@ -348,6 +348,6 @@ def test_paper_flag_files_run_the_papers_method_exactly():
     _parse(["--flagfile=experiments/cifar_quick.flags", "--controller_tanh_constant=0",
             "--controller_ratio_clip=0", "--controller_topk_size=3", "--controller_topk_weight=2"])
     config = train.config_from_flags()
-    assert config.preset == "default" and config.reuse_rewards and config.max_resamples == 5
+    assert config.preset == "default" and config.reuse_rewards and config.max_resamples == 2
     assert config.controller.tanh_constant is None and config.reinforce.ratio_clip is None
     assert (config.reinforce.topk_size, config.reinforce.topk_weight) == (3, 2.0)

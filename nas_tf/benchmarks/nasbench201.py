@@ -344,6 +344,36 @@ def run_oracle(
     return SearchResult(evaluate.codes, evaluate.proposals, overhead, wall, updates)
 
 
+def oracle_options(setting: dict) -> dict:
+    """`NASRLOracle` keyword arguments for a setting: overrides of a preset.
+
+    Args:
+      setting: {"preset": "default" | "paper", "reinforce": {ReinforceConfig
+        fields}, "controller": {ControllerConfig fields}, "oracle":
+        {NASRLOracle arguments}}, every key optional.
+
+    Raises:
+      ValueError / TypeError: for unknown keys or fields, or bad values.
+    """
+    from nas_tf import oracle as oracle_lib
+
+    unknown = set(setting) - {"reinforce", "controller", "oracle", "preset"}
+    if unknown:
+        raise ValueError(f"Unknown setting keys {sorted(unknown)}.")
+    preset = setting.get("preset", "default")
+    if preset not in oracle_lib.PRESETS:
+        raise ValueError(f"Unknown preset {preset!r}.")
+    base = oracle_lib.PRESETS[preset]
+    options = dict(setting.get("oracle", {}), preset=preset)
+    if "reinforce" in setting:
+        options["reinforce_config"] = dataclasses.replace(
+            base["reinforce_config"](), **setting["reinforce"])
+    if "controller" in setting:
+        options["controller_config"] = dataclasses.replace(
+            base["controller_config"](), **setting["controller"])
+    return options
+
+
 def make_oracle(method: str, seed: int, max_trials: int, **options):
     """Builds a Keras Tuner oracle over the NAS-Bench-201 space.
 

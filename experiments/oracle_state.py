@@ -1,0 +1,92 @@
+r"""Benchmark: the oracle's saved state stays O(1) per trial over a long search.
+
+Drives `NASRLOracle` (library defaults) through the Keras Tuner Oracle API on
+the NAS-Bench-201 space with instant synthetic rewards (no table needed) and
+reports, per window of trials ending at 100, 1,000 and 10,000: the bytes
+written to the project directory per trial (journal lines, snapshots,
+controller checkpoints, trial files) and the oracle's time per trial
+(sampling, updates, saving). Keras Tuner's own `save` rewrites the whole
+state every trial (O(n) bytes per trial); the journal keeps it flat.
+
+  python experiments/oracle_state.py --trials 10000
+"""
+
+import argparse
+import os
+import shutil
+import tempfile
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--trials", type=int, default=10000)
+    p.add_argument("--marks", default="100,1000,10000")
+    p.add_argument("--window", type=int, default=100, help="Trials per measured window.")
+    args = p.parse_args()
+    marks = [int(m) for m in args.marks.split(",") if int(m) <= args.trials]
+
+    import keras_tuner as kt
+    import numpy as np
+
+    import nas_tf
+    from nas_tf import durable
+    from nas_tf.benchmarks import nasbench201 as nb
+
+    written = [0]
+    atomic_write, append_line = durable.atomic_write, durable.append_line
+
+    def counting_atomic_write(path, write):
+        def counted(f):
+            write(f)
+            written[0] += f.tell()
+        atomic_write(path, counted)
+
+    def counting_append_line(path, line):
+        append_line(path, line)
+        written[0] += len(line.encode("utf-8")) + 1
+
+    durable.atomic_write, durable.append_line = counting_atomic_write, counting_append_line
+
+    def reward(values):
+        code = nb.values_to_code(values)
+        return float(np.sin(code * 12.9898) * 0.5 + 0.5)  # Deterministic, instant.
+
+    directory = tempfile.mkdtemp(prefix="oracle_state_", dir="/dev/shm" if os.path.isdir("/dev/shm") else None)
+    oracle = nas_tf.NASRLOracle(objective=kt.Objective("r", "max"), max_trials=args.trials,
+                                hyperparameters=nb.hyperparameters(), seed=1)
+    oracle._set_project_dir(directory, "p")
+    oracle.verbose = 0
+    print(f"{'trials':>8} {'bytes/trial':>12} {'ms/trial':>9}  (window of {args.window} trials)")
+    rows = []
+    try:
+        window_start = (0, 0.0)
+        spent = 0.0
+        for n in range(1, args.trials + 1):
+            start = time.perf_counter()
+            trial = oracle.create_trial("t")
+            if trial.status != "RUNNING":
+                print(f"stopped after {n - 1} trials (space exhausted)")
+                break
+            oracle.update_trial(trial.trial_id, {"r": reward(trial.hyperparameters.values)})
+            trial.status = "COMPLETED"
+            oracle.end_trial(trial)
+            spent += time.perf_counter() - start
+            if any(n == m - args.window for m in marks):
+                window_start = (written[0], spent)
+            if n in marks:
+                bytes_per = (written[0] - window_start[0]) / args.window
+                ms_per = 1000 * (spent - window_start[1]) / args.window
+                rows.append((n, bytes_per, ms_per))
+                print(f"{n:8d} {bytes_per:12.0f} {ms_per:9.2f}", flush=True)
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+    if len(rows) > 1:
+        print(f"last/first window: bytes x{rows[-1][1] / rows[0][1]:.2f}, "
+              f"time x{rows[-1][2] / rows[0][2]:.2f}")
+
+
+if __name__ == "__main__":
+    main()
