@@ -7,6 +7,8 @@ import socket
 import subprocess
 import sys
 
+from nas_tf import journal
+
 _SCRIPT = os.path.join(os.path.dirname(__file__), "distributed_search.py")
 
 
