@@ -246,7 +246,23 @@ class Reinforce:
         )
 
     def refresh(self):
-        """Call after the controller's space grew: keeps Adam's slots by name."""
+        """Call after the controller's space changed: keeps Adam's slots by name.
+
+        Buffered samples that are not architectures of the new space (they
+        lack a decision that appeared) can no longer be scored: they leave the
+        pending batch and the top-K buffer.
+        """
+        space = self.controller.space
+
+        def valid(arch):
+            try:
+                space.validate(arch)
+                return True
+            except space_lib.ArchitectureError:
+                return False
+
+        self.pending = [item for item in self.pending if valid(item[0])]
+        self.topk = [item for item in self.topk if valid(item[0])]
         if [v.path for v in self.controller.trainable_variables] != [
             v.path for v in self._variables
         ]:

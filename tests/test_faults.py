@@ -105,6 +105,7 @@ def _kill_and_resume(tmp_path, uninterrupted, isolate=False, **fault):
     return recorded, resumed
 
 
+@pytest.mark.slow
 def test_killed_after_the_history_line_the_child_is_not_trained_again(tmp_path, uninterrupted):
     # Keras Tuner had not saved the trial: the resumed search runs the same trial id again.
     recorded, _ = _kill_and_resume(tmp_path, uninterrupted, fault="after_record:2")

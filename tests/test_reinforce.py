@@ -13,6 +13,8 @@ from nas_tf.reinforce import Reinforce, ReinforceConfig, advantages
 
 
 def _learner(space, seed=0, controller=None, **config):
+    """A learner with plain R - b advantages and no top-K term unless asked for."""
+    config = dict(dict(advantage="baseline", topk_size=0, topk_weight=0.0), **config)
     return Reinforce(
         Controller(space, controller or ControllerConfig(), seed=seed), ReinforceConfig(**config)
     )
@@ -80,7 +82,7 @@ def test_on_policy_ppo_gradient_equals_reinforce_gradient():
 
 def test_advantage_transforms_match_numpy():
     r = np.array([3.0, 1.0, 4.0, 1.5, 9.0, 2.0])
-    base = ReinforceConfig()
+    base = ReinforceConfig(advantage="baseline")
     adv, kept = advantages(r, 2.0, base)
     np.testing.assert_allclose(adv, r - 2.0)
     assert kept.all()
@@ -89,7 +91,7 @@ def test_advantage_transforms_match_numpy():
     adv, _ = advantages(r, 2.0, ReinforceConfig(advantage="rank"))
     np.testing.assert_allclose(adv, np.array([3, 0, 4, 1, 5, 2]) / 5 - 0.5)
     # Risk-seeking (Petersen et al. 2021): keep the top eps share, baseline = its quantile.
-    adv, kept = advantages(r, 2.0, ReinforceConfig(risk_seeking=0.5))
+    adv, kept = advantages(r, 2.0, ReinforceConfig(advantage="baseline", risk_seeking=0.5))
     q = np.quantile(r, 0.5)
     np.testing.assert_array_equal(kept, r >= q)
     np.testing.assert_allclose(adv, np.where(r >= q, r - q, 0.0))
@@ -191,6 +193,23 @@ def test_refresh_keeps_adam_slots_when_the_space_grows():
     learner.update(learner.controller.sample(2, depth=2), [0.0, 1.0])  # Trains the grown space.
 
 
+def test_growing_the_space_drops_buffered_samples_it_made_invalid():
+    small = layered_space(depth=2)
+    learner = Reinforce(Controller(small, seed=1), ReinforceConfig(batch_size=4))
+    archs, log_q = learner.controller.sample_with_log_prob(3, depth=2)
+    for arch, q in zip(archs, log_q):
+        learner.add(arch, 1.0, q)
+    assert len(learner.pending) == 3 and len(learner.topk) == 3
+    grown = space_lib.Space(small.decisions + (space_lib.Categorical("extra", (1, 2)),))
+    learner.controller.set_space(grown)
+    learner.refresh()  # The old samples lack "extra": they cannot be scored any more.
+    assert learner.pending == [] and learner.topk == []
+    new, new_q = learner.controller.sample_with_log_prob(4, depth=2)
+    for arch, q in zip(new, new_q):
+        learner.add(arch, 0.5, q)
+    assert learner.num_updates == 1
+
+
 # -- presets and configuration -----------------------------------------------------------
 
 
@@ -210,7 +229,7 @@ def test_paper_preset_is_zoph_and_le_and_bad_config_is_refused():
         (dict(advantage="z"), "advantage"),
         (dict(risk_seeking=0.0), "risk_seeking"),
         (dict(ratio_clip=None, update_epochs=2), "update_epochs"),
-        (dict(topk_weight=1.0), "topk_size"),
+        (dict(topk_size=0, topk_weight=1.0), "topk_size"),
     ):
         with pytest.raises(ValueError, match=match):
             ReinforceConfig(**bad)
@@ -258,7 +277,7 @@ def test_default_learner_finds_a_hidden_target_within_a_few_hundred_samples():
     def reward(arch):
         return float(np.mean([arch[n] == target[n] for n in categorical]))
 
-    learner = _learner(space, seed=1)  # Library defaults.
+    learner = Reinforce(Controller(space, seed=1))  # Library defaults.
     history = []
     for _ in range(40):
         archs, log_q = learner.controller.sample_with_log_prob(8, depth=4)
