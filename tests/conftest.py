@@ -19,6 +19,17 @@ def _seed():
     tf.random.set_seed(0)
 
 
+# Flags of a search small enough for a test: 2 layers of 2-4 filters, 1 epoch.
+TINY_FLAGS = [
+    "--search_depth=2",
+    "--search_num_filters=2,4",
+    "--search_filter_sizes=1,3",
+    "--child_epochs=1",
+    "--child_batch_size=128",
+    "--controller_batch_size=2",
+]
+
+
 def layered_space(depth=4, filters=(2, 4, 8), sizes=(1, 3), name="tiny"):
     """A small convolution-like space: size, filters and anchor per layer, with min_depth."""
     decisions = []

@@ -19,20 +19,12 @@ import sys
 
 import pytest
 
+from conftest import TINY_FLAGS
 from nas_tf import durable, search, tasks
 from nas_tf.children import worker
 
 _TRIALS = 3
-_TINY = [
-    "--search_depth=2",
-    "--search_num_filters=2,4",
-    "--search_filter_sizes=1,3",
-    "--child_epochs=1",
-    "--child_batch_size=128",
-    "--controller_batch_size=2",
-    f"--search_max_trials={_TRIALS}",
-    "--verbose=1",
-]
+_TINY = TINY_FLAGS + [f"--search_max_trials={_TRIALS}", "--verbose=1"]
 
 
 def _search(out, fault=None, worker_fault=None, isolate=False, log=None):

@@ -9,17 +9,10 @@ from absl import flags
 from absl.testing import flagsaver
 
 import nas_tf
+from conftest import TINY_FLAGS
 from nas_tf import search, train
 
-_TINY = [
-    "--search_depth=2",
-    "--search_num_filters=2,4",
-    "--search_filter_sizes=1,3",
-    "--child_epochs=1",
-    "--child_batch_size=128",
-    "--controller_batch_size=2",
-    "--verbose=0",
-]
+_TINY = TINY_FLAGS + ["--verbose=0"]
 
 
 def _parse(argv):
