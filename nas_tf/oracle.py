@@ -9,8 +9,8 @@ has learned is part of the oracle's saved state:
   and an append-only journal, O(1) bytes per save on average) hold Keras
   Tuner's state plus the baseline, the pending rewards, the sampling RNG,
   the rewards already fed and the log of every feed;
-* `nasrl_controller_<n>.npz` beside it, written every `checkpoint_every`
-  (25) updates, holds the controller's weights, Adam's slots and the
+* `nasrl_controller_<n>.npz` beside it, written once `checkpoint_every`
+  (25) updates and as many trials have passed, holds the controller's weights, Adam's slots and the
   learner's state after update n; the feeds logged since are replayed on
   resume. Trial files are written atomically too.
 
@@ -155,7 +155,10 @@ class NASRLOracle(keras_tuner.Oracle):
 
     # The journal grows to at least this many bytes before a new snapshot.
     snapshot_min_bytes = 1 << 16
-    # Controller updates between checkpoints (at most this many are replayed on resume).
+    # A controller checkpoint once both this many updates and this many trials
+    # have passed since the last: a resume replays few updates, and a search
+    # whose policy has converged (many updates per trial) writes the
+    # checkpoint no more often than every 25 trials.
     checkpoint_every = 25
 
     def __init__(
@@ -460,6 +463,7 @@ class NASRLOracle(keras_tuner.Oracle):
                     arrays = {k: f[k] for k in f.files}
                 learner.set_state(json.loads(str(arrays.pop("learner_state"))), arrays)
                 self._checkpoint_updates = learner.num_updates
+                self._checkpoint_trials = len(self.start_order)
             except (OSError, ValueError, KeyError, EOFError) as e:
                 warnings.warn(
                     f"Controller checkpoint {path} unreadable ({e}); rebuilding the controller "
@@ -496,7 +500,7 @@ class NASRLOracle(keras_tuner.Oracle):
         self._rewarded, self._rewarded_order = set(), []
         self._known_rewards, self._behaviour, self._feeds = {}, {}, []
         # (checkpoint file name or None, feeds it includes); None: replay from the seed.
-        self._checkpoint, self._checkpoint_updates = (None, 0), 0
+        self._checkpoint, self._checkpoint_updates, self._checkpoint_trials = (None, 0), 0, 0
 
     def _replay(self, feeds):
         """Feeds the learner again: the same adds in the same order give the same weights."""
@@ -538,7 +542,8 @@ class NASRLOracle(keras_tuner.Oracle):
         """
         learner = self._learner
         old = self._checkpoint[0]
-        if learner is not None and self._updates_since_checkpoint() >= self.checkpoint_every:
+        if (learner is not None and self._updates_since_checkpoint() >= self.checkpoint_every
+                and len(self.start_order) - self._checkpoint_trials >= self.checkpoint_every):
             name = _CHECKPOINT.format(learner.num_updates)
             arrays = dict(learner.get_arrays(), learner_state=np.array(json.dumps(learner.get_state())))
             durable.atomic_write(
@@ -547,6 +552,7 @@ class NASRLOracle(keras_tuner.Oracle):
             durable.fault_point("oracle_save_checkpoint")
             self._checkpoint = (name, len(self._feeds))
             self._checkpoint_updates = learner.num_updates
+            self._checkpoint_trials = len(self.start_order)
         self._state_file().save(self.get_state())
         durable.fault_point("oracle_save_state")
         if old is not None and old != self._checkpoint[0]:
