@@ -7,6 +7,8 @@ import socket
 import subprocess
 import sys
 
+import pytest
+
 from nas_tf import journal
 
 _SCRIPT = os.path.join(os.path.dirname(__file__), "distributed_search.py")
@@ -18,6 +20,7 @@ def _free_port():
         return s.getsockname()[1]
 
 
+@pytest.mark.slow
 def test_chief_and_two_workers_run_every_trial_once(tmp_path):
     max_trials = 12
     port = _free_port()
