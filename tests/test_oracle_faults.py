@@ -59,7 +59,7 @@ def test_kill_then_resume_equals_an_uninterrupted_search(tmp_path, fault, uninte
 @pytest.mark.parametrize(
     "fault",
     ["controller_update:1", "oracle_save_checkpoint:2", "oracle_save_state:7", "oracle_save_state:20",
-     "oracle_save_snapshot:2", "oracle_save_checkpoint:4"],
+     "oracle_save_snapshot:2", "oracle_save_checkpoint:1"],
 )
 def test_kill_anywhere_in_the_oracle_then_resume(tmp_path, fault, uninterrupted):
     _check_fault(tmp_path / "project", fault, uninterrupted)
