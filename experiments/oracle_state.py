@@ -24,7 +24,8 @@ def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--trials", type=int, default=10000)
     p.add_argument("--marks", default="100,1000,10000")
-    p.add_argument("--window", type=int, default=100, help="Trials per measured window.")
+    p.add_argument("--window", type=int, default=50,
+                   help="Trials per measured window (ending at each mark; the first 50 include no tracing).")
     args = p.parse_args()
     marks = [int(m) for m in args.marks.split(",") if int(m) <= args.trials]
 

@@ -8,6 +8,11 @@ removed members) to `<name>.journal.jsonl`, and rewrites the full snapshot
 `<name>` only once the journal has grown as large as the snapshot: the bytes
 written per save are then constant on average.
 
+A dict or set that grows with the search (trial ids to hashes, tried
+hashes, known rewards) is kept as a `TrackedDict` / `TrackedSet`, which
+logs the keys changed since the last save: the journal writes those without
+comparing or copying the container, so a save costs O(changes), not O(n).
+
 Every write goes through `nas_tf.durable` (fsynced; the snapshot atomically).
 The snapshot records the sequence number of the last save it holds; loading
 folds in the journal entries after it, so a kill between writing a snapshot
@@ -31,8 +36,162 @@ class CorruptStateError(RuntimeError):
     """A saved state file cannot be read; the message says which and what to do."""
 
 
+class TrackedDict(dict):
+    """A dict that logs which keys were set or deleted since the last save.
+
+    Args:
+      default: a factory for missing keys, as `collections.defaultdict`'s
+        (Keras Tuner's `_run_times` and `_id_to_hash` are defaultdicts).
+    """
+
+    def __init__(self, *args, default=None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.default = default
+        self._changed, self._dropped = set(), set()
+
+    def __missing__(self, key):
+        if self.default is None:
+            raise KeyError(key)
+        self[key] = value = self.default()
+        return value
+
+    def __setitem__(self, key, value):
+        super().__setitem__(key, value)
+        self._changed.add(key)
+        self._dropped.discard(key)
+
+    def __delitem__(self, key):
+        super().__delitem__(key)
+        self._changed.discard(key)
+        self._dropped.add(key)
+
+    _MISSING = object()
+
+    def pop(self, key, default=_MISSING):
+        if key in self:
+            value = super().pop(key)
+            self._changed.discard(key)
+            self._dropped.add(key)
+            return value
+        if default is TrackedDict._MISSING:
+            raise KeyError(key)
+        return default
+
+    def setdefault(self, key, default=None):
+        if key not in self:
+            self[key] = default
+        return self[key]
+
+    def update(self, *args, **kwargs):
+        for key, value in dict(*args, **kwargs).items():
+            self[key] = value
+
+    def clear(self):
+        self._dropped |= set(self)
+        self._changed.clear()
+        super().clear()
+
+    def popitem(self):
+        key, value = super().popitem()
+        self._changed.discard(key)
+        self._dropped.add(key)
+        return key, value
+
+    def take_changes(self) -> Optional[dict]:
+        """The changes since the last call as a `diff` op (None if none), and forgets them."""
+        if not self._changed and not self._dropped:
+            return None
+        op = {"keys": {k: {"set": _copy(self[k])} for k in self._changed},
+              "drop": sorted(self._dropped, key=str)}
+        self.forget_changes()
+        return op
+
+    def forget_changes(self):
+        self._changed, self._dropped = set(), set()
+
+
+class TrackedSet(set):
+    """A set that logs members added or removed since the last save (saved as a sorted list)."""
+
+    def __init__(self, *args):
+        super().__init__(*args)
+        self._added, self._removed = set(), set()
+
+    def add(self, member):
+        super().add(member)
+        self._added.add(member)
+        self._removed.discard(member)
+
+    def discard(self, member):
+        if member in self:
+            self.remove(member)
+
+    def remove(self, member):
+        super().remove(member)
+        self._added.discard(member)
+        self._removed.add(member)
+
+    def pop(self):
+        member = super().pop()
+        self._added.discard(member)
+        self._removed.add(member)
+        return member
+
+    def update(self, *others):
+        for other in others:
+            for member in other:
+                self.add(member)
+
+    def clear(self):
+        self._removed |= set(self)
+        self._added.clear()
+        super().clear()
+
+    def take_changes(self) -> Optional[dict]:
+        if not self._added and not self._removed:
+            return None
+        op = {"add": sorted(self._added, key=str), "remove": sorted(self._removed, key=str)}
+        self.forget_changes()
+        return op
+
+    def forget_changes(self):
+        self._added, self._removed = set(), set()
+
+
+_TRACKED = (TrackedDict, TrackedSet)
+
+
+def _forget_tracked_changes(state):
+    """Clears the change logs of the tracked containers in `state` (walking plain dicts only)."""
+    for value in state.values():
+        if isinstance(value, _TRACKED):
+            value.forget_changes()
+        elif isinstance(value, dict):
+            _forget_tracked_changes(value)
+
+
+def _to_json(value):
+    """`json.dumps` default: sets as sorted lists, datetimes as ISO strings."""
+    if isinstance(value, (set, frozenset)):
+        return sorted(value, key=str)
+    if hasattr(value, "isoformat"):
+        return value.isoformat()
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
+
+
+def dumps(value) -> str:
+    """Compact JSON of a state that may hold tracked containers and datetimes."""
+    return json.dumps(value, separators=(",", ":"), default=_to_json)
+
+
 def _copy(value):
-    """A copy deep enough that later in-place changes of the live state do not show."""
+    """A copy deep enough that later in-place changes of the live state do not show.
+
+    Tracked containers are kept by reference: their own change log says what
+    changed, and `diff` recognises them by identity.
+    """
+    if isinstance(value, _TRACKED):
+        return value
     if isinstance(value, dict):
         return {k: _copy(v) for k, v in value.items()}
     if isinstance(value, list):
@@ -47,8 +206,14 @@ def diff(old, new, unordered: Iterable[str] = (), _key: str = "") -> Optional[di
 
     Ops: {"set": v}, {"extend": tail} (a list that grew at its end), {"add":
     [...], "remove": [...]} (keys named in `unordered`: lists whose order does
-    not matter), {"keys": {k: op}, "drop": [k, ...]} (dicts).
+    not matter), {"keys": {k: op}, "drop": [k, ...]} (dicts). A tracked
+    container that is the same object as before gives its change log; a new
+    one is set whole.
     """
+    if isinstance(new, _TRACKED):
+        if new is old:
+            return new.take_changes()
+        return {"set": sorted(new, key=str) if isinstance(new, set) else dict(new)}
     if _key in unordered and isinstance(old, list) and isinstance(new, list):
         old_set, new_set = set(old), set(new)
         if old_set == new_set:
@@ -81,13 +246,24 @@ def apply(value, op):
         value.extend(_copy(op["extend"]))
         return value
     if "add" in op:
-        members = (set(value) | set(op["add"])) - set(op["remove"])
-        return sorted(members)
+        # Kept a set while loading (many ops on one large set); `_sets_to_lists` ends it.
+        members = value if isinstance(value, set) else set(value or ())
+        members.update(op["add"])
+        members.difference_update(op["remove"])
+        return members
     for k in op["drop"]:
         value.pop(k, None)
     for k, sub in op["keys"].items():
         value[k] = apply(value.get(k), sub)
     return value
+
+
+def _sets_to_lists(state):
+    for key, value in state.items():
+        if isinstance(value, set):
+            state[key] = sorted(value, key=str)
+        elif isinstance(value, dict):
+            _sets_to_lists(value)
 
 
 class JournaledState:
@@ -133,13 +309,13 @@ class JournaledState:
             if op is None:
                 return
             self._seq += 1
-            line = json.dumps({"seq": self._seq, "op": op}, separators=(",", ":"))
+            line = dumps({"seq": self._seq, "op": op})
             durable.append_line(self.journal_path, line)
             self._journal_bytes += len(line) + 1
             self.bytes_written += len(line) + 1
         else:
             self._seq += 1
-            text = json.dumps(dict(state, **{SEQ: self._seq}), separators=(",", ":"))
+            text = dumps(dict(state, **{SEQ: self._seq}))
             durable.atomic_write_text(self.path, text)
             durable.fault_point("oracle_save_snapshot")
             # Entries up to _seq are in the snapshot; the journal restarts empty.
@@ -148,6 +324,7 @@ class JournaledState:
             self._journal_bytes = 0
             self.bytes_written += len(text)
             rest, _ = self._split(state, record_only=True)
+        _forget_tracked_changes(state)  # Whatever they logged is now on disk.
         self._last = _copy(rest)
 
     def _split(self, state, record_only=False):
@@ -215,6 +392,7 @@ class JournaledState:
                     holder = holder.setdefault(p, {})
                 holder[key] = holder.get(key, [])[:start] + tail
             seq = entry["seq"]
+        _sets_to_lists(state)
         self._seq = seq
         rest, _ = self._split(state, record_only=True)
         self._last = _copy(rest)

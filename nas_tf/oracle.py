@@ -229,6 +229,7 @@ class NASRLOracle(keras_tuner.Oracle):
         # it is fed; _feeds: every (arch, reward, log q, on policy) fed, in order.
         self._reset_memory()
         self._journal = None
+        self._track_containers()
 
     # -- the controller ------------------------------------------------------------
 
@@ -418,8 +419,44 @@ class NASRLOracle(keras_tuner.Oracle):
         self._feeds.append([arch.to_json(), reward, log_q, on_policy])
         self._learner.add(arch, reward, log_q, on_policy=on_policy)
 
-    def get_state(self):
-        state = super().get_state()
+    def _track_containers(self):
+        """Keras Tuner's per-trial dicts and set as journal-tracked containers.
+
+        They grow by one entry a trial; tracked, a save writes that entry
+        without comparing or copying the rest (O(1) per trial, not O(n)).
+        """
+        self._run_times = journal.TrackedDict(self._run_times, default=int)
+        self._id_to_hash = journal.TrackedDict(self._id_to_hash, default=lambda: None)
+        self._tried_so_far = journal.TrackedSet(self._tried_so_far)
+        self._display.trial_start = journal.TrackedDict(self._display.trial_start)
+        self._display.trial_number = journal.TrackedDict(self._display.trial_number)
+
+    def _journal_state(self):
+        """The state to save, tracked containers by reference (what `save` journals).
+
+        The same keys as Keras Tuner's `Oracle.get_state`, which copies and
+        converts its per-trial containers on every call (O(n) a trial).
+        """
+        display = self._display
+        state = {
+            "ongoing_trials": {
+                tuner_id: trial.trial_id for tuner_id, trial in self.ongoing_trials.items()
+            },
+            "hyperparameters": self.hyperparameters.get_config(),
+            "start_order": self.start_order,
+            "end_order": self.end_order,
+            "run_times": self._run_times,
+            "retry_queue": self._retry_queue,
+            "seed": self.seed,
+            "seed_state": self._seed_state,
+            "tried_so_far": self._tried_so_far,
+            "id_to_hash": self._id_to_hash,
+            "display": {
+                "search_start": display.search_start and display.search_start.isoformat(),
+                "trial_start": display.trial_start,  # datetimes: the journal writes ISO strings.
+                "trial_number": display.trial_number,
+            },
+        }
         if self._learner is not None:
             name, feeds = self._checkpoint
             state["nasrl"] = {
@@ -434,8 +471,32 @@ class NASRLOracle(keras_tuner.Oracle):
             }
         return state
 
+    def get_state(self):
+        """The state as plain JSON values (a copy; `save` journals it without copying)."""
+        return json.loads(journal.dumps(self._journal_state()))
+
+    def _check_consecutive_failures(self):
+        """Keras Tuner's stop after `max_consecutive_failed_trials`, from the end of the log.
+
+        Keras Tuner re-counts over every ended trial (O(n) a trial); only the
+        streak at the end can be new, so counting back to the last success
+        finds the same.
+        """
+        streak, last = 0, None
+        for trial_id in reversed(self.end_order):
+            trial = self.trials[trial_id]
+            if trial.status != trial_module.TrialStatus.FAILED:
+                break
+            streak, last = streak + 1, last or trial
+            if streak == self.max_consecutive_failed_trials:
+                raise RuntimeError(
+                    "Number of consecutive failures exceeded the limit "
+                    f"of {self.max_consecutive_failed_trials}.\n" + (last.message or "")
+                )
+
     def set_state(self, state):
         super().set_state(state)
+        self._track_containers()
         # Keras Tuner saves oracle.json inside `end_trial` before it forgets the
         # trial as ongoing, so a reload would re-run the last finished trial;
         # its own trial.json already says it is done.
@@ -451,8 +512,8 @@ class NASRLOracle(keras_tuner.Oracle):
             return
         self._rewarded_order = list(nasrl["rewarded"])
         self._rewarded = set(self._rewarded_order)
-        self._known_rewards = dict(nasrl["known_rewards"])
-        self._behaviour = dict(nasrl.get("behaviour", {}))
+        self._known_rewards = journal.TrackedDict(nasrl["known_rewards"])
+        self._behaviour = journal.TrackedDict(nasrl.get("behaviour", {}))
         feeds = [list(f) for f in nasrl["feeds"]]
         name, done = nasrl["checkpoint"], nasrl["checkpoint_feeds"]
         learner = self._ensure_learner()
@@ -498,7 +559,8 @@ class NASRLOracle(keras_tuner.Oracle):
 
     def _reset_memory(self):
         self._rewarded, self._rewarded_order = set(), []
-        self._known_rewards, self._behaviour, self._feeds = {}, {}, []
+        self._known_rewards, self._behaviour = journal.TrackedDict(), journal.TrackedDict()
+        self._feeds = []
         # (checkpoint file name or None, feeds it includes); None: replay from the seed.
         self._checkpoint, self._checkpoint_updates, self._checkpoint_trials = (None, 0), 0, 0
 
@@ -553,7 +615,7 @@ class NASRLOracle(keras_tuner.Oracle):
             self._checkpoint = (name, len(self._feeds))
             self._checkpoint_updates = learner.num_updates
             self._checkpoint_trials = len(self.start_order)
-        self._state_file().save(self.get_state())
+        self._state_file().save(self._journal_state())
         durable.fault_point("oracle_save_state")
         if old is not None and old != self._checkpoint[0]:
             stale = os.path.join(self._project_dir, old)

@@ -1,0 +1,109 @@
+"""`nas_tf.journal`: snapshots plus a journal, with change-tracked containers."""
+
+import datetime
+import json
+
+import pytest
+
+from nas_tf import journal
+
+
+def _lines(state_file):
+    with open(state_file.journal_path) as f:
+        return [json.loads(line) for line in f]
+
+
+def test_tracked_dict_logs_sets_and_deletes_only():
+    d = journal.TrackedDict({"a": 1, "b": 2}, default=int)
+    assert d.take_changes() is None  # Initial contents are not changes.
+    d["c"] = 3
+    d["a"] += 5
+    assert d["missing"] == 0  # A defaultdict: the default is inserted, and logged.
+    del d["b"]
+    assert d.pop("nope", None) is None
+    d.update({"e": 9})
+    assert d.take_changes() == {
+        "keys": {"a": {"set": 6}, "c": {"set": 3}, "missing": {"set": 0}, "e": {"set": 9}},
+        "drop": ["b"],
+    }
+    assert d.take_changes() is None
+    d["b"] = 1
+    d.pop("b")
+    assert d.take_changes() == {"keys": {}, "drop": ["b"]}
+    with pytest.raises(KeyError):
+        journal.TrackedDict()["x"]
+
+
+def test_tracked_set_logs_members_added_and_removed():
+    s = journal.TrackedSet({"x"})
+    s.add("y")
+    s.add("z")
+    s.discard("z")
+    s.remove("x")
+    s.discard("never")
+    assert s.take_changes() == {"add": ["y"], "remove": ["x", "z"]}
+    assert s.take_changes() is None and s == {"y"}
+
+
+def test_a_journal_line_holds_only_what_changed_in_tracked_containers(tmp_path):
+    ids = journal.TrackedDict({f"t{i}": f"h{i}" for i in range(1000)})
+    tried = journal.TrackedSet(f"h{i}" for i in range(1000))
+    when = journal.TrackedDict()
+    state = {"ids": ids, "tried": tried, "when": when, "order": list(range(1000)), "n": 0}
+    f = journal.JournaledState(str(tmp_path / "s.json"), appendable=("order",))
+    f.save(state)  # The snapshot.
+    ids["t1000"] = "h1000"
+    tried.add("h1000")
+    tried.remove("h3")
+    when["t1000"] = datetime.datetime(2026, 11, 30, 12, 0)
+    state["order"].append(1000)
+    state["n"] = 1
+    f.save(state)
+    (line,) = _lines(f)
+    assert line["op"] == {
+        "keys": {
+            "ids": {"keys": {"t1000": {"set": "h1000"}}, "drop": []},
+            "tried": {"add": ["h1000"], "remove": ["h3"]},
+            "when": {"keys": {"t1000": {"set": "2026-11-30T12:00:00"}}, "drop": []},
+            "n": {"set": 1},
+        },
+        "drop": [],
+        "tails": [["order", 1000, [1000]]],
+    }
+    f.save(state)  # Nothing changed: nothing written.
+    assert len(_lines(f)) == 1
+    loaded = journal.JournaledState(f.path, appendable=("order",)).load()
+    assert loaded == json.loads(journal.dumps(state))
+    assert loaded["tried"] == sorted(tried)
+
+
+def test_a_new_container_object_is_saved_whole_and_its_log_forgotten(tmp_path):
+    f = journal.JournaledState(str(tmp_path / "s.json"))
+    f.save({"d": journal.TrackedDict({"a": 1})})
+    replaced = journal.TrackedDict({"b": 2})
+    replaced["c"] = 3
+    state = {"d": replaced}
+    f.save(state)
+    assert _lines(f)[-1]["op"]["keys"]["d"] == {"set": {"b": 2, "c": 3}}
+    replaced["e"] = 4
+    f.save(state)
+    assert _lines(f)[-1]["op"]["keys"]["d"] == {"keys": {"e": {"set": 4}}, "drop": []}
+    assert journal.JournaledState(f.path).load() == {"d": {"b": 2, "c": 3, "e": 4}}
+
+
+def test_snapshots_replace_the_journal_and_loading_is_exact(tmp_path):
+    f = journal.JournaledState(str(tmp_path / "s.json"), min_snapshot_bytes=200)
+    tried = journal.TrackedSet()
+    rewards = journal.TrackedDict()
+    state = {"tried": tried, "rewards": rewards}
+    snapshots = 0
+    for i in range(200):
+        tried.add(f"h{i % 150}")
+        rewards[f"h{i % 150}"] = i / 7
+        if i % 11 == 0:
+            tried.discard(f"h{i // 2}")
+        before = f._journal_bytes
+        f.save(state)
+        snapshots += f._journal_bytes == 0 and before > 0
+        assert journal.JournaledState(f.path).load() == json.loads(journal.dumps(state))
+    assert snapshots >= 3
