@@ -1,8 +1,12 @@
-r"""Benchmark: the controller's sampling and REINFORCE step, with and without XLA.
+r"""Benchmark: the controller's sampling and REINFORCE step: unrolled or looped, XLA or not.
 
 For a few spaces (NAS-Bench-201's 6 edges, the paper's CIFAR-10 v1 and v3),
-times one batched sample of m architectures and one REINFORCE update on them,
-with `jit_compile` off and on, side by side in one run.
+times the first call (tracing the sampling and training graphs, then running
+them once), one batched sample of m architectures and one REINFORCE update on
+them, side by side in one run, for the rollout unrolled over the decisions
+(`unroll_steps` large) and as a `tf.while_loop` (`unroll_steps=0`), with
+`jit_compile` off and (with --xla) on. The default (`unroll_steps=16`) unrolls
+NAS-Bench-201 and loops the CIFAR-10 spaces.
 
   python experiments/controller_speed.py --batch_size=8 --repeats=20
 """
@@ -39,6 +43,8 @@ def main():
     parser.add_argument("--repeats", type=int, default=20, help="Timed repetitions.")
     parser.add_argument("--spaces", type=int, default=3, help="How many of nb201, v1, v3 to time.")
     parser.add_argument("--xla", type=int, default=1, help="Also time with XLA (slow to compile).")
+    parser.add_argument("--modes", default="unrolled,loop",
+                        help="Rollouts to time: unrolled (every decision in the graph), loop.")
     args = parser.parse_args()
 
     import tensorflow as tf
@@ -48,10 +54,13 @@ def main():
 
     device = "GPU" if tf.config.list_logical_devices("GPU") else "CPU"
     print(f"device: {device}, m = {args.batch_size}, mean of {args.repeats} calls (ms)")
-    print(f"{'space':>12} {'decisions':>9} {'xla':>5} {'sample':>9} {'update':>9} {'first call s':>12}")
+    print(f"{'space':>12} {'decisions':>9} {'rollout':>9} {'xla':>5} {'sample':>9} {'update':>9} "
+          f"{'first call s':>12}")
+    unroll = {"unrolled": 10**9, "loop": 0}
     for space in _spaces()[: args.spaces]:
-        for jit in (False, True) if args.xla else (False,):
-            controller = Controller(space, ControllerConfig(jit_compile=jit), seed=0)
+        for mode, jit in [(m, j) for m in args.modes.split(",") for j in (False, True)[: 1 + args.xla]]:
+            config = ControllerConfig(jit_compile=jit, unroll_steps=unroll[mode])
+            controller = Controller(space, config, seed=0)
             learner = Reinforce(controller, ReinforceConfig(batch_size=args.batch_size))
             start = time.perf_counter()
             archs, log_q = controller.sample_with_log_prob(args.batch_size)
@@ -60,9 +69,9 @@ def main():
             sample_ms = _time(lambda: controller.sample(args.batch_size), args.repeats)
             update_ms = _time(lambda: learner.update(archs, [1.0] * len(archs), log_q), args.repeats)
             print(
-                f"{space.name:>12} {len(space.decisions):9d} {str(jit):>5} "
+                f"{space.name:>12} {len(space.decisions):9d} {mode:>9} {str(jit):>5} "
                 f"{sample_ms:9.2f} {update_ms:9.2f} {first:12.1f}"
-            )
+            , flush=True)
 
 
 if __name__ == "__main__":

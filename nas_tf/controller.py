@@ -47,6 +47,10 @@ class ControllerConfig:
         to [-C, C] (ENAS-style clipping; not in the paper, where it is None).
         2.5 keeps a fast-learning policy from collapsing onto a few
         architectures within a few hundred trials (docs/nasbench201.md).
+      unroll_steps: spaces of at most this many decisions are unrolled in the
+        graphs (fastest per call; tracing grows with the length); longer ones
+        run in a `tf.while_loop`, traced once whatever their length. Both
+        compute the same thing (docs/search_brain.md has the measurements).
       jit_compile: compile the sampling and scoring graphs with XLA. None
         means: on when a GPU or TPU is visible, off on CPU where XLA was
         measured slower for these tiny kernels.
@@ -59,6 +63,7 @@ class ControllerConfig:
     temperature: Optional[float] = None
     tanh_constant: Optional[float] = 2.5
     jit_compile: Optional[bool] = None
+    unroll_steps: int = 16
 
     @classmethod
     def paper(cls, **overrides) -> "ControllerConfig":
@@ -71,6 +76,8 @@ class ControllerConfig:
     def __post_init__(self):
         if self.units < 1 or self.num_layers < 1:
             raise ValueError("Controller units and num_layers must be positive.")
+        if self.unroll_steps < 0:
+            raise ValueError(f"unroll_steps must be >= 0, got {self.unroll_steps}.")
         if self.init_range <= 0:
             raise ValueError(f"init_range must be positive, got {self.init_range}.")
         if self.temperature is not None and self.temperature <= 0:
@@ -154,6 +161,76 @@ class _Layout:
                 space_lib.Architecture(values=values, depth=int(depth[b]) if use_depth else None)
             )
         return archs
+
+
+class _Table:
+    """The space as arrays indexed by decision, for the rollout's loop body.
+
+    Every kind's values are laid end to end (`offset` is the kind's first
+    index in the concatenated heads and embeddings); anchors are numbered in
+    order (`anchor_index`), and an anchor's `sources` row marks its sources
+    among them. Each step's row of the rollout's record holds the chosen
+    value's index (column 0) or the anchor's bit per earlier anchor;
+    `columns` maps the encoding's columns (`_Layout`) back to (step, position).
+    """
+
+    def __init__(self, space: space_lib.Space, kinds: Sequence[str], sizes: Dict[str, int]):
+        decisions = space.decisions
+        anchors = [d.name for d in decisions if isinstance(d, space_lib.Anchor)]
+        anchor_index = {name: i for i, name in enumerate(anchors)}
+        position = {d.name: k for k, d in enumerate(decisions)}
+        self.kinds = list(kinds)
+        offsets, total = {}, 0
+        for kind in self.kinds:
+            offsets[kind], total = total, total + sizes[kind]
+        self.num_steps = len(decisions)
+        self.num_anchors = max(len(anchors), 1)
+        self.max_conditions = max((len(d.when) for d in decisions), default=0)
+        max_values = max(sizes.values(), default=1)
+        self.cat_width = max(total, 1)
+        self.prob_width = max(self.cat_width, self.num_anchors)
+        n, k, a = self.num_steps, max(self.max_conditions, 1), self.num_anchors
+        arrays = dict(
+            min_depth=np.zeros(n, np.int32), is_anchor=np.zeros(n, bool),
+            offset=np.zeros(n, np.int32), slot=np.zeros(n, np.int32),
+            cat_mask=np.zeros((n, self.cat_width), bool), anchor_index=np.zeros(n, np.int32),
+            sources=np.zeros((n, a), bool), source_cols=np.zeros((n, a), np.int32),
+            cond_parent=np.zeros((n, k), np.int32), cond_used=np.zeros((n, k), bool),
+            cond_allowed=np.zeros((n, k, max_values), bool),
+        )
+        layout = _Layout(space)
+        columns, prob_columns, self.step_kinds = [], [], []
+        for t, d in enumerate(decisions):
+            arrays["min_depth"][t] = d.min_depth
+            for j, cond in enumerate(d.when):
+                parent = space[cond.decision]
+                arrays["cond_parent"][t, j] = position[cond.decision]
+                arrays["cond_used"][t, j] = True
+                for value in cond.values:
+                    arrays["cond_allowed"][t, j, parent.index(value)] = True
+            slot = layout.slot[d.name]
+            self.step_kinds.append(getattr(d, "kind", None))
+            if isinstance(d, space_lib.Anchor):
+                arrays["is_anchor"][t] = True
+                arrays["anchor_index"][t] = anchor_index[d.name]
+                for i, source in enumerate(d.sources):
+                    arrays["sources"][t, anchor_index[source]] = True
+                    arrays["source_cols"][t, anchor_index[source]] = slot + i
+                    columns.append((t, anchor_index[source]))
+                prob_columns.append([anchor_index[s] for s in d.sources])
+            else:
+                off = offsets[d.kind]
+                arrays["offset"][t], arrays["slot"][t] = off, slot
+                arrays["cat_mask"][t, off : off + d.num_choices] = True
+                columns.append((t, 0))
+                prob_columns.append(list(range(off, off + d.num_choices)))
+        self.arrays = arrays
+        self.columns = np.asarray(columns, np.int32).reshape(-1, 2)
+        self.prob_columns = [np.asarray(c, np.int32) for c in prob_columns]
+
+    def constants(self):
+        """The arrays as graph constants, for the loop body to index by step."""
+        return {name: tf.constant(value) for name, value in self.arrays.items()}
 
 
 class Controller:
@@ -243,8 +320,10 @@ class Controller:
             self._heads[d.kind] = self._dense(d.num_choices, f"head_{slug}")
         self.space = space
         self._layout = _Layout(space)
-        # The rollout's Python control flow is all static (it walks the space),
-        # so AutoGraph would only add tracing time.
+        kinds = sorted({d.kind for d in space.decisions if not isinstance(d, space_lib.Anchor)})
+        self._table = _Table(space, kinds, {k: self._heads[k].kernel.shape[1] for k in kinds})
+        # The rollout is an explicit tf.while_loop over the decision table;
+        # AutoGraph would only add tracing time.
         # One trace per function for any batch size: the batch dimension is None.
         graph = dict(jit_compile=self.jit_compile, autograph=False)
         depth = tf.TensorSpec([None], tf.int32)
@@ -294,6 +373,17 @@ class Controller:
     def _rollout(self, depth, forced, with_probs=False):
         """Samples (forced is None) or scores (forced given) a batch.
 
+        The decisions are walked by one step function over the decision table
+        (`_Table`). A space of at most `config.unroll_steps` decisions is
+        unrolled: the step is traced once per decision, each building only
+        what its decision needs (fastest per call). A longer one runs in a
+        `tf.while_loop` whose body (a softmax over every kind's values masked
+        to the decision's own, and an attention over every earlier anchor
+        masked to its sources; the one the decision is kept) is traced once,
+        so the graphs and the REINFORCE step's gradient through them trace in
+        about the same time for 600 decisions as for 6 (docs/search_brain.md).
+        Both draw the same noise and compute the same policy.
+
         Args:
           depth: int32 [B], the depth of each network (0 if unused).
           forced: int32 [B, width] encoded architectures, or None to sample.
@@ -303,100 +393,206 @@ class Controller:
           idx [B, width], active [B, num_decisions] bool, log_prob [B],
           entropy [B], and (with_probs) a list of per-decision probabilities.
         """
-        space, layout = self.space, self._layout
+        table = self._table
         batch = tf.shape(depth)[0]
         units = self.config.units
+        num_steps, num_anchors = table.num_steps, table.num_anchors
         zeros = tf.zeros([batch, units])
-        states = [[zeros, zeros] for _ in self._cells]
-        inp = tf.tile(self._go.kernel, [batch, 1])  # go(ones): the first input.
-        log_prob = tf.zeros([batch])
-        entropy = tf.zeros([batch])
-        columns, actives, probs = [], {}, []
-        anchors = {}  # name -> (h, W_prev h, active)
-        for d in space.decisions:
-            active = tf.ones([batch], tf.bool)
-            if d.min_depth:
-                active = depth >= d.min_depth
-            for cond in d.when:
-                parent = space[cond.decision]
-                allowed = tf.constant([parent.index(v) for v in cond.values], tf.int32)
-                value = columns[layout.slot[cond.decision]]
-                hit = tf.reduce_any(tf.equal(value[:, None], allowed[None, :]), axis=1)
-                active = active & actives[cond.decision] & hit
-            actives[d.name] = active
-
-            x, new_states = inp, []
-            for cell, state in zip(self._cells, states):
-                x, state = _lstm_step(cell, x, state)
-                new_states.append(state)
-            h = x
-
-            if isinstance(d, space_lib.Anchor):
-                lp, ent, next_inp, bits, p = self._anchor_step(d, h, active, anchors, forced)
-                columns.extend(bits)
-                anchors[d.name] = (h, tf.matmul(h, self._w_prev.kernel), active)
+        carry = dict(
+            inp=tf.tile(self._go.kernel, [batch, 1]),  # go(ones): the first input.
+            states=tuple(zeros for _ in range(2 * len(self._cells))),
+            anchor_h=tf.zeros([batch, num_anchors, units]),
+            anchor_p=tf.zeros([batch, num_anchors, self._w_prev.kernel.shape[1]]),
+            anchor_on=tf.zeros([batch, num_anchors], tf.bool),
+            log_prob=tf.zeros([batch]),
+            entropy=tf.zeros([batch]),
+        )
+        if num_steps <= self.config.unroll_steps:
+            # Each step's record (its encoding columns, activity, probabilities)
+            # is a Python list entry; the lists are joined once at the end.
+            carry.update(rows=[], actives=[], probs=[])
+            for t in range(num_steps):
+                carry = self._step(t, carry, None, depth, forced, with_probs)
+            if num_steps:
+                idx = tf.concat(carry["rows"], axis=1)
+                active = tf.stack(carry["actives"], axis=1)
             else:
-                head = self._heads[d.kind]
-                logits = self._shape_logits(tf.matmul(h, head.kernel) + head.bias)
-                log_p = tf.nn.log_softmax(logits)
-                if forced is None:
-                    u = self.rng.uniform(tf.shape(logits), minval=1e-20, maxval=1.0)
-                    choice = tf.argmax(logits - tf.math.log(-tf.math.log(u)), axis=1)
-                    choice = tf.cast(choice, tf.int32)
-                else:
-                    choice = forced[:, layout.slot[d.name]]
-                choice = tf.where(active, choice, 0)
-                lp = tf.gather(log_p, choice, batch_dims=1)
-                ent = -tf.reduce_sum(tf.exp(log_p) * log_p, axis=1)
-                next_inp = tf.gather(self._embeddings[d.kind].embeddings, choice)
-                columns.append(choice)
-                p = tf.exp(log_p)
-            probs.append(p)
-
-            log_prob += tf.where(active, lp, 0.0)
-            entropy += tf.where(active, ent, 0.0)
-            keep = active[:, None]
-            states = [
-                [tf.where(keep, n, o) for n, o in zip(new, old)]
-                for new, old in zip(new_states, states)
-            ]
-            inp = tf.where(keep, next_inp, inp)
-
-        idx = tf.stack(columns, axis=1) if columns else tf.zeros([batch, 0], tf.int32)
-        active = tf.stack([actives[d.name] for d in space.decisions], axis=1)
+                idx, active = tf.zeros([batch, 0], tf.int32), tf.zeros([batch, 0], tf.bool)
+            out = (idx, active, carry["log_prob"], carry["entropy"])
+            return out + (carry["probs"],) if with_probs else out
+        # The record is a [B, steps, ...] tensor written one step at a time.
+        carry.update(
+            rows=tf.zeros([batch, num_steps, num_anchors], tf.int32),
+            actives=tf.zeros([batch, num_steps], tf.bool),
+            probs=tf.zeros([batch, num_steps, table.prob_width] if with_probs else []),
+        )
+        params = self._loop_params()
+        _, carry = tf.while_loop(
+            lambda t, _: t < num_steps,
+            lambda t, c: (t + 1, self._step(t, c, params, depth, forced, with_probs)),
+            (tf.constant(0), carry),
+            maximum_iterations=num_steps,
+        )
+        # The encoding's columns, gathered from (step, position in the step's row).
+        idx = tf.transpose(tf.gather_nd(tf.transpose(carry["rows"], [1, 2, 0]), table.columns))
+        out = (idx, carry["actives"], carry["log_prob"], carry["entropy"])
         if with_probs:
-            return idx, active, log_prob, entropy, probs
-        return idx, active, log_prob, entropy
+            probs = carry["probs"]
+            out += ([tf.gather(probs[:, t, :], cols, axis=1)
+                     for t, cols in enumerate(table.prob_columns)],)
+        return out
 
-    def _anchor_step(self, d, h, active, anchors, forced):
-        """Set-selection attention over the earlier anchors (sec. 3.3)."""
-        batch = tf.shape(h)[0]
-        if not d.sources:
-            empty = tf.zeros([batch, 0])
-            return tf.zeros([batch]), tf.zeros([batch]), tf.zeros_like(h), [], empty
-        prev_h = tf.stack([anchors[s][0] for s in d.sources], axis=1)  # [B, J, U]
-        prev_proj = tf.stack([anchors[s][1] for s in d.sources], axis=1)  # [B, J, A]
-        src_active = tf.stack([anchors[s][2] for s in d.sources], axis=1)  # [B, J]
+    def _loop_params(self):
+        """For the loop body: every kind's head and embedding laid end to end, the table."""
+        table = self._table
+        if not table.kinds:  # Anchors only: a dummy head that no step uses.
+            return dict(kernel=tf.zeros([self.config.units, 1]), bias=tf.zeros([1]),
+                        embeddings=tf.zeros([1, self.config.units]), consts=table.constants())
+        heads = [self._heads[k] for k in table.kinds]
+        return dict(
+            kernel=tf.concat([hd.kernel for hd in heads], axis=1),
+            bias=tf.concat([hd.bias for hd in heads], axis=0),
+            embeddings=tf.concat([self._embeddings[k].embeddings for k in table.kinds], axis=0),
+            consts=table.constants(),
+        )
+
+    def _step(self, t, carry, params, depth, forced, with_probs):
+        """One decision: its activity, the LSTM, its softmax or attention, the record.
+
+        `t` is a Python int when unrolled (the table row is then known and
+        only the decision's own kind of step is built; `params` is None) or a
+        tensor in the loop.
+        """
+        table = self._table
+        static = isinstance(t, int)
+        if static:
+            row = {name: value[t] for name, value in table.arrays.items()}
+            row["step"] = t
+        else:
+            row = {name: tf.gather(value, t) for name, value in params["consts"].items()}
+        # Whether the decision exists: its depth, then each condition on an earlier value.
+        active = depth >= row["min_depth"]
+        conditions = int(np.sum(row["cond_used"])) if static else table.max_conditions
+        for k in range(conditions):
+            parent = row["cond_parent"][k]
+            if static:  # The record so far is a list of steps.
+                value, parent_active = carry["rows"][parent][:, 0], carry["actives"][parent]
+            else:
+                value = tf.gather(carry["rows"][:, :, 0], parent, axis=1)
+                parent_active = tf.gather(carry["actives"], parent, axis=1)
+            ok = parent_active & tf.gather(row["cond_allowed"][k], value)
+            active &= ok if static else ok | ~row["cond_used"][k]
+        # The LSTM.
+        states = carry["states"]
+        x, new_states = carry["inp"], []
+        for i, cell in enumerate(self._cells):
+            x, (h_i, c_i) = _lstm_step(cell, x, states[2 * i : 2 * i + 2])
+            new_states += [h_i, c_i]
+        h = x
+        noise = None
+        if forced is None:
+            # One draw for both kinds of step, whichever is built: unrolled and
+            # looped rollouts then sample the same architectures.
+            width = table.cat_width + table.num_anchors
+            noise = self.rng.uniform([tf.shape(h)[0], width], minval=1e-20, maxval=1.0)
+        anchor = row["is_anchor"]
+        args = (h, row, active, carry, params, forced, noise, static)
+        if static:
+            lp, ent, next_inp, record, p = (
+                self._attention_step if anchor else self._softmax_step)(*args)
+        else:
+            both = zip(self._attention_step(*args), self._softmax_step(*args))
+            lp, ent, next_inp, record, p = [tf.where(anchor, a, b) for a, b in both]
+        out = dict(carry)
+        if static:
+            out["rows"] = carry["rows"] + [record]
+            out["actives"] = carry["actives"] + [active]
+            out["probs"] = carry["probs"] + [p] if with_probs else carry["probs"]
+        else:
+            here = tf.one_hot(t, table.num_steps, on_value=True, off_value=False, dtype=tf.bool)
+            out["rows"] = tf.where(here[None, :, None], record[:, None, :], carry["rows"])
+            out["actives"] = tf.where(here[None, :], active[:, None], carry["actives"])
+            if with_probs:
+                out["probs"] = tf.where(here[None, :, None], p[:, None, :], carry["probs"])
+        if not static or anchor:
+            # This anchor's output joins the attention's memory.
+            slot = tf.one_hot(row["anchor_index"], table.num_anchors, on_value=True,
+                              off_value=False, dtype=tf.bool) & anchor
+            slot = slot[None, :, None]
+            out["anchor_h"] = tf.where(slot, h[:, None, :], carry["anchor_h"])
+            proj = tf.matmul(h, self._w_prev.kernel)[:, None, :]
+            out["anchor_p"] = tf.where(slot, proj, carry["anchor_p"])
+            out["anchor_on"] = tf.where(slot[..., 0], active[:, None], carry["anchor_on"])
+        out["log_prob"] = carry["log_prob"] + tf.where(active, lp, 0.0)
+        out["entropy"] = carry["entropy"] + tf.where(active, ent, 0.0)
+        keep = active[:, None]
+        out["states"] = tuple(tf.where(keep, n, o) for n, o in zip(new_states, states))
+        out["inp"] = tf.where(keep, next_inp, carry["inp"])
+        return out
+
+    def _softmax_step(self, h, row, active, carry, params, forced, noise, static):
+        """A value of the decision's kind.
+
+        Unrolled, the kind's own head; in the loop, the concatenated heads
+        with the other kinds' values masked out (the same distribution, and
+        the same Gumbel noise on the kind's columns: the same sample).
+        """
+        table = self._table
+        if static:
+            kind = table.step_kinds[row["step"]]
+            off, num = int(row["offset"]), self._heads[kind].kernel.shape[1]
+            head, embeddings = self._heads[kind], self._embeddings[kind].embeddings
+            logits = self._shape_logits(tf.matmul(h, head.kernel) + head.bias)
+            log_p = tf.nn.log_softmax(logits)
+            p = tf.exp(log_p)
+            ent = -tf.reduce_sum(p * log_p, axis=1)
+        else:
+            off, embeddings = row["offset"], params["embeddings"]
+            in_kind = row["cat_mask"][None, :]
+            logits = self._shape_logits(tf.matmul(h, params["kernel"]) + params["bias"])
+            logits = tf.where(in_kind, logits, -1e30)
+            log_p = tf.nn.log_softmax(logits)
+            p = tf.exp(log_p)
+            ent = -tf.reduce_sum(tf.where(in_kind, p * log_p, 0.0), axis=1)
+        if forced is None:
+            u = noise[:, off : off + num] if static else noise[:, : table.cat_width]
+            local = tf.argmax(logits - tf.math.log(-tf.math.log(u)), axis=1, output_type=tf.int32)
+            local = local if static else local - off
+        else:
+            local = tf.gather(forced, row["slot"], axis=1)
+        local = tf.where(active, local, 0)
+        pick = local if static else local + off
+        lp = tf.gather(log_p, pick, batch_dims=1)
+        if static:
+            return lp, ent, tf.gather(embeddings, pick), local[:, None], p
+        record = tf.one_hot(0, table.num_anchors, dtype=tf.int32) * local[:, None]
+        p = tf.pad(p, [[0, 0], [0, table.prob_width - table.cat_width]])
+        return lp, ent, tf.gather(embeddings, pick), record, p
+
+    def _attention_step(self, h, row, active, carry, params, forced, noise, static):
+        """Set-selection attention over the earlier anchors (sec. 3.3), masked to the sources."""
+        table = self._table
         query = tf.matmul(h, self._w_curr.kernel)[:, None, :]
         v = self._v.kernel[:, 0]
-        logits = self._shape_logits(tf.reduce_sum(tf.tanh(prev_proj + query) * v, axis=-1))  # [B, J]
-        mask = src_active & active[:, None]
+        logits = self._shape_logits(tf.reduce_sum(tf.tanh(carry["anchor_p"] + query) * v, axis=-1))
+        mask = carry["anchor_on"] & active[:, None] & row["sources"][None, :]
         if forced is None:
-            u = self.rng.uniform(tf.shape(logits), minval=0.0, maxval=1.0)
-            bits = tf.cast(u < tf.sigmoid(logits), tf.int32)
+            bits = tf.cast(noise[:, table.cat_width :] < tf.sigmoid(logits), tf.int32)
         else:
-            s = self._layout.slot[d.name]
-            bits = forced[:, s : s + len(d.sources)]
+            bits = tf.gather(forced, row["source_cols"], axis=1)
         bits = tf.where(mask, bits, 0)
         on = tf.cast(bits, tf.float32)
         log_on, log_off = tf.math.log_sigmoid(logits), tf.math.log_sigmoid(-logits)
         lp = tf.reduce_sum(tf.where(mask, on * log_on + (1.0 - on) * log_off, 0.0), axis=1)
         p_on = tf.sigmoid(logits)
-        bit_ent = -(p_on * log_on + (1.0 - p_on) * log_off)
-        ent = tf.reduce_sum(tf.where(mask, bit_ent, 0.0), axis=1)
+        ent = tf.reduce_sum(tf.where(mask, -(p_on * log_on + (1.0 - p_on) * log_off), 0.0), axis=1)
         count = tf.reduce_sum(on, axis=1, keepdims=True)
-        next_inp = tf.reduce_sum(on[..., None] * prev_h, axis=1) / tf.maximum(count, 1.0)
-        return lp, ent, next_inp, tf.unstack(bits, axis=1), p_on
+        next_inp = tf.reduce_sum(on[..., None] * carry["anchor_h"], axis=1) / tf.maximum(count, 1.0)
+        if static:  # The bits and probabilities of the sources, in their order.
+            sources = table.prob_columns[row["step"]]
+            return lp, ent, next_inp, tf.gather(bits, sources, axis=1), tf.gather(p_on, sources, axis=1)
+        p_on = tf.pad(p_on, [[0, 0], [0, table.prob_width - table.num_anchors]])
+        return lp, ent, next_inp, bits, p_on
 
     # -- public API --------------------------------------------------------------
 

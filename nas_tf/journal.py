@@ -346,11 +346,14 @@ class JournaledState:
             if parent is None or not isinstance(parent.get(path[-1]), list):
                 continue
             value = holder.pop(path[-1])
+            seen = path in self._lengths
             known, last = self._lengths.get(path, (0, None))
             unchanged = len(value) >= known and (known == 0 or value[known - 1] == last)
             if not record_only:
                 start = known if unchanged else 0
-                if len(value) > start or not unchanged:
+                # A list seen for the first time is written even when empty:
+                # the key must exist in the loaded state.
+                if len(value) > start or not unchanged or not seen:
                     tails.append(["/".join(path), start, value[start:]])
             self._lengths[path] = (len(value), _copy(value[-1]) if value else None)
         return rest, tails

@@ -88,6 +88,9 @@ def numpy_rollout(controller, arch):
         (layered_space, 3, ControllerConfig()),
         (layered_space, 4, ControllerConfig.paper()),
         (conditional_space, None, ControllerConfig(temperature=2.0, tanh_constant=1.5)),
+        # The while-loop rollout (long spaces), on the same spaces.
+        (layered_space, 3, ControllerConfig(unroll_steps=0)),
+        (conditional_space, None, ControllerConfig(unroll_steps=0, temperature=2.0)),
     ],
 )
 def test_log_prob_and_entropy_match_numpy(make_space, depth, config):
@@ -98,6 +101,32 @@ def test_log_prob_and_entropy_match_numpy(make_space, depth, config):
         np_lp, np_ent, _ = numpy_rollout(controller, arch)
         assert lp == pytest.approx(np_lp, abs=1e-4)
         assert ent == pytest.approx(np_ent, abs=1e-4)
+
+
+@pytest.mark.parametrize("make_space", [layered_space, conditional_space])
+def test_unrolled_and_looped_rollouts_are_the_same_policy(make_space):
+    """Same samples from the same seed, same scores, probabilities and REINFORCE gradients."""
+    from nas_tf.reinforce import Reinforce, ReinforceConfig
+
+    unrolled = Controller(make_space(), ControllerConfig(unroll_steps=100), seed=3)
+    looped = Controller(make_space(), ControllerConfig(unroll_steps=0), seed=3)
+    archs, log_q = unrolled.sample_with_log_prob(7)
+    looped_archs, looped_log_q = looped.sample_with_log_prob(7)
+    assert looped_archs == archs
+    np.testing.assert_allclose(looped_log_q, log_q, atol=1e-5)
+    for a, b in zip(unrolled.log_prob_and_entropy(archs), looped.log_prob_and_entropy(archs)):
+        np.testing.assert_allclose(a, b, atol=1e-5)
+    for pa, pb in zip(unrolled.probabilities(archs), looped.probabilities(archs)):
+        assert pa.keys() == pb.keys()
+        for name in pa:
+            np.testing.assert_allclose(pa[name], pb[name], atol=1e-6)
+    rewards = [float(i) for i in range(7)]
+    config = ReinforceConfig(entropy_weight=0.1, topk_size=0, topk_weight=0.0)
+    loss_a, grads_a, _ = Reinforce(unrolled, config).loss_and_gradients(archs, rewards, log_q)
+    loss_b, grads_b, _ = Reinforce(looped, config).loss_and_gradients(archs, rewards, log_q)
+    assert loss_a == pytest.approx(loss_b, abs=1e-5)
+    for ga, gb in zip(grads_a, grads_b):
+        np.testing.assert_allclose(ga, gb, atol=1e-5)
 
 
 def test_anchor_probabilities_match_the_formula():

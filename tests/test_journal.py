@@ -107,3 +107,15 @@ def test_snapshots_replace_the_journal_and_loading_is_exact(tmp_path):
         snapshots += f._journal_bytes == 0 and before > 0
         assert journal.JournaledState(f.path).load() == json.loads(journal.dumps(state))
     assert snapshots >= 3
+
+
+def test_an_appendable_list_that_appears_empty_is_still_saved(tmp_path):
+    f = journal.JournaledState(str(tmp_path / "s.json"), appendable=("sub/log",))
+    state = {"n": 0}
+    f.save(state)  # The snapshot, without "sub".
+    state["sub"] = {"log": [], "x": 1}
+    f.save(state)
+    assert journal.JournaledState(f.path, appendable=("sub/log",)).load() == state
+    state["sub"]["log"].append(5)
+    f.save(state)
+    assert journal.JournaledState(f.path, appendable=("sub/log",)).load() == state
