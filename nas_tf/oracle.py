@@ -37,8 +37,10 @@ from typing import Callable, Optional, Union
 import keras_tuner
 import numpy as np
 from keras_tuner.engine import trial as trial_module
+from keras_tuner.src.distribute import utils as dist_utils
 
 from nas_tf import controller as controller_lib
+from nas_tf import distributed
 from nas_tf import durable
 from nas_tf import hp_space
 from nas_tf import journal
@@ -510,11 +512,13 @@ class NASRLOracle(keras_tuner.Oracle):
         nasrl = state.get("nasrl")
         if nasrl is None:
             return
-        self._rewarded_order = list(nasrl["rewarded"])
+        # The journal leaves out a log list that was still empty when "nasrl"
+        # first appeared (a chief saves once before its controller exists).
+        self._rewarded_order = list(nasrl.get("rewarded", []))
         self._rewarded = set(self._rewarded_order)
         self._known_rewards = journal.TrackedDict(nasrl["known_rewards"])
         self._behaviour = journal.TrackedDict(nasrl.get("behaviour", {}))
-        feeds = [list(f) for f in nasrl["feeds"]]
+        feeds = [list(f) for f in nasrl.get("feeds", [])]
         name, done = nasrl["checkpoint"], nasrl["checkpoint_feeds"]
         learner = self._ensure_learner()
         if name is not None:
@@ -575,6 +579,26 @@ class NASRLOracle(keras_tuner.Oracle):
         for name in os.listdir(self._project_dir):
             if name.startswith("nasrl_controller_") and name.endswith(".npz") and name != keep:
                 os.remove(os.path.join(self._project_dir, name))
+
+    @keras_tuner.synchronized
+    def end_trial(self, trial):
+        """Keras Tuner's `end_trial`, ignoring a repeat of one already processed.
+
+        A worker resends a request whose connection broke (`nas_tf.distributed`):
+        the chief may have ended the trial, saved, and died before answering.
+        The chief's own copy of a trial is RUNNING until its end is processed
+        (then COMPLETED, FAILED, or INVALID awaiting a retry that makes it
+        RUNNING again); ending it again would count it twice. (Without a chief
+        the tuner passes that very copy, already marked with its result.)
+        """
+        known = self.trials.get(trial.trial_id)
+        if (known is not None and known is not trial
+                and known.status != trial_module.TrialStatus.RUNNING):
+            for tuner_id, ongoing in list(self.ongoing_trials.items()):
+                if ongoing.trial_id == trial.trial_id:
+                    self.ongoing_trials.pop(tuner_id)
+            return
+        super().end_trial(trial)
 
     def _state_file(self) -> journal.JournaledState:
         path = self._get_oracle_fname()
@@ -646,6 +670,14 @@ class NASRLOracle(keras_tuner.Oracle):
                 "start afresh with --overwrite."
             )
         self.set_state(state)
+        if dist_utils.is_chief_oracle():
+            # A restarted chief: its workers may still run these trials (they
+            # resend their requests once it is back), or, restarted with the
+            # same id, get theirs back from `create_trial`; queued for retry,
+            # another worker would train them again. Until each such worker
+            # has been told to stop, the chief must not exit.
+            self.tuner_ids.update(self.ongoing_trials)
+            return
         for _, trial in self.ongoing_trials.items():
             self._retry_queue.append(trial.trial_id)
         self.ongoing_trials = {}
@@ -659,6 +691,10 @@ class NASRL(keras_tuner.Tuner):
       objective, max_trials, seed, hyperparameters, tune_new_entries,
       allow_new_entries, max_retries_per_trial, max_consecutive_failed_trials:
         as for Keras Tuner's tuners.
+      chief_timeout: on a worker of a distributed search, seconds to wait for
+        the chief per request (resending it if the chief restarts) before
+        stopping with a clear `nas_tf.distributed.ChiefUnreachableError`;
+        default: `NAS_TF_CHIEF_TIMEOUT`, else 600.
       **kwargs: `NASRLOracle` options (`space`, `controller_config`,
         `reinforce_config`, `reward`, `depth_schedule`, `reuse_rewards`,
         `max_resamples`, `preset`) and `keras_tuner.Tuner` options (`directory`,
@@ -687,6 +723,7 @@ class NASRL(keras_tuner.Tuner):
         allow_new_entries=True,
         max_retries_per_trial=0,
         max_consecutive_failed_trials=3,
+        chief_timeout=None,
         **kwargs,
     ):
         oracle_kwargs = {k: kwargs.pop(k) for k in self._ORACLE_ARGS if k in kwargs}
@@ -702,3 +739,5 @@ class NASRL(keras_tuner.Tuner):
             **oracle_kwargs,
         )
         super().__init__(oracle, hypermodel, **kwargs)
+        if self._is_worker():  # Keras Tuner made `self.oracle` a proxy of the chief's.
+            distributed.make_patient(self.oracle, chief_timeout)
