@@ -9,16 +9,16 @@ repository (named `local_python` in WORKSPACE) holding
     every py_binary and py_test runs with it and sees its site-packages;
   * one `py_library` per required distribution (`:tensorflow`, `:keras_tuner`,
     ...), after checking that the distribution is installed there. These carry
-    no files: the interpreter provides the code. They name each dependency edge
-    so that //third_party can map it to pip_parse's `requirement(...)` instead
-    (third_party/README.md).
+    no code, the interpreter provides it, only a file naming the installed
+    version. They name each dependency edge so that //third_party can map it to
+    pip_parse's `requirement(...)` instead (third_party/README.md).
 
 Which interpreter, first match wins:
   1. $PYTHON_BIN_PATH (TensorFlow's ./configure uses the same variable);
   2. $VIRTUAL_ENV/bin/python3, the active virtual environment;
   3. `python3` on $PATH.
 Bazel runs this again when one of those variables changes, and on
-`bazel sync --configure`. The path is used as given, not resolved: a virtual
+`bazel sync --configure` (run it after a `pip install` in the environment). The path is used as given, not resolved: a virtual
 environment's python3 is a symlink, and resolving it would lose the
 environment's site-packages.
 """
@@ -106,11 +106,15 @@ def _python_configure_impl(rctx):
         ")",
     ]
     for name, dist in zip(names, dists):
+        # The version as a runfile: a test that uses the distribution is rerun,
+        # not taken from Bazel's cache, once the version it ran with changes.
+        rctx.file("versions/%s.txt" % name, "%s==%s\n" % (dist, versions[dist]))
         build += [
             "",
             "# %s %s, installed in the interpreter's environment." % (dist, versions[dist]),
             "py_library(",
             '    name = "%s",' % name,
+            '    data = ["versions/%s.txt"],' % name,
             ")",
         ]
     rctx.file("WORKSPACE", 'workspace(name = "%s")\n' % rctx.name)
