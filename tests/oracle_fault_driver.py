@@ -45,7 +45,7 @@ def main(project_dir, num_trials):
         reinforce_config=nas_tf.ReinforceConfig(batch_size=3),
     )
     oracle.snapshot_min_bytes = 4096  # Several snapshots in a short search...
-    oracle.checkpoint_every = 2  # ...and several controller checkpoints.
+    oracle.checkpoint_every = oracle.checkpoint_trials = 2  # ...and several checkpoints.
     oracle._set_project_dir(os.path.dirname(project_dir), os.path.basename(project_dir))
     oracle.verbose = 0
     if os.path.exists(os.path.join(project_dir, "oracle.json")):

@@ -118,7 +118,7 @@ def test_resume_continues_exactly(tmp_path):
 
 def test_missing_checkpoint_is_replayed_to_the_same_weights(tmp_path):
     oracle = _oracle(tmp_path)
-    oracle.checkpoint_every = 2
+    oracle.checkpoint_every = oracle.checkpoint_trials = 2
     _drive(oracle, 15)
     loaded = _oracle(tmp_path)
     loaded.reload()
