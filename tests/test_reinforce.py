@@ -277,6 +277,8 @@ def test_default_learner_finds_a_hidden_target_within_a_few_hundred_samples():
     def reward(arch):
         return float(np.mean([arch[n] == target[n] for n in categorical]))
 
+    # The untrained policy is near uniform: about 0.25 (four values per decision).
+    before = np.mean([reward(a) for a in Controller(space, seed=1).sample(200, depth=4)])
     learner = Reinforce(Controller(space, seed=1))  # Library defaults.
     history = []
     for _ in range(40):
@@ -284,9 +286,8 @@ def test_default_learner_finds_a_hidden_target_within_a_few_hundred_samples():
         for arch, q in zip(archs, log_q):
             history.append(reward(arch))
             learner.add(arch, history[-1], q)
-    # Uniform sampling scores 0.25 on average (four values per decision).
-    assert np.mean(history[:40]) < 0.4
-    assert np.mean(history[-40:]) > 0.6
+    assert before < 0.35
+    assert np.mean(history[-40:]) > max(0.6, before + 0.3)
 
 
 def test_fused_adam_step_equals_keras_adam():
