@@ -256,6 +256,7 @@ def _build_mlp(hp):
     return model
 
 
+@pytest.mark.slow
 def test_real_keras_search_then_resume_with_more_trials(tmp_path):
     x = np.random.rand(16, 4).astype("float32")
     y = x.sum(axis=1, keepdims=True)

@@ -208,6 +208,7 @@ def test_config_changes_names_what_matters():
     assert search.config_changes(old, json.loads(search.SearchConfig(output_dir="a", space_overrides={"depth": 2}).to_json())) == []
 
 
+@pytest.mark.slow
 def test_cell_search_on_the_embedded_corpus_end_to_end_and_resume(tmp_path):
     out = str(tmp_path / "ptb")
     tiny = [
