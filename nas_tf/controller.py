@@ -13,9 +13,10 @@ an anchor is the mean of the selected h_j (zeros when none is selected).
 
 The controller only walks a `Space`; it never builds child layers. A whole
 batch of architectures is sampled, or scored (log-probability and entropy), by
-one `tf.function` over the unrolled decision sequence; per-sample activity
-masks make inactive decisions cost nothing and count for nothing, so one traced
-graph serves every depth and every branch of a conditional space.
+one `tf.function` over the decision sequence, unrolled for short spaces and a
+`tf.while_loop` over a table of the decisions for long ones; per-sample
+activity masks make inactive decisions cost nothing and count for nothing, so
+one traced graph serves every depth and every branch of a conditional space.
 """
 
 import dataclasses
