@@ -208,6 +208,10 @@ class Reinforce:
         (log_q None when the sample's drawing probability is not needed).
       topk: the best distinct (architecture, reward) pairs seen, best first.
       num_updates: updates applied so far.
+      last_stats: the last update's figures (`nas_tf.summaries` logs them):
+        loss and grad_norm (before clipping) of its first step, entropy (mean
+        over the batch's samples), baseline (the one its advantages used),
+        mean_reward, mean_advantage, learning_rate, batch (its size).
     """
 
     def __init__(self, controller: controller_lib.Controller, config=None):
@@ -414,6 +418,7 @@ class Reinforce:
         self.last_stats = dict(
             loss=first[0], grad_norm=first[1], entropy=first[2], baseline=float(self.baseline),
             mean_reward=float(np.mean(rewards)), mean_advantage=float(np.mean(adv)),
+            learning_rate=float(c.learning_rate), batch=len(archs),
         )
         decay = c.baseline_decay
         for r in rewards:
