@@ -48,6 +48,7 @@ from nas_tf import journal
 from nas_tf import reinforce as reinforce_lib
 from nas_tf import rewards as rewards_lib
 from nas_tf import space as space_lib
+from nas_tf import summaries as summaries_lib
 
 _CHECKPOINT = "nasrl_controller_{:06d}.npz"
 
@@ -166,6 +167,10 @@ class NASRLOracle(keras_tuner.Oracle):
     # replays only the feeds of at most about 100 trials.
     checkpoint_every = 25
     checkpoint_trials = 100
+    # Per-update figures to `controller_updates.jsonl` in the project directory
+    # and TensorBoard events to `summary_dir`/controller (`nas_tf.summaries`).
+    write_summaries = True
+    summary_dir: Optional[str] = None  # None: <project directory>/tensorboard.
 
     def __init__(
         self,
@@ -235,6 +240,7 @@ class NASRLOracle(keras_tuner.Oracle):
         # it is fed; _feeds: every (arch, reward, log q, on policy) fed, in order.
         self._reset_memory()
         self._journal = None
+        self._summaries = None
         self._track_containers()
 
     # -- the controller ------------------------------------------------------------
@@ -421,9 +427,48 @@ class NASRLOracle(keras_tuner.Oracle):
     # -- state -----------------------------------------------------------------------
 
     def _learn(self, arch, reward, log_q=None, on_policy=True):
-        """Feeds the learner and logs the feed, so the controller can be replayed."""
-        self._feeds.append([arch.to_json(), reward, log_q, on_policy])
-        self._learner.add(arch, reward, log_q, on_policy=on_policy)
+        """Feeds the learner and logs the feed, so the controller can be replayed.
+
+        An update's figures go to the summaries (`nas_tf.summaries`). A feed is
+        a re-used reward when rewards are re-used and its architecture was fed
+        before (then it was trained before: a trained architecture is fed first).
+        """
+        arch_json = arch.to_json()
+        self._feeds.append([arch_json, reward, log_q, on_policy])
+        learner = self._learner
+        reused = self.reuse_rewards and arch_json in self._fed_archs
+        self._fed_archs.add(arch_json)
+        waiting = [a for a, _, _ in learner.pending]
+        if learner.add(arch, reward, log_q, on_policy=on_policy):
+            m, flags = learner.config.batch_size, self._pending_reused + [reused]
+            self._pending_reused = flags[m:]
+            self._log_update((waiting + [arch])[:m], flags[:m])
+        elif len(learner.pending) > len(waiting):
+            self._pending_reused.append(reused)
+
+    def _restore_reuse_marks(self, feeds):
+        """The re-use marks of the feeds a checkpoint includes (see `_learn`)."""
+        needs_log_q = self.reinforce_config.needs_log_q
+        flags = []
+        for arch_json, _, log_q, on_policy in feeds:
+            if on_policy and (log_q is not None or not needs_log_q):
+                flags.append(self.reuse_rewards and arch_json in self._fed_archs)
+            self._fed_archs.add(arch_json)
+        pending = len(self._learner.pending)
+        self._pending_reused = flags[len(flags) - pending:] if pending else []
+
+    def _log_update(self, batch, reused):
+        """Writes the update's figures once (a replayed update is not written again)."""
+        if not self.write_summaries or getattr(self, "_directory", None) is None:
+            return  # Summaries off, or an oracle without a project directory.
+        learner = self._learner
+        if self._summaries is None:
+            logdir = self.summary_dir or os.path.join(self._project_dir, summaries_lib.TENSORBOARD)
+            self._summaries = summaries_lib.ControllerSummaries(
+                os.path.join(self._project_dir, summaries_lib.CONTROLLER_LOG), logdir
+            )
+        stats = dict(learner.last_stats, reused_share=float(np.mean(reused)) if reused else 0.0)
+        self._summaries.write(learner.num_updates, stats, learner.controller.space, batch)
 
     def _track_containers(self):
         """Keras Tuner's per-trial dicts and set as journal-tracked containers.
@@ -543,6 +588,7 @@ class NASRLOracle(keras_tuner.Oracle):
         # The checkpoint holds the learner after `done` feeds; the same feeds
         # after it give the same updates, so the controller is exactly restored.
         self._feeds = feeds[:done]
+        self._restore_reuse_marks(self._feeds)
         self._replay(feeds[done:])
         if learner.num_updates != nasrl["num_updates"]:
             warnings.warn(
@@ -569,6 +615,8 @@ class NASRLOracle(keras_tuner.Oracle):
         self._rewarded, self._rewarded_order = set(), []
         self._known_rewards, self._behaviour = journal.TrackedDict(), journal.TrackedDict()
         self._feeds = []
+        # Architectures fed so far; re-use marks of the pending samples (see `_learn`).
+        self._fed_archs, self._pending_reused = set(), []
         # (checkpoint file name or None, feeds it includes); None: replay from the seed.
         self._checkpoint, self._checkpoint_updates, self._checkpoint_trials = (None, 0), 0, 0
 
