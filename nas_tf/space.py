@@ -190,6 +190,31 @@ class Architecture:
         }
         return cls(values=values, depth=depth)
 
+    def summary(self, spec=None) -> str:
+        """A readable summary, one line per layer, cell node or decision (`nas_tf.describe`).
+
+        Args:
+          spec: for a convolutional network, its `ConvSpaceSpec` (where the
+            space pools); default: no pooling.
+        """
+        from nas_tf import describe
+
+        return describe.summary(self, spec)
+
+    def __str__(self):
+        return self.summary()
+
+    def build(self, **kwargs):
+        """The Keras model of this architecture: `nas_tf.describe.build(self, **kwargs)`.
+
+        A convolutional network takes `input_shape`, `num_classes` and `spec`;
+        a recurrent cell gives its language model (`vocab_size`,
+        `language_model`).
+        """
+        from nas_tf import describe
+
+        return describe.build(self, **kwargs)
+
     def __eq__(self, other):
         if not isinstance(other, Architecture):
             return NotImplemented
