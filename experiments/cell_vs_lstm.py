@@ -37,6 +37,7 @@ import tensorflow as tf  # noqa: E402
 
 from nas_tf import cli, train_lm  # noqa: E402
 from nas_tf.children import language_model as lm  # noqa: E402
+from nas_tf.children import lm_trainer  # noqa: E402
 from nas_tf.spaces import cell as cell_space  # noqa: E402
 
 BUILTIN_CELLS = {"lstm_like": cell_space.lstm_like, "paper_example": cell_space.paper_example}
@@ -110,7 +111,7 @@ def step_times(configs, data, train, rounds, steps):
     runners = {}
     for name, (description, model_config) in configs.items():
         model = lm.build_model(description, data.vocab_size, model_config, seed=train.seed)
-        step = lm.compiled_train_step(model, train)
+        step = lm_trainer.compiled_train_step(model, train)
         float(step(*windows[0], model.initial_states(train.batch_size))[0])  # Compile.
         runners[name] = (model, step)
     times = {name: [] for name in configs}
@@ -159,7 +160,7 @@ def main(argv=None):
         print(f"cell_vs_lstm: {e}", file=sys.stderr)
         return 2
     data = train_lm.load_data(args.data, args.data_dir)
-    train = lm.TrainConfig(
+    train = lm_trainer.TrainConfig(
         epochs=args.epochs,
         batch_size=args.batch_size,
         bptt_steps=args.bptt_steps,

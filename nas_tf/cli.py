@@ -1,14 +1,26 @@
-"""Shared command-line plumbing for entry points with their own flag registry.
+"""The flag-registry convention every entry point follows, and shared flag checks.
 
-`nas_tf.train` defines its flags in absl's global registry. The smaller entry
-points (`train_lm`, `prepare_ptb`) keep theirs in a module-level
-`flags.FlagValues()` so that they can be imported beside `nas_tf.train`
-(tests do) without clashing flag names; `flags_parser` lets `app.run` parse
-into such a registry.
+Each entry point (`nas_tf.train`, `nas_tf.train_lm`, `nas_tf.prepare_ptb`,
+`nas_tf.launch`) keeps its flags in its own module-level registry, so that
+any of them can be imported beside the others (tests do; the launcher parses
+`nas_tf.train`'s flags to check them before it starts any process) without
+clashing flag names such as --output_dir:
+
+    FLAGS = flags.FlagValues()
+    define = cli.definer(FLAGS)
+    define.string("output_dir", "runs/x", "Where ... (a full sentence).")
+    ...
+    def main(argv): ...              # rejects stray arguments, builds a config, calls run(config)
+    if __name__ == "__main__":
+        cli.run(main, FLAGS, __doc__)
+
+`cli.run` parses the command line (flag files included) into that registry
+and prints the module doc and the flags on --help / --helpfull.
 """
 
 import math
 import sys
+import types
 
 from absl import app
 from absl import flags
@@ -55,3 +67,39 @@ def flags_parser(flag_values: flags.FlagValues, doc: str):
         return rest
 
     return parse
+
+
+def definer(flag_values: flags.FlagValues) -> types.SimpleNamespace:
+    """`define.string(...)`, `.integer`, `.float`, `.boolean`, `.enum`, `.list`, `.multi_string`:
+    absl's DEFINE_* functions bound to the registry `flag_values`."""
+
+    def bind(define):
+        def defined(*args, **kwargs):
+            return define(*args, flag_values=flag_values, **kwargs)
+
+        return defined
+
+    return types.SimpleNamespace(
+        string=bind(flags.DEFINE_string),
+        integer=bind(flags.DEFINE_integer),
+        float=bind(flags.DEFINE_float),
+        boolean=bind(flags.DEFINE_boolean),
+        enum=bind(flags.DEFINE_enum),
+        list=bind(flags.DEFINE_list),
+        multi_string=bind(flags.DEFINE_multi_string),
+    )
+
+
+def run(main, flag_values: flags.FlagValues, doc: str) -> None:
+    """`app.run(main)` with the command line parsed into `flag_values` (see the module doc)."""
+    app.run(main, flags_parser=flags_parser(flag_values, doc))
+
+
+def parse(flag_values: flags.FlagValues, argv) -> list:
+    """Parses `argv` (program name first) into `flag_values` afresh; returns the rest.
+
+    For tests and for programs that check another entry point's flags (the
+    launcher): earlier values are forgotten first.
+    """
+    flag_values.unparse_flags()
+    return flag_values(list(argv))

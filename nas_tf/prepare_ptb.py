@@ -16,15 +16,14 @@ from absl import flags
 
 from nas_tf import cli
 
-# Own registry: importable beside nas_tf.train, which also defines --data_dir.
+# This entry point's own flag registry (the convention of `nas_tf.cli`).
 FLAGS = flags.FlagValues()
-flags.DEFINE_string("manual_dir", None, "Directory holding ptb.train.txt, ptb.valid.txt and "
-                    "ptb.test.txt (and optionally ptb.char.*.txt); unset downloads them.", flag_values=FLAGS)
-flags.DEFINE_string("data_dir", None, "TensorFlow Datasets directory to write (unset: TFDS's "
-                    "default, ~/tensorflow_datasets).", flag_values=FLAGS)
-flags.DEFINE_list("levels", ["word", "char"], "Which datasets to prepare: word, char.",
-                  flag_values=FLAGS)
-
+define = cli.definer(FLAGS)
+define.string("manual_dir", None, "Directory holding ptb.train.txt, ptb.valid.txt and "
+              "ptb.test.txt (and optionally ptb.char.*.txt); unset downloads them.")
+define.string("data_dir", None, "TensorFlow Datasets directory to write (unset: TFDS's "
+              "default, ~/tensorflow_datasets).")
+define.list("levels", ["word", "char"], "Which datasets to prepare: word, char.")
 
 def main(argv):
     if len(argv) > 1:
@@ -48,4 +47,4 @@ def main(argv):
 
 if __name__ == "__main__":
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    app.run(main, flags_parser=cli.flags_parser(FLAGS, __doc__))
+    cli.run(main, FLAGS, __doc__)

@@ -51,17 +51,18 @@ from typing import Any, Dict, List, Optional
 
 import keras_tuner
 import tensorflow as tf
+from keras_tuner.src.distribute import utils as dist_utils
 
 from nas_tf import controller as controller_lib
 from nas_tf import data as data_lib
+from nas_tf import distributed
 from nas_tf import durable
 from nas_tf import hp_space
 from nas_tf import oracle as oracle_lib
 from nas_tf import reinforce as reinforce_lib
 from nas_tf import space as space_lib
 from nas_tf import tasks
-from nas_tf.children import convnet, language_model, worker
-from nas_tf.data import ptb, text_corpus
+from nas_tf.children import convnet, language_model, lm_trainer, worker
 from nas_tf.spaces import conv
 
 HISTORY = "history.jsonl"
@@ -84,6 +85,30 @@ FREE_SETTINGS = (
     "max_consecutive_failures",
     "allow_config_change",
 )
+
+
+def role() -> str:
+    """This process's part in a search: "single", or Keras Tuner's "chief" or "worker".
+
+    Keras Tuner decides it from `KERASTUNER_TUNER_ID`, `KERASTUNER_ORACLE_IP`
+    and `KERASTUNER_ORACLE_PORT` (`nas_tf.launch` sets them).
+    """
+    if not dist_utils.has_chief_oracle():
+        return "single"
+    return "chief" if dist_utils.is_chief_oracle() else "worker"
+
+
+def history_path(output_dir: str, tuner_id: Optional[str] = None) -> str:
+    """Where a process appends its finished children.
+
+    One process per file, so that appends never interleave: a single-process
+    search writes `history.jsonl`; each worker of a distributed search writes
+    `history.<tuner id>.jsonl`, and the chief merges them all into
+    `history.jsonl` when the search ends. `read_history` reads them together.
+    """
+    if tuner_id is None:
+        return os.path.join(output_dir, HISTORY)
+    return os.path.join(output_dir, f"history.{tuner_id}.jsonl")
 
 
 class HistoryError(ValueError):
@@ -116,7 +141,7 @@ class SearchConfig:
       space_overrides: keyword overrides for `conv.get_space` (depth,
         filter_sizes, num_filters, strides, pool_at), or {"base": n} for
         "ptb_cell".
-      dataset: a name from `DATASETS`.
+      dataset: a name from `nas_tf.data.names()`.
       data_dir: TFDS data directory for cifar10 and ptb.
       max_trials: number of children to train in all.
       seed: seeds the controller, the data split and child shuffling.
@@ -159,7 +184,7 @@ class SearchConfig:
     reinforce: reinforce_lib.ReinforceConfig = reinforce_lib.ReinforceConfig()
     child: convnet.ChildConfig = convnet.ChildConfig()
     lm_model: language_model.LanguageModelConfig = language_model.LanguageModelConfig()
-    lm_train: language_model.TrainConfig = language_model.TrainConfig()
+    lm_train: lm_trainer.TrainConfig = lm_trainer.TrainConfig()
     curriculum: Optional[conv.DepthCurriculum] = None
     preset: str = "default"
     reuse_rewards: bool = True
@@ -245,23 +270,9 @@ def check_and_write_config(config: SearchConfig) -> None:
     durable.atomic_write_text(path, text)
 
 
-DATASETS = ("digits", "cifar10", "text", "text_char", "ptb", "ptb_char")
-
-
-def load_data(name: str, data_dir: Optional[str] = None, seed: int = 0):
-    """An image (`ImageData`) or text (`LMData`) dataset by name.
-
-    Raises:
-      ValueError: for an unknown name.
-      nas_tf.data.DataNotPreparedError: when cifar10 or ptb is not available offline.
-    """
-    if name in ("text", "text_char"):
-        return text_corpus.load("char" if name.endswith("_char") else "word")
-    if name in ("ptb", "ptb_char"):
-        return ptb.load("char" if name.endswith("_char") else "word", data_dir)
-    if name in DATASETS:
-        return data_lib.load(name, data_dir=data_dir, seed=seed)
-    raise ValueError(f"Unknown dataset {name!r}; choose one of {list(DATASETS)}.")
+# The dataset registry (`nas_tf.data`): every name a search can load, and how.
+DATASETS = data_lib.names()
+load_data = data_lib.load
 
 
 class ChildSearch(oracle_lib.NASRL):
@@ -301,6 +312,8 @@ class ChildSearch(oracle_lib.NASRL):
         self.task = task
         self.output_dir, self.log_level = output_dir, verbose
         self._started = time.time()
+        worker_id = self.tuner_id if self._is_worker() else None
+        self._history_path = history_path(output_dir, worker_id)
         self._history = {r["trial_id"]: r for r in read_history(output_dir)}
         self._best = None  # (reward, trial id) of the best child, read from the history.
         self.trainings = 0
@@ -318,8 +331,8 @@ class ChildSearch(oracle_lib.NASRL):
             raise self._stop(trial, e) from e
 
     def _run_trial(self, trial):
-        space = self.oracle.controller.space
-        arch = hp_space.values_to_architecture(space, trial.hyperparameters.values)
+        # The space comes from the task: a worker's oracle is a client of the chief's.
+        arch = hp_space.values_to_architecture(self.task.space, trial.hyperparameters.values)
         record = {"trial_id": trial.trial_id, "architecture": json.loads(arch.to_json())}
         model_path = os.path.join(self.get_trial_dir(trial.trial_id), "model.keras")
         done = self._history.get(trial.trial_id)
@@ -366,6 +379,8 @@ class ChildSearch(oracle_lib.NASRL):
         return SearchError(message)
 
     def on_trial_end(self, trial):
+        if self._is_worker():  # The chief counts failures in a row and stops the search.
+            return super().on_trial_end(trial)
         try:
             super().on_trial_end(trial)
         except RuntimeError as e:
@@ -408,11 +423,11 @@ class ChildSearch(oracle_lib.NASRL):
             self._train.close()
 
     def _record(self, record):
-        durable.append_line(os.path.join(self.output_dir, HISTORY), json.dumps(record, sort_keys=True))
+        durable.append_line(self._history_path, json.dumps(record, sort_keys=True))
         self._history[record["trial_id"]] = record
         durable.fault_point("after_record")
         if self.log_level >= 1 or record.get("traceback"):
-            done = len(self.oracle.trials)
+            done = len(self._history)  # Finished children this process knows of.
             if record["status"] == "COMPLETED":
                 what = (
                     f"reward {record['reward']:.4f}  {self.task.headline(record)}  "
@@ -458,8 +473,25 @@ def _best_of(records):
 _STATUSES = ("COMPLETED", "FAILED")
 
 
+def history_files(output_dir: str) -> List[str]:
+    """`history.jsonl` (if any), then every worker's `history.<tuner id>.jsonl`, sorted."""
+    merged = os.path.join(output_dir, HISTORY)
+    workers = sorted(
+        os.path.join(output_dir, name)
+        for name in (os.listdir(output_dir) if os.path.isdir(output_dir) else ())
+        if name.startswith("history.") and name.endswith(".jsonl") and name != HISTORY
+    )
+    return ([merged] if os.path.exists(merged) else []) + workers
+
+
 def read_history(output_dir: str) -> List[dict]:
-    """The history records, one per trial (the last record wins after a re-run).
+    """The history records, one per trial, from every history file of `output_dir`.
+
+    The documented reader of a search's history: `history.jsonl` and, in a
+    distributed search, each worker's `history.<tuner id>.jsonl`
+    (`history_files`), in that order; the last record of a trial wins (after a
+    re-run; a trial appears in two files only as the same record, once in a
+    worker's file and once in the chief's merge). Sorted by trial id.
 
     A last line without its newline was cut short by a kill and is skipped
     (`nas_tf.durable.append_line` cuts it off before the next record).
@@ -469,9 +501,22 @@ def read_history(output_dir: str) -> List[dict]:
         a JSON object with a string "trial_id" and a "status" of COMPLETED or
         FAILED (a COMPLETED one with a numeric "reward").
     """
-    path = os.path.join(output_dir, HISTORY)
-    if not os.path.exists(path):
-        return []
+    records = {}
+    for path in history_files(output_dir):
+        records.update(_read_history_file(path))
+    return [records[k] for k in sorted(records, key=_trial_order)]
+
+
+def merge_history(output_dir: str) -> List[dict]:
+    """Writes every history file's records into `history.jsonl` (atomically); returns them."""
+    records = read_history(output_dir)
+    text = "".join(json.dumps(r, sort_keys=True) + "\n" for r in records)
+    durable.atomic_write_text(os.path.join(output_dir, HISTORY), text)
+    return records
+
+
+def _read_history_file(path: str) -> Dict[str, dict]:
+    """Trial id -> last record of one history file."""
     with open(path, "rb") as f:
         content = f.read()
     lines = content.split(b"\n")
@@ -490,7 +535,7 @@ def read_history(output_dir: str) -> List[dict]:
             ) from None
         _check_record(record, where)
         records[record["trial_id"]] = record
-    return [records[k] for k in sorted(records, key=_trial_order)]
+    return records
 
 
 def _check_record(record, where):
@@ -537,7 +582,7 @@ def _export_best(tuner: ChildSearch, output_dir: str) -> Optional[dict]:
     if trial_id is None:
         return None
     record = next(r for r in done if r["trial_id"] == trial_id)
-    space = tuner.oracle.controller.space
+    space = tuner.task.space
     arch = space.validate(
         space_lib.Architecture.from_json(json.dumps(record["architecture"]))
     )
@@ -600,10 +645,12 @@ def run(config: SearchConfig, data=None) -> Optional[dict]:
         verbose=int(config.verbose >= 2),
     )
     project = os.path.join(config.output_dir, PROJECT)
-    if config.overwrite:
+    part = role()
+    if config.overwrite and part != "worker":  # A worker must not delete the chief's search.
         shutil.rmtree(project, ignore_errors=True)
-        for name in (HISTORY, BEST_ARCHITECTURE, BEST_MODEL):
-            path = os.path.join(config.output_dir, name)
+        for path in history_files(config.output_dir) + [
+            os.path.join(config.output_dir, name) for name in (BEST_ARCHITECTURE, BEST_MODEL)
+        ]:
             if os.path.exists(path):
                 os.remove(path)
     tuner = ChildSearch(
@@ -628,17 +675,26 @@ def run(config: SearchConfig, data=None) -> Optional[dict]:
     )
     tuner.oracle.verbose = 0
     if config.verbose:
-        finished = len([t for t in tuner.oracle.trials.values() if t.status != "RUNNING"])
+        finished = len(read_history(config.output_dir))
+        where = "" if part == "single" else f" as {part} {tuner.tuner_id}"
         print(
             f"nas_tf: searching {task.space.name} ({len(task.space.decisions)} decisions) on "
-            f"{config.dataset}, {config.max_trials} children, {finished} already done; "
+            f"{config.dataset}{where}, {config.max_trials} children, {finished} already done; "
             f"output in {config.output_dir}",
             flush=True,
         )
     try:
         tuner.search(verbose=0)
+    except (distributed.ChiefUnreachableError, distributed.ChiefError) as e:
+        raise SearchError(f"{type(e).__name__}: {e}") from e
     finally:
         tuner.close()
+    if part == "worker":  # The chief merges the history and exports the best child.
+        if config.verbose:
+            print(f"nas_tf: worker {tuner.tuner_id} done: the chief has no more children.")
+        return None
+    if part == "chief":
+        merge_history(config.output_dir)
     best = _export_best(tuner, config.output_dir)
     if config.verbose:
         print(summarize(config.output_dir, task, config.top_k))

@@ -32,6 +32,7 @@ from nas_tf import rewards
 from nas_tf import space as space_lib
 from nas_tf.children import convnet
 from nas_tf.children import language_model
+from nas_tf.children import lm_trainer
 from nas_tf.data import cifar10 as image_data
 from nas_tf.data import ptb
 from nas_tf.spaces import cell as cell_space
@@ -117,7 +118,7 @@ class CellTask:
     base: int
     data: ptb.LMData
     model: language_model.LanguageModelConfig = language_model.LanguageModelConfig()
-    train: language_model.TrainConfig = language_model.TrainConfig()
+    train: lm_trainer.TrainConfig = lm_trainer.TrainConfig()
 
     @property
     def space(self) -> space_lib.Space:
@@ -130,7 +131,7 @@ class CellTask:
         space = self.space
         arch = space.architecture_from_json(arch_json)
         description = cell_space.CellDescription.from_architecture(arch, space)
-        result = language_model.train_language_model(
+        result = lm_trainer.train_language_model(
             description, self.data, self.model, self.train, keep_model=bool(model_path)
         )
         if model_path:
@@ -143,8 +144,8 @@ class CellTask:
             "bits_per_token": result.bits_per_token,
             "train_loss": result.train_losses,
             "reward": rewards.ptb_reward(result.best_val_perplexity),
-            "num_params": result.num_parameters,
-            "train_seconds": result.seconds,
+            "num_params": result.num_params,
+            "train_seconds": result.train_seconds,
             "level": self.data.level,
         }
 
@@ -165,7 +166,7 @@ def make_task(
     data,
     child: Optional[convnet.ChildConfig] = None,
     lm_model: Optional[language_model.LanguageModelConfig] = None,
-    lm_train: Optional[language_model.TrainConfig] = None,
+    lm_train: Optional[lm_trainer.TrainConfig] = None,
     verbose: int = 0,
 ):
     """The task that searches `space` (a conv space name or "ptb_cell") on `data`.
@@ -184,7 +185,7 @@ def make_task(
             base,
             data,
             lm_model or language_model.LanguageModelConfig(),
-            lm_train or language_model.TrainConfig(),
+            lm_train or lm_trainer.TrainConfig(),
         )
     spec = conv.get_space(space, **overrides)
     if not isinstance(data, image_data.ImageData):

@@ -26,138 +26,143 @@ from absl import app
 from absl import flags
 
 from nas_tf import cli
+from nas_tf import data as data_lib
+
+# This entry point's own flag registry (the convention of `nas_tf.cli`).
+FLAGS = flags.FlagValues()
+define = cli.definer(FLAGS)
 
 # Zoph & Le 2017 values are noted where a flag's paper value differs from the quick default.
-flags.DEFINE_string("output_dir", "runs/quick", "Directory the search writes to and resumes from.")
-flags.DEFINE_boolean("overwrite", False, "Delete an existing search in --output_dir and start afresh.")
-flags.DEFINE_boolean("allow_config_change", False, "Resume a search in --output_dir even though "
-                     "settings that change the search differ from its config.json.")
-flags.DEFINE_integer("seed", 1, "Seed of the controller, the validation split and child shuffling.", lower_bound=1)
-flags.DEFINE_integer("verbose", 1, "0: silent; 1: one line per child; 2: Keras progress bars too.", lower_bound=0, upper_bound=2)
+define.string("output_dir", "runs/quick", "Directory the search writes to and resumes from.")
+define.boolean("overwrite", False, "Delete an existing search in --output_dir and start afresh.")
+define.boolean("allow_config_change", False, "Resume a search in --output_dir even though "
+               "settings that change the search differ from its config.json.")
+define.integer("seed", 1, "Seed of the controller, the validation split and child shuffling.", lower_bound=1)
+define.integer("verbose", 1, "0: silent; 1: one line per child; 2: Keras progress bars too.", lower_bound=0, upper_bound=2)
 
-flags.DEFINE_enum("search_space", "cifar10_v1", ["cifar10_v1", "cifar10_v2", "cifar10_v3", "ptb_cell"],
-                  "The paper's convolutional spaces: v1 (no strides, no pooling), v2 (strides "
-                  "searched), v3 (max pooling at fixed depths); or its recurrent cell (ptb_cell).")
-flags.DEFINE_integer("search_cell_base", 8, "ptb_cell: leaves of the cell's tree, a power of two "
-                     "(paper: 8).", lower_bound=2)
-flags.DEFINE_integer("search_depth", 6, "Maximum number of convolutional layers (paper: 15 for v1, "
-                     "20 for v2, 39 for v3).", lower_bound=1, upper_bound=200)
-flags.DEFINE_list("search_filter_sizes", None, "Filter heights/widths to choose from (paper: 1,3,5,7).")
-flags.DEFINE_list("search_num_filters", ["8", "16", "24"], "Numbers of filters to choose from "
-                  "(paper: 24,36,48,64).")
-flags.DEFINE_list("search_strides", None, "Strides to choose from in v2 (paper: 1,2,3).")
-flags.DEFINE_list("search_pool_at", None, "Layers after which v3 max-pools (paper: 13,24 of 39).")
-flags.DEFINE_integer("search_max_trials", 10, "Children to train in all (paper: 12,800).", lower_bound=1)
-flags.DEFINE_integer("search_max_resamples", None, "With reuse: draws of already-trained "
-                     "architectures per trial before the oracle mutates the last one (preset "
-                     "default: 2).", lower_bound=0)
-flags.DEFINE_boolean("search_reuse_rewards", None, "Never retrain an architecture already trained "
-                     "(unset: the preset's; paper: retrain). Otherwise: "
-                     "its recorded reward is fed to the controller again instead.")
-flags.DEFINE_integer("search_curriculum_start", None, "Depth curriculum: first depth (paper: 6); "
-                     "unset samples full-depth networks.", lower_bound=1)
-flags.DEFINE_integer("search_curriculum_step", 2, "Depth curriculum: layers added per stage (paper: 2).",
-                     lower_bound=0)
-flags.DEFINE_integer("search_curriculum_every", 1600, "Depth curriculum: architectures per stage "
-                     "(paper: 1,600).", lower_bound=1)
-flags.DEFINE_integer("search_max_consecutive_failures", 10, "Stop the search when this many "
-                     "children in a row fail (out of memory, NaN loss, crash, timeout).",
-                     lower_bound=1)
-flags.DEFINE_integer("search_top_k", 5, "Children listed in the final summary.", lower_bound=1)
+define.enum("search_space", "cifar10_v1", ["cifar10_v1", "cifar10_v2", "cifar10_v3", "ptb_cell"],
+            "The paper's convolutional spaces: v1 (no strides, no pooling), v2 (strides "
+            "searched), v3 (max pooling at fixed depths); or its recurrent cell (ptb_cell).")
+define.integer("search_cell_base", 8, "ptb_cell: leaves of the cell's tree, a power of two "
+               "(paper: 8).", lower_bound=2)
+define.integer("search_depth", 6, "Maximum number of convolutional layers (paper: 15 for v1, "
+               "20 for v2, 39 for v3).", lower_bound=1, upper_bound=200)
+define.list("search_filter_sizes", None, "Filter heights/widths to choose from (paper: 1,3,5,7).")
+define.list("search_num_filters", ["8", "16", "24"], "Numbers of filters to choose from "
+            "(paper: 24,36,48,64).")
+define.list("search_strides", None, "Strides to choose from in v2 (paper: 1,2,3).")
+define.list("search_pool_at", None, "Layers after which v3 max-pools (paper: 13,24 of 39).")
+define.integer("search_max_trials", 10, "Children to train in all (paper: 12,800).", lower_bound=1)
+define.integer("search_max_resamples", None, "With reuse: draws of already-trained "
+               "architectures per trial before the oracle mutates the last one (preset "
+               "default: 2).", lower_bound=0)
+define.boolean("search_reuse_rewards", None, "Never retrain an architecture already trained "
+               "(unset: the preset's; paper: retrain). Otherwise: "
+               "its recorded reward is fed to the controller again instead.")
+define.integer("search_curriculum_start", None, "Depth curriculum: first depth (paper: 6); "
+               "unset samples full-depth networks.", lower_bound=1)
+define.integer("search_curriculum_step", 2, "Depth curriculum: layers added per stage (paper: 2).",
+               lower_bound=0)
+define.integer("search_curriculum_every", 1600, "Depth curriculum: architectures per stage "
+               "(paper: 1,600).", lower_bound=1)
+define.integer("search_max_consecutive_failures", 10, "Stop the search when this many "
+               "children in a row fail (out of memory, NaN loss, crash, timeout).",
+               lower_bound=1)
+define.integer("search_top_k", 5, "Children listed in the final summary.", lower_bound=1)
 
-flags.DEFINE_enum("data_name", "digits", ["digits", "cifar10", "text", "text_char", "ptb", "ptb_char"],
-                  "Dataset. Images: 'digits' (embedded, no download) or 'cifar10'. Text for "
-                  "ptb_cell: 'text' / 'text_char' (embedded corpus, no download) or 'ptb' / "
-                  "'ptb_char' (Penn Treebank). cifar10 and ptb read a prepared TensorFlow "
-                  "Datasets directory and never download.")
-flags.DEFINE_string("data_dir", None, "TensorFlow Datasets directory holding prepared cifar10 or ptb.")
+define.enum("data_name", "digits", list(data_lib.names()),
+            "Dataset. Images: 'digits' (embedded, no download) or 'cifar10'. Text for "
+            "ptb_cell: 'text' / 'text_char' (embedded corpus, no download) or 'ptb' / "
+            "'ptb_char' (Penn Treebank). cifar10 and ptb read a prepared TensorFlow "
+            "Datasets directory and never download.")
+define.string("data_dir", None, "TensorFlow Datasets directory holding prepared cifar10 or ptb.")
 
-flags.DEFINE_integer("controller_units", 35, "LSTM units per controller layer (paper: 35).", lower_bound=1)
-flags.DEFINE_integer("controller_layers", 2, "Controller LSTM layers (paper: 2).", lower_bound=1)
-flags.DEFINE_float("controller_init_range", 0.08, "Controller weights start uniform in "
-                   "[-r, r] (paper: 0.08).", lower_bound=1e-6)
-flags.DEFINE_enum("controller_preset", "default", ["default", "paper"],
-                  "Search method. 'paper': Zoph & Le 2017 exactly (plain REINFORCE, Adam "
-                  "0.0006, or 0.0005 for ptb_cell; duplicates retrained; no mutation, clipping "
-                  "or logit bounding). 'default': what measured best at hundreds of trials "
-                  "(docs/search_brain.md). The controller_* and search_reuse_rewards / "
-                  "search_max_resamples flags below override the preset's values.")
-flags.DEFINE_float("controller_learning_rate", None, "Controller Adam learning rate (paper: "
-                   "0.0006 for CIFAR-10, 0.0005 for the PTB cell).", lower_bound=1e-8)
-flags.DEFINE_integer("controller_batch_size", None, "Rewards per update, m (paper: 8).",
-                     lower_bound=1)
-flags.DEFINE_float("controller_baseline_decay", None, "Decay of the moving-average reward "
-                   "baseline (not given in the paper).", lower_bound=0.0, upper_bound=0.999999)
-flags.DEFINE_enum("controller_advantage", None, ["baseline", "normalized", "rank"],
-                  "Advantage: R - b (paper), (R - b) / batch std, or centred batch ranks.")
-flags.DEFINE_float("controller_ratio_clip", None, "PPO clip of the importance ratio pi/q "
-                   "(0: none, plain REINFORCE as in the paper).", lower_bound=0.0)
-flags.DEFINE_integer("controller_update_epochs", None, "Gradient steps per batch (paper: 1; "
-                     "more needs --controller_ratio_clip).", lower_bound=1)
-flags.DEFINE_float("controller_risk_seeking", None, "Train on the top share of each batch, "
-                   "baseline = its quantile (0: off, as in the paper).", lower_bound=0.0,
-                   upper_bound=1.0)
-flags.DEFINE_integer("controller_topk_size", None, "Best distinct architectures kept for the "
-                     "maximum-likelihood term (0: off, as in the paper).", lower_bound=0)
-flags.DEFINE_float("controller_topk_weight", None, "Weight of that term.", lower_bound=0.0)
-flags.DEFINE_float("controller_clip_norm", None, "Global gradient-norm clip (0: off, as in the "
-                   "paper).", lower_bound=0.0)
-flags.DEFINE_float("controller_entropy_weight", None, "Entropy bonus weight (paper: 0).",
-                   lower_bound=0.0)
-flags.DEFINE_float("controller_temperature", None, "Softmax temperature (unset: none, as in the "
-                   "paper).", lower_bound=1e-6)
-flags.DEFINE_float("controller_tanh_constant", None, "Bound logits to C*tanh(logits) (0: off, "
-                   "as in the paper).", lower_bound=0.0)
+define.integer("controller_units", 35, "LSTM units per controller layer (paper: 35).", lower_bound=1)
+define.integer("controller_layers", 2, "Controller LSTM layers (paper: 2).", lower_bound=1)
+define.float("controller_init_range", 0.08, "Controller weights start uniform in "
+             "[-r, r] (paper: 0.08).", lower_bound=1e-6)
+define.enum("controller_preset", "default", ["default", "paper"],
+            "Search method. 'paper': Zoph & Le 2017 exactly (plain REINFORCE, Adam "
+            "0.0006, or 0.0005 for ptb_cell; duplicates retrained; no mutation, clipping "
+            "or logit bounding). 'default': what measured best at hundreds of trials "
+            "(docs/search_brain.md). The controller_* and search_reuse_rewards / "
+            "search_max_resamples flags below override the preset's values.")
+define.float("controller_learning_rate", None, "Controller Adam learning rate (paper: "
+             "0.0006 for CIFAR-10, 0.0005 for the PTB cell).", lower_bound=1e-8)
+define.integer("controller_batch_size", None, "Rewards per update, m (paper: 8).",
+               lower_bound=1)
+define.float("controller_baseline_decay", None, "Decay of the moving-average reward "
+             "baseline (not given in the paper).", lower_bound=0.0, upper_bound=0.999999)
+define.enum("controller_advantage", None, ["baseline", "normalized", "rank"],
+            "Advantage: R - b (paper), (R - b) / batch std, or centred batch ranks.")
+define.float("controller_ratio_clip", None, "PPO clip of the importance ratio pi/q "
+             "(0: none, plain REINFORCE as in the paper).", lower_bound=0.0)
+define.integer("controller_update_epochs", None, "Gradient steps per batch (paper: 1; "
+               "more needs --controller_ratio_clip).", lower_bound=1)
+define.float("controller_risk_seeking", None, "Train on the top share of each batch, "
+             "baseline = its quantile (0: off, as in the paper).", lower_bound=0.0,
+             upper_bound=1.0)
+define.integer("controller_topk_size", None, "Best distinct architectures kept for the "
+               "maximum-likelihood term (0: off, as in the paper).", lower_bound=0)
+define.float("controller_topk_weight", None, "Weight of that term.", lower_bound=0.0)
+define.float("controller_clip_norm", None, "Global gradient-norm clip (0: off, as in the "
+             "paper).", lower_bound=0.0)
+define.float("controller_entropy_weight", None, "Entropy bonus weight (paper: 0).",
+             lower_bound=0.0)
+define.float("controller_temperature", None, "Softmax temperature (unset: none, as in the "
+             "paper).", lower_bound=1e-6)
+define.float("controller_tanh_constant", None, "Bound logits to C*tanh(logits) (0: off, "
+             "as in the paper).", lower_bound=0.0)
 
-flags.DEFINE_integer("child_epochs", 3, "Epochs per child (paper: 50).", lower_bound=1)
-flags.DEFINE_integer("child_batch_size", None, "Child batch size (unset: 64 images, or 20 "
-                     "text rows as in Zaremba et al.).", lower_bound=1)
-flags.DEFINE_float("child_learning_rate", None, "Child SGD learning rate (unset: 0.1 for images "
-                   "as in the paper's setup, 1.0 for language models as in Zaremba et al.).",
-                   lower_bound=1e-8)
-flags.DEFINE_float("child_momentum", 0.9, "Child Nesterov momentum (paper setup: 0.9).",
-                   lower_bound=0.0, upper_bound=0.999999)
-flags.DEFINE_float("child_weight_decay", 1e-4, "Child L2 weight decay (paper setup: 1e-4).",
-                   lower_bound=0.0)
-flags.DEFINE_integer("child_reward_epochs", 5, "Reward = max validation accuracy over this many "
-                     "last epochs, cubed (paper: 5).", lower_bound=1)
-flags.DEFINE_enum("child_xla", "auto", list(cli.AUTO_ON_OFF), "XLA for children: auto is on with "
-                  "a GPU or TPU and off on CPU.")
-flags.DEFINE_enum("child_distribution", "default", ["default", "mirrored", "tpu"],
-                  "Where each child trains: the default device (a GPU if present), all local "
-                  "GPUs (mirrored), or a Cloud TPU (tpu; see --tpu).")
-flags.DEFINE_string("tpu", None, "With --child_distribution=tpu: the TPU name or grpc address "
-                    "(unset: the TPU VM's own).")
-flags.DEFINE_boolean("child_mixed_precision", False, "Mixed-precision child training (images).")
-flags.DEFINE_integer("child_bptt_steps", 35, "Language models: unrolled steps per batch "
-                     "(Zaremba et al.: 35).", lower_bound=1)
-flags.DEFINE_integer("child_max_train_batches", None, "Language models: batches per epoch "
-                     "(unset: the whole training split).", lower_bound=1)
-flags.DEFINE_integer("child_max_eval_batches", None, "Language models: validation batches "
-                     "(unset: the whole validation split).", lower_bound=1)
-flags.DEFINE_boolean("child_isolate", True, "Train children in a worker process replaced every "
-                     "--child_per_worker children: the search's memory stays flat and a crash "
-                     "fails only its child.")
-flags.DEFINE_integer("child_per_worker", 20, "Children a worker process trains before it is "
-                     "replaced.", lower_bound=1)
-flags.DEFINE_float("child_timeout", 24 * 3600.0, "Seconds a child may train in its worker "
-                   "process before the worker is killed and the child fails with reason "
-                   "'timeout' (with --child_isolate).", lower_bound=1e-3)
+define.integer("child_epochs", 3, "Epochs per child (paper: 50).", lower_bound=1)
+define.integer("child_batch_size", None, "Child batch size (unset: 64 images, or 20 "
+               "text rows as in Zaremba et al.).", lower_bound=1)
+define.float("child_learning_rate", None, "Child SGD learning rate (unset: 0.1 for images "
+             "as in the paper's setup, 1.0 for language models as in Zaremba et al.).",
+             lower_bound=1e-8)
+define.float("child_momentum", 0.9, "Child Nesterov momentum (paper setup: 0.9).",
+             lower_bound=0.0, upper_bound=0.999999)
+define.float("child_weight_decay", 1e-4, "Child L2 weight decay (paper setup: 1e-4).",
+             lower_bound=0.0)
+define.integer("child_reward_epochs", 5, "Reward = max validation accuracy over this many "
+               "last epochs, cubed (paper: 5).", lower_bound=1)
+define.enum("child_xla", "auto", list(cli.AUTO_ON_OFF), "XLA for children: auto is on with "
+            "a GPU or TPU and off on CPU.")
+define.enum("child_distribution", "default", ["default", "mirrored", "tpu"],
+            "Where each child trains: the default device (a GPU if present), all local "
+            "GPUs (mirrored), or a Cloud TPU (tpu; see --tpu).")
+define.string("tpu", None, "With --child_distribution=tpu: the TPU name or grpc address "
+              "(unset: the TPU VM's own).")
+define.boolean("child_mixed_precision", False, "Mixed-precision child training: float16 "
+               "with loss scaling on a GPU, bfloat16 on a TPU (and on a CPU).")
+define.integer("child_bptt_steps", 35, "Language models: unrolled steps per batch "
+               "(Zaremba et al.: 35).", lower_bound=1)
+define.integer("child_max_train_batches", None, "Language models: batches per epoch "
+               "(unset: the whole training split).", lower_bound=1)
+define.integer("child_max_eval_batches", None, "Language models: validation batches "
+               "(unset: the whole validation split).", lower_bound=1)
+define.boolean("child_isolate", True, "Train children in a worker process replaced every "
+               "--child_per_worker children: the search's memory stays flat and a crash "
+               "fails only its child.")
+define.integer("child_per_worker", 20, "Children a worker process trains before it is "
+               "replaced.", lower_bound=1)
+define.float("child_timeout", 24 * 3600.0, "Seconds a child may train in its worker "
+             "process before the worker is killed and the child fails with reason "
+             "'timeout' (with --child_isolate).", lower_bound=1e-3)
 
-flags.DEFINE_integer("lm_units", None, "Language models: width of the cell (unset: the width "
-                     "that gives about 20M parameters, the paper's medium size).", lower_bound=1)
-flags.DEFINE_boolean("lm_tie_embeddings", False, "Language models: share the embedding with the "
-                     "softmax weights (the paper's 'shared embeddings').")
-flags.DEFINE_float("lm_input_dropout", 0.5, "Language models: dropout on the embeddings.",
-                   lower_bound=0.0, upper_bound=0.99)
-flags.DEFINE_float("lm_output_dropout", 0.5, "Language models: dropout between layers and "
-                   "before the softmax.", lower_bound=0.0, upper_bound=0.99)
-flags.DEFINE_float("lm_recurrent_dropout", 0.0, "Language models: dropout on h(t-1), one mask "
-                   "per sequence.", lower_bound=0.0, upper_bound=0.99)
-flags.DEFINE_boolean("lm_variational", False, "Language models: one dropout mask per sequence "
-                     "for input and output dropout.")
+define.integer("lm_units", None, "Language models: width of the cell (unset: the width "
+               "that gives about 20M parameters, the paper's medium size).", lower_bound=1)
+define.boolean("lm_tie_embeddings", False, "Language models: share the embedding with the "
+               "softmax weights (the paper's 'shared embeddings').")
+define.float("lm_input_dropout", 0.5, "Language models: dropout on the embeddings.",
+             lower_bound=0.0, upper_bound=0.99)
+define.float("lm_output_dropout", 0.5, "Language models: dropout between layers and "
+             "before the softmax.", lower_bound=0.0, upper_bound=0.99)
+define.float("lm_recurrent_dropout", 0.0, "Language models: dropout on h(t-1), one mask "
+             "per sequence.", lower_bound=0.0, upper_bound=0.99)
+define.boolean("lm_variational", False, "Language models: one dropout mask per sequence "
+               "for input and output dropout.")
 
-FLAGS = flags.FLAGS
 
 
 def _ints(name):
@@ -255,7 +260,7 @@ def reinforce_config_from_flags(is_cell: bool):
 def config_from_flags():
     """The `SearchConfig` the flags describe (flag problems raise UsageError)."""
     from nas_tf import controller, reinforce, search
-    from nas_tf.children import convnet, language_model
+    from nas_tf.children import convnet, language_model, lm_trainer
     from nas_tf.spaces import conv
 
     cli.check_finite(FLAGS)
@@ -314,14 +319,17 @@ def config_from_flags():
                 recurrent_dropout=FLAGS.lm_recurrent_dropout,
                 variational=FLAGS.lm_variational,
             ),
-            lm_train=language_model.TrainConfig(
+            lm_train=lm_trainer.TrainConfig(
                 epochs=FLAGS.child_epochs,
-                batch_size=batch or language_model.TrainConfig.batch_size,
+                batch_size=batch or lm_trainer.TrainConfig.batch_size,
                 bptt_steps=FLAGS.child_bptt_steps,
-                learning_rate=lr or language_model.TrainConfig.learning_rate,
+                learning_rate=lr or lm_trainer.TrainConfig.learning_rate,
                 max_train_batches=FLAGS.child_max_train_batches,
                 max_eval_batches=FLAGS.child_max_eval_batches,
                 jit_compile=xla,
+                mixed_precision=FLAGS.child_mixed_precision,
+                # Refused for language models (one replica each), with the flag named.
+                distribution=FLAGS.child_distribution if is_cell else "default",
             ),
             curriculum=curriculum,
             isolate_children=FLAGS.child_isolate,
@@ -352,12 +360,21 @@ def check_config(config):
             conv.get_space(config.space, **config.space_overrides)
     except ValueError as e:
         raise _space_error(e) from None
-    if config.space == "ptb_cell" and not config.dataset.startswith(("text", "ptb")):
-        raise app.UsageError("--search_space=ptb_cell needs a text --data_name (text, text_char, ptb, ptb_char).")
-    if config.space != "ptb_cell" and config.dataset not in ("digits", "cifar10"):
-        raise app.UsageError(f"--search_space={config.space} needs an image --data_name (digits, cifar10).")
+    kind = data_lib.TEXT if config.space == "ptb_cell" else data_lib.IMAGE
+    if data_lib.get(config.dataset).kind != kind:
+        what = "a text" if kind == data_lib.TEXT else "an image"
+        raise app.UsageError(
+            f"--search_space={config.space} needs {what} --data_name "
+            f"({', '.join(data_lib.names(kind))})."
+        )
     if config.data_dir is not None and not os.path.isdir(config.data_dir):
         raise app.UsageError(f"--data_dir {config.data_dir} is not a readable directory.")
+    from nas_tf.children import base
+
+    try:  # A TPU nobody can reach fails here, before any child starts.
+        base.check_distribution(config.child.distribution, config.child.tpu)
+    except ValueError as e:
+        raise app.UsageError(str(e)) from None
 
 
 def main(argv):
@@ -380,4 +397,4 @@ def main(argv):
 
 if __name__ == "__main__":
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    app.run(main)
+    cli.run(main, FLAGS, __doc__)

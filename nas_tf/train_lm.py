@@ -25,7 +25,6 @@ about 20M parameters) and Zaremba et al. 2014's medium setup otherwise.
 """
 
 import dataclasses
-import functools
 import json
 import math
 import os
@@ -37,85 +36,80 @@ from absl import app
 from absl import flags
 
 from nas_tf import cli
+from nas_tf import data as data_lib
 from nas_tf import durable
 
-# The flags live in their own `FlagValues`, not absl's global one, so that this
-# module and `nas_tf.train` (which share flag names such as --output_dir) can be
-# imported into one process, as the tests do.
+# This entry point's own flag registry (the convention of `nas_tf.cli`).
 FLAGS = flags.FlagValues()
+define = cli.definer(FLAGS)
 
+define.string("architecture", None, "JSON file of the cell to train: an architecture of "
+              "ptb_cell(--cell_base), such as a search's best_architecture.json. Required with "
+              "--cell=nas; not allowed with --cell=lstm.")
+define.integer("cell_base", 8, "Leaves of the cell's tree, a power of two; must match the "
+               "architecture file (paper: 8).", lower_bound=2)
+define.enum("cell", "nas", ["nas", "lstm"], "Recurrent layer: 'nas' for the cell in --architecture, "
+            "'lstm' for keras.layers.LSTM of the same width (the baseline).")
+define.enum("data_name", "ptb", list(data_lib.names(data_lib.TEXT)), "Text to model: 'text' / "
+            "'text_char' (the embedded corpus, no download) or 'ptb' / 'ptb_char' (Penn Treebank, "
+            "prepared offline in --data_dir).")
+define.string("data_dir", None, "TensorFlow Datasets directory holding a prepared Penn Treebank (see "
+              "docs/ptb.md); unused for the embedded corpus.")
+define.string("output_dir", "runs/train_lm", "Directory for config.json, results.json and "
+              "model.keras; created if missing, existing files are replaced.")
+define.integer("verbose", 1, "0: silent; 1: one line per epoch and the results.", lower_bound=0,
+               upper_bound=1)
 
-_string = functools.partial(flags.DEFINE_string, flag_values=FLAGS)
-_integer = functools.partial(flags.DEFINE_integer, flag_values=FLAGS)
-_float = functools.partial(flags.DEFINE_float, flag_values=FLAGS)
-_boolean = functools.partial(flags.DEFINE_boolean, flag_values=FLAGS)
-_enum = functools.partial(flags.DEFINE_enum, flag_values=FLAGS)
+define.integer("units", None, "Width of the recurrent layers and the embedding (unset: the width that "
+               "gives about --parameter_budget parameters).", lower_bound=1)
+define.integer("parameter_budget", 20_000_000, "Parameters to aim for when --units is unset (paper: "
+               "about 20M, the medium baselines it matches).", lower_bound=1)
+define.integer("num_layers", 2, "Recurrent layers (paper: 2).", lower_bound=1, upper_bound=16)
+define.boolean("tie_embeddings", False, "Share the embedding with the softmax weights (the paper's "
+               "'shared embeddings' model).")
+define.float("input_dropout", 0.5, "Dropout on the embeddings (Zaremba et al.: 0.5).",
+             lower_bound=0.0, upper_bound=0.99)
+define.float("output_dropout", 0.5, "Dropout between layers and before the softmax (Zaremba et al.: "
+             "0.5).", lower_bound=0.0, upper_bound=0.99)
+define.float("recurrent_dropout", 0.0, "Dropout on h(t-1) inside the recurrent layer, one mask per "
+             "sequence (Zaremba et al.: 0).", lower_bound=0.0, upper_bound=0.99)
+define.boolean("variational", False, "One dropout mask per sequence for the input and output dropout "
+               "(Gal 2015) instead of a fresh mask per step.")
+define.float("init_scale", 0.05, "Weights start uniform in [-s, s] (Zaremba et al., medium: 0.05).",
+             lower_bound=1e-6)
+define.enum("use_bias", "auto", list(cli.AUTO_ON_OFF), "Biases in the recurrent layer: auto is off "
+            "for a searched cell (the paper's equations have none) and on for the LSTM (Keras's "
+            "default).")
 
-_string("architecture", None, "JSON file of the cell to train: an architecture of "
-        "ptb_cell(--cell_base), such as a search's best_architecture.json. Required with "
-        "--cell=nas; not allowed with --cell=lstm.")
-_integer("cell_base", 8, "Leaves of the cell's tree, a power of two; must match the "
-         "architecture file (paper: 8).", lower_bound=2)
-_enum("cell", "nas", ["nas", "lstm"], "Recurrent layer: 'nas' for the cell in --architecture, "
-      "'lstm' for keras.layers.LSTM of the same width (the baseline).")
-_enum("data_name", "ptb", ["text", "text_char", "ptb", "ptb_char"], "Text to model: 'text' / "
-      "'text_char' (the embedded corpus, no download) or 'ptb' / 'ptb_char' (Penn Treebank, "
-      "prepared offline in --data_dir).")
-_string("data_dir", None, "TensorFlow Datasets directory holding a prepared Penn Treebank (see "
-        "docs/ptb.md); unused for the embedded corpus.")
-_string("output_dir", "runs/train_lm", "Directory for config.json, results.json and "
-        "model.keras; created if missing, existing files are replaced.")
-_integer("verbose", 1, "0: silent; 1: one line per epoch and the results.", lower_bound=0,
-         upper_bound=1)
-
-_integer("units", None, "Width of the recurrent layers and the embedding (unset: the width that "
-         "gives about --parameter_budget parameters).", lower_bound=1)
-_integer("parameter_budget", 20_000_000, "Parameters to aim for when --units is unset (paper: "
-         "about 20M, the medium baselines it matches).", lower_bound=1)
-_integer("num_layers", 2, "Recurrent layers (paper: 2).", lower_bound=1, upper_bound=16)
-_boolean("tie_embeddings", False, "Share the embedding with the softmax weights (the paper's "
-         "'shared embeddings' model).")
-_float("input_dropout", 0.5, "Dropout on the embeddings (Zaremba et al.: 0.5).",
-       lower_bound=0.0, upper_bound=0.99)
-_float("output_dropout", 0.5, "Dropout between layers and before the softmax (Zaremba et al.: "
-       "0.5).", lower_bound=0.0, upper_bound=0.99)
-_float("recurrent_dropout", 0.0, "Dropout on h(t-1) inside the recurrent layer, one mask per "
-       "sequence (Zaremba et al.: 0).", lower_bound=0.0, upper_bound=0.99)
-_boolean("variational", False, "One dropout mask per sequence for the input and output dropout "
-         "(Gal 2015) instead of a fresh mask per step.")
-_float("init_scale", 0.05, "Weights start uniform in [-s, s] (Zaremba et al., medium: 0.05).",
-       lower_bound=1e-6)
-_enum("use_bias", "auto", list(cli.AUTO_ON_OFF), "Biases in the recurrent layer: auto is off "
-      "for a searched cell (the paper's equations have none) and on for the LSTM (Keras's "
-      "default).")
-
-_integer("epochs", 35, "Passes over the training split (paper: 35).", lower_bound=1)
-_integer("batch_size", 20, "Contiguous rows per batch (Zaremba et al.: 20).", lower_bound=1)
-_integer("bptt_steps", 35, "Unrolled steps per batch (Zaremba et al.: 35).", lower_bound=1)
-_integer("eval_batch_size", 10, "Rows when measuring validation and test perplexity.",
-         lower_bound=1)
-_float("learning_rate", 1.0, "SGD learning rate (Zaremba et al.: 1.0).", lower_bound=1e-8)
-_float("lr_decay", 0.8, "Learning-rate factor per epoch after --lr_decay_after epochs (Zaremba "
-       "et al., medium: 0.8).", lower_bound=1e-6, upper_bound=1.0)
-_integer("lr_decay_after", 6, "Epochs at the full learning rate (Zaremba et al., medium: 6).",
-         lower_bound=0)
-_float("clip_norm", 5.0, "Global gradient-norm clipping (Zaremba et al.: 5); 0 turns it off.",
-       lower_bound=0.0)
-_integer("max_train_batches", None, "Stop each epoch after this many batches (unset: the whole "
-         "training split); for quick CPU runs.", lower_bound=1)
-_integer("max_eval_batches", None, "Measure validation and test perplexity on this many batches "
-         "(unset: the whole splits); for quick CPU runs.", lower_bound=1)
-_enum("xla", "auto", list(cli.AUTO_ON_OFF), "XLA for the training step: auto is on with a GPU "
-      "or TPU and off on CPU.")
-_boolean("restore_best", True, "Test and save the weights of the epoch with the lowest "
-         "validation perplexity (else the last epoch's).")
-_integer("seed", 0, "Seed of the weights and the dropout masks.", lower_bound=0)
+define.integer("epochs", 35, "Passes over the training split (paper: 35).", lower_bound=1)
+define.integer("batch_size", 20, "Contiguous rows per batch (Zaremba et al.: 20).", lower_bound=1)
+define.integer("bptt_steps", 35, "Unrolled steps per batch (Zaremba et al.: 35).", lower_bound=1)
+define.integer("eval_batch_size", 10, "Rows when measuring validation and test perplexity.",
+               lower_bound=1)
+define.float("learning_rate", 1.0, "SGD learning rate (Zaremba et al.: 1.0).", lower_bound=1e-8)
+define.float("lr_decay", 0.8, "Learning-rate factor per epoch after --lr_decay_after epochs (Zaremba "
+             "et al., medium: 0.8).", lower_bound=1e-6, upper_bound=1.0)
+define.integer("lr_decay_after", 6, "Epochs at the full learning rate (Zaremba et al., medium: 6).",
+               lower_bound=0)
+define.float("clip_norm", 5.0, "Global gradient-norm clipping (Zaremba et al.: 5); 0 turns it off.",
+             lower_bound=0.0)
+define.integer("max_train_batches", None, "Stop each epoch after this many batches (unset: the whole "
+               "training split); for quick CPU runs.", lower_bound=1)
+define.integer("max_eval_batches", None, "Measure validation and test perplexity on this many batches "
+               "(unset: the whole splits); for quick CPU runs.", lower_bound=1)
+define.enum("xla", "auto", list(cli.AUTO_ON_OFF), "XLA for the training step: auto is on with a GPU "
+            "or TPU and off on CPU.")
+define.boolean("restore_best", True, "Test and save the weights of the epoch with the lowest "
+               "validation perplexity (else the last epoch's).")
+define.integer("seed", 0, "Seed of the weights and the dropout masks.", lower_bound=0)
 
 if TYPE_CHECKING:  # TensorFlow loads after the flags are parsed.
     from nas_tf.children import language_model as lm
+    from nas_tf.children import lm_trainer
     from nas_tf.spaces import cell as cell_space
 
-DATASETS = ("text", "text_char", "ptb", "ptb_char")
+# Text datasets of the registry (`nas_tf.data`).
+DATASETS = data_lib.names(data_lib.TEXT)
 
 
 def load_architecture(path: str, base: Optional[int] = None):
@@ -179,7 +173,7 @@ class RunConfig:
       description: the cell (`CellDescription`); None for the LSTM.
       model: the `LanguageModelConfig` (its `cell` says "nas" or "lstm");
         None: the defaults.
-      train: the `TrainConfig`; None: the defaults.
+      train: the `lm_trainer.TrainConfig`; None: the defaults.
       restore_best: test and save the best validation epoch's weights.
       architecture_path: the file the cell came from (recorded only).
       verbose: 0 silent, 1 a line per epoch and the results.
@@ -190,18 +184,19 @@ class RunConfig:
     data_dir: Optional[str] = None
     description: Optional["cell_space.CellDescription"] = None
     model: Optional["lm.LanguageModelConfig"] = None
-    train: Optional["lm.TrainConfig"] = None
+    train: Optional["lm_trainer.TrainConfig"] = None
     restore_best: bool = True
     architecture_path: Optional[str] = None
     verbose: int = 1
 
     def __post_init__(self):
         from nas_tf.children import language_model as lm
+        from nas_tf.children import lm_trainer
 
         if self.model is None:
             object.__setattr__(self, "model", lm.LanguageModelConfig())
         if self.train is None:
-            object.__setattr__(self, "train", lm.TrainConfig())
+            object.__setattr__(self, "train", lm_trainer.TrainConfig())
         if self.data_name not in DATASETS:
             raise ValueError(f"data_name must be one of {DATASETS}, got {self.data_name!r}.")
         if self.model.cell == "nas" and self.description is None:
@@ -228,17 +223,12 @@ class RunConfig:
 
 
 def load_data(name: str, data_dir: Optional[str] = None):
-    """The `LMData` of a dataset name in `DATASETS` (never downloads).
+    """The `LMData` of a dataset name in `DATASETS` (the registry's loader; never downloads).
 
     Raises:
       nas_tf.data.DataNotPreparedError: when Penn Treebank is not prepared.
     """
-    from nas_tf.data import ptb, text_corpus
-
-    level = "char" if name.endswith("_char") else "word"
-    if name.startswith("text"):
-        return text_corpus.load(level)
-    return ptb.load(level, data_dir)
+    return data_lib.load(name, data_dir)
 
 
 def run(config: RunConfig, data=None) -> dict:
@@ -256,7 +246,7 @@ def run(config: RunConfig, data=None) -> dict:
         out of memory.
       nas_tf.data.DataNotPreparedError: when Penn Treebank is not prepared.
     """
-    from nas_tf.children import language_model as lm
+    from nas_tf.children import lm_trainer
 
     data = data if data is not None else load_data(config.data_name, config.data_dir)
     char = data.level == "char"
@@ -272,13 +262,13 @@ def run(config: RunConfig, data=None) -> dict:
         say(f"epoch {epoch + 1}/{config.train.epochs}  lr {lr:.4g}  validation {figure}  "
             f"({time.time() - start:.0f} s)", flush=True)  # fmt: skip
 
-    result = lm.train_language_model(
+    result = lm_trainer.train_language_model(
         config.description, data, config.model, config.train, on_epoch_end,
         restore_best=config.restore_best,
     )  # fmt: skip
     model = result.model
     t = config.train
-    test_loss = lm.evaluate(model, data.test, t.eval_batch_size, t.bptt_steps, t.max_eval_batches)
+    test_loss = lm_trainer.evaluate(model, data.test, t.eval_batch_size, t.bptt_steps, t.max_eval_batches)
     os.makedirs(config.output_dir, exist_ok=True)
     model_path = os.path.join(config.output_dir, "model.keras")
     with durable.atomic_path(model_path) as tmp:
@@ -289,7 +279,7 @@ def run(config: RunConfig, data=None) -> dict:
         "level": data.level,
         "vocab_size": data.vocab_size,
         "units": model.units,
-        "num_parameters": result.num_parameters,
+        "num_parameters": result.num_params,
         "val_perplexities": result.val_perplexities,
         "val_bits_per_token": [math.log2(p) for p in result.val_perplexities],
         "best_epoch": result.best_epoch + 1,
@@ -313,7 +303,7 @@ def run(config: RunConfig, data=None) -> dict:
         else f"test perplexity {results['test_perplexity']:.2f}"
     )
     step = f"{result.step_ms:.1f} ms per training step" if result.step_ms else "one step"
-    say(f"{figure} (epoch {results['best_epoch']} weights); {result.num_parameters:,} "
+    say(f"{figure} (epoch {results['best_epoch']} weights); {result.num_params:,} "
         f"parameters, {model.units} units; {step}.")  # fmt: skip
     say(f"Wrote {model_path} and results.json to {config.output_dir}.")
     return results
@@ -322,6 +312,7 @@ def run(config: RunConfig, data=None) -> dict:
 def config_from_flags() -> RunConfig:
     """The `RunConfig` the flags describe (flag problems raise UsageError)."""
     from nas_tf.children import language_model as lm
+    from nas_tf.children import lm_trainer
 
     cli.check_finite(FLAGS)
 
@@ -353,7 +344,7 @@ def config_from_flags() -> RunConfig:
                 use_bias=cli.auto_on_off(FLAGS.use_bias),
                 cell=FLAGS.cell,
             ),
-            train=lm.TrainConfig(
+            train=lm_trainer.TrainConfig(
                 epochs=FLAGS.epochs,
                 batch_size=FLAGS.batch_size,
                 bptt_steps=FLAGS.bptt_steps,
@@ -400,4 +391,4 @@ def main(argv):
 
 if __name__ == "__main__":
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    app.run(main, flags_parser=cli.flags_parser(FLAGS, __doc__))
+    cli.run(main, FLAGS, __doc__)

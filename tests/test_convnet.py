@@ -8,7 +8,7 @@ import pytest
 
 import nas_tf
 from nas_tf import children, data
-from nas_tf.children import convnet
+from nas_tf.children import base, convnet
 from nas_tf import space as space_lib
 from nas_tf.spaces import cifar10_v1, cifar10_v2, cifar10_v3
 
@@ -134,7 +134,7 @@ def test_compile_child_defaults():
     spec = cifar10_v1(depth=1, **TINY)
     model = children.build_convnet(arch_of(spec, [(1, 1, 2, ())]), spec, (8, 8, 1), 10)
     children.compile_child(model)
-    assert model.jit_compile == convnet.accelerator_present()  # Auto: on with a GPU or TPU only.
+    assert model.jit_compile == base.accelerator_present()  # Auto: on with a GPU or TPU only.
     children.compile_child(model, jit_compile=False)
     assert model.jit_compile is False
     config = model.optimizer.get_config()

@@ -9,6 +9,7 @@ import pytest
 
 from nas_tf import rewards as reinforce
 from nas_tf.children import language_model as lm
+from nas_tf.children import lm_trainer
 from nas_tf.children.convnet import ChildTrainingError
 from nas_tf.data import ptb, text_corpus
 from nas_tf.data.cifar10 import DataNotPreparedError
@@ -99,7 +100,7 @@ def test_embedded_corpus_is_real_text_split_by_a_fixed_rule():
 
 
 TINY_MODEL = lm.LanguageModelConfig(units=8, input_dropout=0.2, output_dropout=0.2)
-TINY_TRAIN = lm.TrainConfig(
+TINY_TRAIN = lm_trainer.TrainConfig(
     epochs=2, batch_size=4, bptt_steps=5, eval_batch_size=2, max_train_batches=6,
     max_eval_batches=4, learning_rate=1.0, jit_compile=True,
 )  # fmt: skip
@@ -108,7 +109,7 @@ TINY_TRAIN = lm.TrainConfig(
 def test_child_trains_and_reward_is_c_over_perplexity_squared():
     data = text_corpus.load("word")
     seen = []
-    result = lm.train_language_model(
+    result = lm_trainer.train_language_model(
         cell_space.lstm_like(), data, TINY_MODEL, TINY_TRAIN,
         on_epoch_end=lambda epoch, ppl: seen.append((epoch, ppl)),
     )  # fmt: skip
@@ -121,8 +122,8 @@ def test_child_trains_and_reward_is_c_over_perplexity_squared():
     assert result.best_val_perplexity < data.vocab_size
     assert not hasattr(result, "reward")  # Children report metrics; rewards.py rewards.
     assert result.bits_per_token == pytest.approx(math.log2(result.best_val_perplexity))
-    assert result.num_parameters == lm.count_parameters(4, 8, data.vocab_size)
-    assert result.num_parameters == result.model.count_params()
+    assert result.num_params == lm.count_parameters(4, 8, data.vocab_size)
+    assert result.num_params == result.model.count_params()
 
 
 def test_reward_values():
@@ -142,7 +143,7 @@ def test_units_for_budget_matches_the_medium_baseline_size():
 
 def test_divergence_raises_a_clear_error():
     data = ptb.from_lines(TRAIN * 20, VALID * 5, TEST)
-    blow_up = lm.TrainConfig(
+    blow_up = lm_trainer.TrainConfig(
         epochs=1, batch_size=2, bptt_steps=4, eval_batch_size=1, learning_rate=1e30,
         clip_norm=None,
     )  # fmt: skip
@@ -151,10 +152,10 @@ def test_divergence_raises_a_clear_error():
         memory_node=2,
     )  # fmt: skip
     with pytest.raises(ChildTrainingError, match="nan failure") as error:
-        lm.train_language_model(
+        lm_trainer.train_language_model(
             relu_cell, data, lm.LanguageModelConfig(units=4, init_scale=1.0), blow_up
         )
-    assert isinstance(error.value, lm.ChildDivergedError) and error.value.reason == "nan"
+    assert isinstance(error.value, lm_trainer.ChildDivergedError) and error.value.reason == "nan"
 
 
 @pytest.mark.parametrize("tie", [False, True])

@@ -5,26 +5,22 @@ import os
 
 import keras
 import pytest
-from absl import flags
-from absl.testing import flagsaver
 
 import nas_tf
 from conftest import TINY_FLAGS
-from nas_tf import search, train
+from nas_tf import cli, search, train
 
 _TINY = TINY_FLAGS + ["--verbose=0"]
 
 
 def _parse(argv):
-    flags.FLAGS.unparse_flags()
-    flags.FLAGS(["train"] + argv)
+    cli.parse(train.FLAGS, ["train"] + argv)
 
 
 @pytest.fixture(autouse=True)
 def _restore_flags():
-    with flagsaver.flagsaver():
-        yield
-    flags.FLAGS.unparse_flags()
+    yield
+    train.FLAGS.unparse_flags()
 
 
 def _lines(output_dir):

@@ -10,6 +10,7 @@ import pytest
 
 from nas_tf import train_lm
 from nas_tf.children import language_model as lm
+from nas_tf.children import lm_trainer
 from nas_tf.data import text_corpus
 from nas_tf.spaces import cell as cell_space
 
@@ -196,17 +197,17 @@ def test_load_architecture_reads_the_search_output_and_infers_the_base(tmp_path)
 
 def test_restore_best_keeps_the_best_epochs_weights():
     data = text_corpus.load("word")
-    train = lm.TrainConfig(
+    train = lm_trainer.TrainConfig(
         epochs=3, batch_size=4, bptt_steps=5, eval_batch_size=2, max_train_batches=2,
         max_eval_batches=2, learning_rate=20.0,
     )  # fmt: skip
     # A huge learning rate makes later epochs worse than the first.
-    result = lm.train_language_model(
+    result = lm_trainer.train_language_model(
         cell_space.paper_example(), data, lm.LanguageModelConfig(units=4), train,
         restore_best=True,
     )  # fmt: skip
     best = result.best_epoch
     assert best < train.epochs - 1  # Else nothing was restored.
     assert result.val_perplexities[best] == result.best_val_perplexity
-    loss = lm.evaluate(result.model, data.valid, 2, 5, 2)
+    loss = lm_trainer.evaluate(result.model, data.valid, 2, 5, 2)
     assert math.exp(loss) == pytest.approx(result.best_val_perplexity, rel=1e-4)

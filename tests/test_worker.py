@@ -60,9 +60,9 @@ def test_workers_are_replaced_every_n_children():
 def test_child_errors_pickle_with_their_reason():
     import pickle
 
-    from nas_tf.children import language_model
+    from nas_tf.children import base
 
-    for error in (convnet.ChildTrainingError("oom", "no memory"), language_model.ChildDivergedError("inf")):
+    for error in (convnet.ChildTrainingError("oom", "no memory"), base.ChildDivergedError("inf")):
         back = pickle.loads(pickle.dumps(error))
         assert type(back) is type(error) and back.reason == error.reason and str(back) == str(error)
 

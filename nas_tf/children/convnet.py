@@ -29,7 +29,8 @@ import numpy as np
 import tensorflow as tf
 
 from nas_tf import space as space_lib
-from nas_tf.children import distribution
+from nas_tf.children import base
+from nas_tf.children.base import ChildTrainingError  # noqa: F401 (the failure of every child)
 from nas_tf.spaces import conv
 
 # Common reproductions of Zoph & Le 2017 (DenseNet's child settings): SGD with
@@ -40,31 +41,6 @@ WEIGHT_DECAY = 1e-4
 POOL_SIZE = 2
 
 
-class ChildTrainingError(RuntimeError):
-    """A child could not be built or trained; the trial should count as failed.
-
-    Attributes:
-      reason: "build" (the architecture gave no model), "nan" (the loss became
-        NaN or infinite), "oom" (the accelerator ran out of memory).
-    """
-
-    def __init__(self, reason: str, message: str):
-        super().__init__(f"Child {reason} failure: {message}")
-        self.reason = reason
-
-    def __reduce__(self):
-        # Crosses process boundaries (children train in worker processes), for
-        # subclasses with other constructor signatures too.
-        return (_restore_error, (type(self), self.args, self.__dict__))
-
-
-def _restore_error(cls, args, state):
-    error = cls.__new__(cls)
-    Exception.__init__(error, *args)
-    error.__dict__.update(state)
-    return error
-
-
 @dataclasses.dataclass(frozen=True)
 class ConvLayer:
     """One decoded layer of a child.
@@ -73,7 +49,8 @@ class ConvLayer:
       filter_height, filter_width, stride_height, stride_width, num_filters:
         the convolution.
       inputs: 0-based indices of the earlier layers that feed this one
-        (empty: the image).
+        (empty: the image; -1 names the image beside other layers, inside a
+        dense block whose input is the image).
       stage: number of pooling boundaries before this layer.
     """
 
@@ -87,29 +64,39 @@ class ConvLayer:
 
 
 def decode(arch: space_lib.Architecture, spec: conv.ConvSpaceSpec) -> List[ConvLayer]:
-    """Validates `arch` against `spec` and lists its layers.
+    """Validates `arch` against `spec` and lists its convolutions.
+
+    A predicted layer is `spec.block_size` convolutions (v3: a densely
+    connected block of 3, `nas_tf.spaces.conv`): convolution k of a block
+    takes the block's inputs and the block's convolutions before k; the
+    block's last convolution is its output.
 
     Raises:
       ArchitectureError: if `arch` is not a point of the space.
     """
     arch = spec.space.validate(arch)
     pools = spec.pool_positions(arch.depth)
+    block = spec.block_size
     layers = []
     for i in range(arch.depth):
         p = conv.layer_prefix(i)
         strided = spec.strides is not None
         flags = arch[conv.anchor_name(i)]
-        layers.append(
-            ConvLayer(
-                filter_height=arch[p + "filter_height"],
-                filter_width=arch[p + "filter_width"],
-                stride_height=arch[p + "stride_height"] if strided else 1,
-                stride_width=arch[p + "stride_width"] if strided else 1,
-                num_filters=arch[p + "num_filters"],
-                inputs=tuple(j for j, f in enumerate(flags) if f),
-                stage=sum(1 for q in pools if q <= i),  # Boundary q lies before layer index q.
+        sources = tuple(block * j + block - 1 for j, f in enumerate(flags) if f)
+        for k in range(block):
+            index = block * i + k
+            inside = tuple(range(block * i, index))  # The block's earlier convolutions.
+            layers.append(
+                ConvLayer(
+                    filter_height=arch[p + "filter_height"],
+                    filter_width=arch[p + "filter_width"],
+                    stride_height=arch[p + "stride_height"] if strided else 1,
+                    stride_width=arch[p + "stride_width"] if strided else 1,
+                    num_filters=arch[p + "num_filters"],
+                    inputs=(sources or ((-1,) if inside else ())) + inside,
+                    stage=sum(1 for q in pools if q <= index),  # Boundary q lies before index q.
+                )
             )
-        )
     return layers
 
 
@@ -205,7 +192,7 @@ def build_convnet(
         outputs.append(keras.layers.ReLU(name=f"layer_{i}_relu", **policy)(x))
 
     # Rule 2: every output that feeds no later layer goes to the classifier.
-    final_stage = len(spec.pool_positions(len(layers)))
+    final_stage = layers[-1].stage  # Boundaries after the last convolution are ignored.
     x = _pad_and_concat([at_stage(j, final_stage) for j in dangling(layers)], "final")
     x = keras.layers.GlobalAveragePooling2D(name="global_pool", **policy)(x)
     logits = keras.layers.Dense(
@@ -214,22 +201,21 @@ def build_convnet(
     return keras.Model(image, logits, name=name)
 
 
-def accelerator_present() -> bool:
-    """Whether a GPU or TPU is visible to TensorFlow."""
-    return bool(tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("TPU"))
-
-
 def compile_child(
     model: keras.Model,
     learning_rate=LEARNING_RATE,
     momentum: float = MOMENTUM,
     nesterov: bool = True,
     jit_compile: Optional[bool] = None,
+    placement: Optional[base.Placement] = None,
+    steps_per_execution: int = 1,
 ) -> keras.Model:
     """Compiles a child with SGD + Nesterov momentum and sparse cross-entropy.
 
     Mixed precision is chosen when building (`build_convnet(dtype_policy=)`);
-    Keras then scales the loss itself.
+    under float16 the optimizer is wrapped in a `LossScaleOptimizer` here
+    (Keras would scale the loss itself only for a model whose own policy is
+    float16; a child's layers carry the policy, its model does not).
 
     Args:
       model: a model from `build_convnet` (it outputs logits).
@@ -237,17 +223,26 @@ def compile_child(
       momentum, nesterov: the SGD momentum.
       jit_compile: XLA; None means on with a GPU or TPU, off on CPU (where it
         was measured slower; see docs/conv.md).
+      placement: the child's `base.Placement` (its policy decides loss
+        scaling); None: float32 on the default device.
+      steps_per_execution: training steps per compiled call (fewer host
+        round trips on accelerators; see docs/distributed.md).
 
     Returns:
-      `model`, compiled, with metric "accuracy".
+      `model`, compiled, with metric "accuracy" (sample-weighted, so padded
+      validation batches measure the real images only).
     """
-    if jit_compile is None:
-        jit_compile = accelerator_present()
+    optimizer = keras.optimizers.SGD(learning_rate, momentum=momentum, nesterov=nesterov)
+    if placement is not None:
+        optimizer = placement.optimizer(optimizer)
     model.compile(
-        optimizer=keras.optimizers.SGD(learning_rate, momentum=momentum, nesterov=nesterov),
+        optimizer=optimizer,
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-        metrics=["accuracy"],
-        jit_compile=jit_compile,
+        # Weighted: padded validation images (weight 0) do not count. Without
+        # weights (training) it is plain accuracy.
+        weighted_metrics=["accuracy"],
+        jit_compile=base.resolve_xla(jit_compile),
+        steps_per_execution=steps_per_execution,
     )
     return model
 
@@ -269,8 +264,15 @@ class ChildConfig:
         last epochs, cubed (sec. 4.1: 5).
       seed: shuffling seed of the training data (None: unseeded).
       distribution: "default", "mirrored" (all local GPUs) or "tpu" (see
-        `nas_tf.children.distribution`).
+        `nas_tf.children.base.strategy`).
       tpu: the TPU name or address for distribution "tpu".
+      static_shapes: every training and validation batch has `batch_size`
+        images (the last training batch dropped, the last validation batch
+        padded with weight-0 images), so the compiled step keeps one shape
+        (XLA compiles once; required on TPUs).
+      steps_per_execution: training steps per compiled call (Keras); more
+        cuts host round trips on accelerators. 1 is Keras's default; its gain
+        can only be measured on a device (see docs/distributed.md).
     """
 
     epochs: int = 50
@@ -286,6 +288,8 @@ class ChildConfig:
     seed: Optional[int] = None
     distribution: str = "default"
     tpu: Optional[str] = None
+    static_shapes: bool = True
+    steps_per_execution: int = 1
 
     def __post_init__(self):
         object.__setattr__(self, "lr_decay_at", tuple(self.lr_decay_at))
@@ -293,9 +297,13 @@ class ChildConfig:
             raise ValueError("epochs, batch_size and reward_epochs must be positive.")
         if self.learning_rate <= 0 or not 0 <= self.momentum < 1 or self.weight_decay < 0:
             raise ValueError(f"Impossible SGD settings in {self}.")
-        if self.distribution not in distribution.KINDS:
+        if self.distribution not in base.DISTRIBUTIONS:
             raise ValueError(
-                f"Unknown distribution {self.distribution!r}; choose one of {list(distribution.KINDS)}."
+                f"Unknown distribution {self.distribution!r}; choose one of {list(base.DISTRIBUTIONS)}."
+            )
+        if not isinstance(self.steps_per_execution, int) or self.steps_per_execution < 1:
+            raise ValueError(
+                f"steps_per_execution must be a positive integer, got {self.steps_per_execution!r}."
             )
         if any(not 0 < f < 1 for f in self.lr_decay_at):
             raise ValueError(f"lr_decay_at must be fractions in (0, 1), got {self.lr_decay_at}.")
@@ -309,40 +317,27 @@ class ChildConfig:
         values = [self.learning_rate * 0.1**k for k in range(len(bounds) + 1)]
         return keras.optimizers.schedules.PiecewiseConstantDecay(bounds, values)
 
-    def dtype_policy(self) -> Optional[str]:
-        if not self.mixed_precision:
-            return None
-        return "mixed_float16" if tf.config.list_logical_devices("GPU") else "mixed_bfloat16"
+    def placement(self, **strategy_kwargs) -> base.Placement:
+        """Where and in what precision the child trains (`base.placement`)."""
+        return base.placement(self.distribution, self.tpu, self.mixed_precision, **strategy_kwargs)
 
 
 @dataclasses.dataclass
-class ChildResult:
-    """What training one child produced.
+class ChildResult(base.TrainedChild):
+    """What training one child produced (with `num_params`, `train_seconds`, `model`).
 
     Attributes:
       val_accuracy: validation accuracy per epoch.
       val_loss, train_loss, train_accuracy: per epoch.
-      num_params: the model's parameter count.
-      train_seconds: wall time of `fit` (compilation included).
       images_per_second: training images per second of `fit` wall time
         (validation passes and compilation included).
-      model: the trained model (not in `to_dict`).
     """
 
     val_accuracy: List[float]
     val_loss: List[float]
     train_loss: List[float]
     train_accuracy: List[float]
-    num_params: int
-    train_seconds: float
     images_per_second: float
-    model: Optional[keras.Model] = dataclasses.field(default=None, repr=False, compare=False)
-
-    def to_dict(self) -> dict:
-        """The figures, JSON-compatible (the model left out)."""
-        out = dataclasses.asdict(dataclasses.replace(self, model=None))
-        del out["model"]
-        return out
 
 
 class _RaiseOnNaN(keras.callbacks.Callback):
@@ -353,10 +348,6 @@ class _RaiseOnNaN(keras.callbacks.Callback):
             value = (logs or {}).get(key)
             if value is not None and not np.isfinite(float(value)):
                 raise ChildTrainingError("nan", f"{key} is {float(value)} after epoch {epoch + 1}.")
-
-
-def _oom(e: Exception) -> ChildTrainingError:
-    return ChildTrainingError("oom", str(e).splitlines()[0] if str(e) else "out of memory")
 
 
 def fit_child(
@@ -379,17 +370,18 @@ def fit_child(
       ChildTrainingError: "nan" or "oom".
     """
     start = time.perf_counter()
+    static = config.static_shapes
     try:
         history = model.fit(
-            data.train_dataset(config.batch_size, seed=config.seed),
-            validation_data=data.valid_dataset(config.batch_size),
+            data.train_dataset(config.batch_size, seed=config.seed, static=static),
+            validation_data=data.valid_dataset(config.batch_size, static=static),
             epochs=config.epochs,
             callbacks=[_RaiseOnNaN(), *callbacks],
             shuffle=False,  # The training dataset shuffles itself.
             verbose=verbose,
         )
     except tf.errors.ResourceExhaustedError as e:
-        raise _oom(e) from e
+        raise base.oom_error(e) from e
     seconds = time.perf_counter() - start
     h = {k: [float(v) for v in vs] for k, vs in history.history.items()}
     return ChildResult(
@@ -399,9 +391,16 @@ def fit_child(
         train_accuracy=h["accuracy"],
         num_params=int(model.count_params()),
         train_seconds=seconds,
-        images_per_second=data.num_train * config.epochs / seconds,
+        images_per_second=_images_per_epoch(data.num_train, config) * config.epochs / seconds,
         model=model,
     )
+
+
+def _images_per_epoch(num_train: int, config: ChildConfig) -> int:
+    """Training images seen per epoch (full batches only with static shapes)."""
+    if config.static_shapes and num_train >= config.batch_size:
+        return num_train - num_train % config.batch_size
+    return num_train
 
 
 def train_child(
@@ -411,6 +410,7 @@ def train_child(
     config: ChildConfig = ChildConfig(),
     callbacks: Sequence[keras.callbacks.Callback] = (),
     verbose: int = 0,
+    placement: Optional[base.Placement] = None,
 ) -> ChildResult:
     """Builds, compiles and trains the child of `arch` on `data`.
 
@@ -420,6 +420,7 @@ def train_child(
       data: a `nas_tf.data.ImageData` (input shape and classes come from it).
       config: the training settings (paper defaults).
       callbacks, verbose: passed to `fit`.
+      placement: where and in what precision (default: `config.placement()`).
 
     Returns:
       A `ChildResult`: metrics only. The reward is computed from them by
@@ -432,20 +433,20 @@ def train_child(
         count as failed. Any other error (a bug, a missing file) propagates.
     """
     spec.space.validate(arch)  # Outside the space: the caller's error, not the child's.
-    scope = distribution.strategy(config.distribution, config.tpu).scope()
+    where = placement or config.placement()
     try:
-        with scope:
+        with where.scope():
             model = build_convnet(
                 arch, spec, data.input_shape, data.num_classes,
-                weight_decay=config.weight_decay, dtype_policy=config.dtype_policy(),
+                weight_decay=config.weight_decay, dtype_policy=where.policy,
             )  # fmt: skip
-            steps = -(-data.num_train // config.batch_size)
+            steps = -(-_images_per_epoch(data.num_train, config) // config.batch_size)
             compile_child(
                 model, config.learning_rate_schedule(steps), config.momentum,
-                config.nesterov, config.jit_compile,
+                config.nesterov, config.jit_compile, where, config.steps_per_execution,
             )  # fmt: skip
     except tf.errors.ResourceExhaustedError as e:
-        raise _oom(e) from e
+        raise base.oom_error(e) from e
     except space_lib.ArchitectureError:
         raise
     except (ValueError, tf.errors.InvalidArgumentError) as e:

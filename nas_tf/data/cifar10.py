@@ -141,8 +141,16 @@ class ImageData:
         )
         return ds.cache()
 
-    def train_dataset(self, batch_size: int, seed: Optional[int] = None, augment_images=True):
-        """Shuffled, augmented training batches (reshuffled every epoch)."""
+    def train_dataset(
+        self, batch_size: int, seed: Optional[int] = None, augment_images=True, static=False
+    ):
+        """Shuffled, augmented training batches (reshuffled every epoch).
+
+        With `static`, every batch has `batch_size` images (the last partial
+        batch is dropped; reshuffling shows the dropped images in other
+        epochs), so a compiled step keeps one shape (XLA, TPUs); unless there
+        are fewer images than one batch.
+        """
         ds = self._whitened(self.x_train, self.y_train)
         ds = ds.shuffle(self.num_train, seed=seed, reshuffle_each_iteration=True)
         if augment_images and (self.pad or self.flip):
@@ -150,11 +158,29 @@ class ImageData:
             ds = ds.map(
                 lambda im, lab: (augment(im, pad, flip), lab), num_parallel_calls=tf.data.AUTOTUNE
             )
-        return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+        drop = static and self.num_train >= batch_size
+        return ds.batch(batch_size, drop_remainder=drop).prefetch(tf.data.AUTOTUNE)
 
-    def valid_dataset(self, batch_size: int) -> tf.data.Dataset:
-        """Whitened validation batches, in order."""
-        return self._whitened(self.x_valid, self.y_valid).batch(batch_size).prefetch(2)
+    def valid_dataset(self, batch_size: int, static=False) -> tf.data.Dataset:
+        """Whitened validation batches, in order.
+
+        With `static`, batches are (images, labels, weights) of exactly
+        `batch_size`: the last one is padded with zero images of weight 0, so
+        weighted metrics are those of the real images and a compiled step
+        keeps one shape.
+        """
+        ds = self._whitened(self.x_valid, self.y_valid)
+        if not static:
+            return ds.batch(batch_size).prefetch(2)
+        pad = -self.num_valid % batch_size
+        ds = ds.map(lambda im, lab: (im, lab, tf.constant(1.0)))
+        if pad:
+            zeros = tf.data.Dataset.from_tensors(
+                (tf.zeros(self.input_shape, tf.float32), tf.constant(0, self.y_valid.dtype),
+                 tf.constant(0.0))
+            ).repeat(pad)
+            ds = ds.concatenate(zeros)
+        return ds.batch(batch_size, drop_remainder=True).prefetch(2)
 
     def test_dataset(self, batch_size: int) -> tf.data.Dataset:
         """Whitened test batches, in order.
