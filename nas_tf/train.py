@@ -133,6 +133,9 @@ define.enum("child_distribution", "default", ["default", "mirrored", "tpu"],
             "GPUs (mirrored), or a Cloud TPU (tpu; see --tpu).")
 define.string("tpu", None, "With --child_distribution=tpu: the TPU name or grpc address "
               "(unset: the TPU VM's own).")
+define.integer("child_steps_per_execution", 1, "Images: training steps per compiled call "
+               "(fewer host round trips on a GPU or TPU). 1 is Keras's default; larger values "
+               "are unmeasured here (docs/distributed.md).", lower_bound=1)
 define.boolean("child_mixed_precision", False, "Mixed-precision child training: float16 "
                "with loss scaling on a GPU, bfloat16 on a TPU (and on a CPU).")
 define.integer("child_bptt_steps", 35, "Language models: unrolled steps per batch "
@@ -310,6 +313,7 @@ def config_from_flags():
                 mixed_precision=FLAGS.child_mixed_precision,
                 distribution=FLAGS.child_distribution,
                 tpu=FLAGS.tpu,
+                steps_per_execution=FLAGS.child_steps_per_execution,
             ),
             lm_model=language_model.LanguageModelConfig(
                 units=FLAGS.lm_units,
