@@ -27,6 +27,8 @@ setuptools.setup(
         "tensorboard>=2.16",
         # Keras Tuner's chief/worker mode talks gRPC.
         "grpcio>=1.50",
+        # `python -m nas_tf.report`: plots and architecture diagrams.
+        "matplotlib>=3.6",
     ],
     extras_require={
         "test": ["pytest>=7", "hypothesis>=6"],

@@ -78,7 +78,7 @@ def conv_lines(arch: space_lib.Architecture, spec=None) -> List[str]:
         if layer.stage > stage:
             lines.append(f"  max pool {convnet.POOL_SIZE}x{convnet.POOL_SIZE}, stride {convnet.POOL_SIZE}")
             stage = layer.stage
-        inputs = ", ".join(f"layer {j}" for j in layer.inputs) or "image"
+        inputs = ", ".join("image" if j < 0 else f"layer {j}" for j in layer.inputs) or "image"
         stride = (
             f", stride {layer.stride_height}x{layer.stride_width}"
             if (layer.stride_height, layer.stride_width) != (1, 1) else ""

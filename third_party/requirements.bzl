@@ -14,6 +14,7 @@ REQUIREMENTS = {
     "hypothesis": "hypothesis",
     "keras": "keras",
     "keras_tuner": "keras-tuner",
+    "matplotlib": "matplotlib",
     "numpy": "numpy",
     "pytest": "pytest",
     "scikit_learn": "scikit-learn",
