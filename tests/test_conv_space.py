@@ -30,7 +30,7 @@ def _layer_kinds(spec, i):
             + ["num_filters", "anchor"],
             (),
         ),
-        (cifar10_v3, 39, ["filter_height", "filter_width", "num_filters", "anchor"], (13, 24)),
+        (cifar10_v3, 13, ["filter_height", "filter_width", "num_filters", "anchor"], (13, 24)),
     ],
 )
 def test_paper_spaces(factory, depth, per_layer, pools):
@@ -38,6 +38,8 @@ def test_paper_spaces(factory, depth, per_layer, pools):
     space = spec.space
     assert spec.depth == depth and space.max_depth == depth
     assert spec.pool_at == pools
+    v3 = factory is cifar10_v3  # 13 predicted blocks of 3 convolutions, filters 6..36.
+    assert spec.num_convolutions() == (39 if v3 else depth)
     assert len(space.decisions) == depth * len(per_layer)
     for i in range(depth):
         assert _layer_kinds(spec, i) == per_layer
@@ -49,7 +51,7 @@ def test_paper_spaces(factory, depth, per_layer, pools):
         elif d.kind in ("filter_height", "filter_width"):
             assert d.values == (1, 3, 5, 7)
         elif d.kind == "num_filters":
-            assert d.values == (24, 36, 48, 64)
+            assert d.values == ((6, 12, 24, 36) if v3 else (24, 36, 48, 64))
         else:
             assert d.values == (1, 2, 3)
 
@@ -67,13 +69,22 @@ def test_overrides_and_registry():
 
 def test_v3_pools_scale_with_depth():
     assert cifar10_v3().pool_at == (13, 24)
-    assert cifar10_v3(depth=8).pool_at == (3, 5)
-    assert cifar10_v3(depth=2).pool_at == (1,)
+    assert cifar10_v3(depth=8, block_size=1).pool_at == (3, 5)  # 8 convolutions.
+    assert cifar10_v3(depth=4).pool_at == (4, 7)  # 12 convolutions: round(13 * 12 / 39), ...
+    assert cifar10_v3(depth=2, block_size=1).pool_at == (1,)
     assert cifar10_v3(depth=8, pool_at=(2,)).pool_at == (2,)
     spec = cifar10_v3()
-    assert spec.pool_positions(13) == ()  # A boundary after the last layer is ignored.
-    assert spec.pool_positions(14) == (13,)
+    # Depth counts blocks; boundaries count convolutions. A boundary after the
+    # last convolution is ignored: 4 blocks are 12 convolutions, 5 are 15.
+    assert spec.pool_positions(4) == ()
+    assert spec.pool_positions(5) == (13,)
+    assert spec.pool_positions(8) == (13,)  # 24 convolutions: the boundary would end the net.
+    assert spec.pool_positions(9) == (13, 24)
     assert spec.pool_positions() == (13, 24)
+    with pytest.raises(ValueError, match="block_size must be a positive integer"):
+        cifar10_v3(block_size=0)
+    with pytest.raises(ValueError, match="no setting 'block_size'|unexpected keyword"):
+        get_space("cifar10_v1", block_size=2)
 
 
 @pytest.mark.parametrize(
@@ -86,6 +97,7 @@ def test_v3_pools_scale_with_depth():
         ("cifar10_v1", {"num_filters": (4, 4)}, "num_filters repeats"),
         ("cifar10_v2", {"strides": (1, 2.5)}, "strides must hold positive"),
         ("cifar10_v1", {"pool_at": (15,)}, "pool_at 15 must lie between layers"),
+        ("cifar10_v3", {"pool_at": (39,)}, "pool_at 39 must lie between layers, below 39"),
         ("cifar10_v1", {"num_filters": ()}, "num_filters must not be empty"),
     ],
 )
@@ -100,6 +112,8 @@ def test_spec_config_round_trip():
         assert again == spec
         assert again.space == spec.space
         assert space_lib.Space.from_config(spec.space.to_config()) == spec.space
+    old = {k: v for k, v in cifar10_v1().to_config().items() if k != "block_size"}
+    assert ConvSpaceSpec.from_config(old).block_size == 1  # Configs written before blocks.
 
 
 def test_keras_tuner_round_trip():
@@ -156,3 +170,43 @@ def test_depth_curriculum_drives_the_oracle(tmp_path):
     # The oracle keeps the space's kinds: one softmax head per decision type.
     kinds = {d.kind for d in oracle.controller.space.decisions}
     assert kinds == {"filter_height", "filter_width", "num_filters", "anchor"}
+
+
+def test_v3_quick_flags_sample_39_layer_networks_with_pooling():
+    import keras
+    import numpy as np
+
+    import nas_tf
+    from nas_tf import train
+    from nas_tf.children import convnet
+
+    train.FLAGS.unparse_flags()
+    try:
+        train.FLAGS(["train", "--flagfile=experiments/cifar_v3_quick.flags"])
+        config = train.config_from_flags()
+    finally:
+        train.FLAGS.unparse_flags()
+    spec = get_space(config.space, **config.space_overrides)
+    assert (spec.depth, spec.block_size, spec.pool_at) == (13, 3, (13, 24))
+    assert spec.num_filters == (2, 4) and spec.num_convolutions() == 39
+    # The compressed curriculum reaches the full depth within the budget.
+    depths = [min(config.curriculum(n), spec.depth) for n in range(config.max_trials)]
+    assert depths == [9, 9, 11, 11, 13, 13, 13, 13]
+    (arch,) = nas_tf.Controller(spec.space, seed=3).sample(1, depth=13)
+    layers = convnet.decode(arch, spec)
+    assert len(layers) == 39 and [layer.stage for layer in layers].count(0) == 13
+    assert [layer.stage for layer in layers][24:] == [2] * 15
+    for i in range(13):  # Dense blocks: convolution k sees the block's 0..k-1.
+        block_inputs = layers[3 * i].inputs or (-1,)
+        assert layers[3 * i + 1].inputs == block_inputs + (3 * i,)
+        assert layers[3 * i + 2].inputs == block_inputs + (3 * i, 3 * i + 1)
+        flags = arch[f"layer_{i}/anchor"]
+        assert layers[3 * i].inputs == tuple(3 * j + 2 for j, f in enumerate(flags) if f)
+    model = convnet.build_convnet(arch, spec, (8, 8, 1), num_classes=10)
+    convs = [layer for layer in model.layers if isinstance(layer, keras.layers.Conv2D)]
+    assert len(convs) == 39
+    assert model.get_layer("layer_12_relu").output.shape[1:3] == (8, 8)
+    assert model.get_layer("layer_13_relu").output.shape[1:3] == (4, 4)
+    assert model.get_layer("layer_24_relu").output.shape[1:3] == (2, 2)
+    assert model.get_layer("global_pool").input.shape[1:3] == (2, 2)
+    assert model(np.zeros((1, 8, 8, 1), "float32")).shape == (1, 10)

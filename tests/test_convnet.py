@@ -85,7 +85,7 @@ def test_zero_padding_after_strides():
 
 
 def test_pooling_boundaries():
-    spec = cifar10_v3(depth=4, pool_at=(2,), **TINY)
+    spec = cifar10_v3(depth=4, pool_at=(2,), block_size=1, **TINY)
     # Boundary after layer 2 (1-based): layers 2 and 3 (0-based) run at 4x4.
     layers = [(1, 1, 2, ()), (1, 1, 3, (0,)), (1, 1, 4, (0,)), (1, 1, 2, ())]
     arch = arch_of(spec, layers)
@@ -101,7 +101,7 @@ def test_pooling_boundaries():
 
 
 def test_pooling_at_or_after_the_last_layer_is_ignored():
-    spec = cifar10_v3(depth=4, pool_at=(2,), **TINY)
+    spec = cifar10_v3(depth=4, pool_at=(2,), block_size=1, **TINY)
     model = children.build_convnet(
         arch_of(spec, [(1, 1, 2, ()), (1, 1, 3, (0,))]), spec, (8, 8, 1), num_classes=10
     )
@@ -109,7 +109,7 @@ def test_pooling_at_or_after_the_last_layer_is_ignored():
 
 
 def test_two_boundaries_pool_twice():
-    spec = cifar10_v3(depth=3, pool_at=(1, 2), **TINY)
+    spec = cifar10_v3(depth=3, pool_at=(1, 2), block_size=1, **TINY)
     model = children.build_convnet(
         arch_of(spec, [(1, 1, 2, ()), (1, 1, 3, ()), (1, 1, 4, (0, 1))]), spec, (8, 8, 1), 10
     )
@@ -166,7 +166,7 @@ def _architectures(draw, spec, depth):
 SPACES = {
     "v1": cifar10_v1(depth=5, **TINY),
     "v2": cifar10_v2(depth=5, strides=(1, 2, 3), **TINY),
-    "v3": cifar10_v3(depth=5, pool_at=(2, 3), **TINY),
+    "v3": cifar10_v3(depth=5, pool_at=(2, 3), block_size=1, **TINY),
 }
 
 
