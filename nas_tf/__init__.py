@@ -1,9 +1,10 @@
 """nas_tf: Neural Architecture Search with Reinforcement Learning (Zoph & Le, 2017).
 
-The public API: the search-space language, the controller, REINFORCE, and the
-Keras Tuner oracle and tuner.
+The public API: the search-space language, the controller, REINFORCE, the
+Keras Tuner oracle and tuner, and a whole search from Python (`Search`).
 """
 
+from nas_tf.api import Search, SearchResult, open_search
 from nas_tf.controller import Controller, ControllerConfig
 from nas_tf.hp_space import anchor, space_from_hyperparameters, space_to_hyperparameters
 from nas_tf.oracle import NASRL, NASRLOracle
@@ -21,10 +22,13 @@ __all__ = [
     "NASRLOracle",
     "Reinforce",
     "ReinforceConfig",
+    "Search",
+    "SearchResult",
     "Space",
     "When",
     "anchor",
     "cifar10_reward",
+    "open_search",
     "ptb_reward",
     "space_from_hyperparameters",
     "space_to_hyperparameters",

@@ -5,9 +5,13 @@ Written in the style of Keras's progress bar (`keras.utils.Progbar`):
     12/50 [=======>....................] - 3m 10s - ETA 10m 2s - best 0.7312 - failed 1
 
 On a terminal the line is rewritten in place (a carriage return, no new line)
-after each step; when the output is not a terminal (a CI log, a file) each
-step prints one whole line instead, so a log keeps one line per child or
-epoch. `verbose=0` prints nothing.
+after each step, and what a step has to say (a child's result) scrolls above
+it; when the output is not a terminal (a CI log, a file) each step prints one
+whole line without the bar, as Keras does, what the step says included:
+
+    [child 11] 12/50 - 3m 10s - ETA 10m 2s - best 0.7312 - failed 1 - reward 0.5120 ...
+
+`verbose=0` prints nothing.
 
 The clock is injectable (`clock=`), so tests check exact lines without
 depending on wall-clock time. The ETA uses only the steps done since this
@@ -54,6 +58,7 @@ def format_line(
     eta: Optional[float] = None,
     values: Optional[Mapping[str, object]] = None,
     width: int = BAR_WIDTH,
+    bar: bool = True,
 ) -> str:
     """One progress line (no carriage return or newline).
 
@@ -65,6 +70,7 @@ def format_line(
       values: named figures shown after the times, in order (None values are
         left out).
       width: characters inside the bar's brackets.
+      bar: draw the bar (False: "3/10 - 12s - ...", Keras's non-interactive form).
 
     Returns:
       e.g. "3/10 [========>.....................] - 12s - ETA 28s - best 0.5000".
@@ -73,10 +79,11 @@ def format_line(
     digits = len(str(total))
     filled = int(width * min(done, total) / total)
     if 0 < filled < width:
-        bar = "=" * (filled - 1) + ">" + "." * (width - filled)
+        drawn = "=" * (filled - 1) + ">" + "." * (width - filled)
     else:
-        bar = "=" * filled + "." * (width - filled)
-    parts = [f"{done:>{digits}}/{total} [{bar}]", format_duration(elapsed)]
+        drawn = "=" * filled + "." * (width - filled)
+    count = f"{done:>{digits}}/{total} [{drawn}]" if bar else f"{done}/{total}"
+    parts = [count, format_duration(elapsed)]
     if eta is not None and done < total:
         parts.append(f"ETA {format_duration(eta)}")
     for name, value in (values or {}).items():
@@ -136,29 +143,46 @@ class Progress:
             return None
         return (self._clock() - self._start) / steps * max(self.total - self.done, 0)
 
-    def line(self, values: Optional[Mapping[str, object]] = None) -> str:
-        return format_line(self.done, self.total, self._clock() - self._start, self.eta(), values)
+    def line(self, values: Optional[Mapping[str, object]] = None, bar: bool = True) -> str:
+        return format_line(
+            self.done, self.total, self._clock() - self._start, self.eta(), values, bar=bar
+        )
 
-    def update(self, done: Optional[int] = None, values: Optional[Mapping[str, object]] = None):
-        """Sets the steps done (default: one more) and shows the line."""
+    def update(
+        self,
+        done: Optional[int] = None,
+        values: Optional[Mapping[str, object]] = None,
+        prefix: str = "",
+        note: str = "",
+    ):
+        """Sets the steps done (default: one more) and shows the line.
+
+        Args:
+          done: steps finished (default: one more than before).
+          values: figures for the line (see `format_line`).
+          prefix: names the step ("[child 11]").
+          note: what the step has to say (a child's result).
+        """
         self.done = self.done + 1 if done is None else done
         if not self.verbose:
             return
-        text = self.line(values)
         if self.interactive:
-            # Pad over a longer previous line, stay on this line.
-            self.stream.write("\r" + text + "\x1b[K")
+            if prefix or note:
+                self.message(" ".join(x for x in (prefix, note) if x))
+            # Clear the rest of a longer previous line, stay on this line.
+            self.stream.write("\r" + self.line(values) + "\x1b[K")
             self._open = True
         else:
-            self.stream.write(text + "\n")
+            text = self.line(values, bar=False) + (f" - {note}" if note else "")
+            self.stream.write((f"{prefix} " if prefix else "") + text + "\n")
         self.stream.flush()
 
     def message(self, text: str):
-        """Prints a line of its own (e.g. a failure) without breaking the progress line."""
+        """Prints a line of its own above the progress line (which the next update redraws)."""
         if not self.verbose:
             return
         if self._open:
-            self.stream.write("\n")
+            self.stream.write("\r\x1b[K")  # Clear the progress line; the text takes its place.
             self._open = False
         self.stream.write(text + "\n")
         self.stream.flush()

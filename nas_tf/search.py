@@ -59,8 +59,10 @@ from nas_tf import distributed
 from nas_tf import durable
 from nas_tf import hp_space
 from nas_tf import oracle as oracle_lib
+from nas_tf import progress as progress_lib
 from nas_tf import reinforce as reinforce_lib
 from nas_tf import space as space_lib
+from nas_tf import summaries
 from nas_tf import tasks
 from nas_tf.children import convnet, language_model, lm_trainer, worker
 from nas_tf.spaces import conv
@@ -317,6 +319,19 @@ class ChildSearch(oracle_lib.NASRL):
         self._history = {r["trial_id"]: r for r in read_history(output_dir)}
         self._best = None  # (reward, trial id) of the best child, read from the history.
         self.trainings = 0
+        self._worker_id = worker_id
+        # TensorBoard: children's runs here, and the controller's (the chief's oracle).
+        self._logdir = os.path.join(output_dir, summaries.TENSORBOARD)
+        if isinstance(self.oracle, oracle_lib.NASRLOracle):
+            self.oracle.summary_dir = self._logdir
+            metric = "val_perplexity" if isinstance(task, tasks.CellTask) else "val_accuracy"
+            summaries.write_hparams_config(self._logdir, task.space, ["reward", metric])
+        done = list(self._history.values())
+        self._failures = sum(r["status"] != "COMPLETED" for r in done)
+        self._best_reward = _best_of([r for r in done if r["status"] == "COMPLETED"])[0]
+        self._progress = progress_lib.Progress(
+            self.oracle.max_trials, done=len(done), verbose=verbose
+        )
         if isolate_children:
             self._train = worker.WorkerPool(task, children_per_worker, timeout=child_timeout)
         else:
@@ -423,11 +438,17 @@ class ChildSearch(oracle_lib.NASRL):
             self._train.close()
 
     def _record(self, record):
+        if self._worker_id is not None:
+            record["worker"] = self._worker_id  # The report draws each worker's children.
         durable.append_line(self._history_path, json.dumps(record, sort_keys=True))
         self._history[record["trial_id"]] = record
         durable.fault_point("after_record")
+        summaries.write_child(self._logdir, record)
+        self._failures += record["status"] != "COMPLETED"
+        reward = record.get("reward")
+        if record["status"] == "COMPLETED" and _finite(reward):
+            self._best_reward = max(reward, self._best_reward or -math.inf)
         if self.log_level >= 1 or record.get("traceback"):
-            done = len(self._history)  # Finished children this process knows of.
             if record["status"] == "COMPLETED":
                 what = (
                     f"reward {record['reward']:.4f}  {self.task.headline(record)}  "
@@ -435,11 +456,14 @@ class ChildSearch(oracle_lib.NASRL):
                 )
             else:
                 what = f"FAILED ({record['reason']}): {record['message'][:300]}"
-            elapsed = time.time() - self._started
-            print(
-                f"[child {record['trial_id']} | {done}/{self.oracle.max_trials} | "
-                f"{elapsed:.0f}s] {what}",
-                flush=True,
+            # A failure with a traceback is shown even when silent.
+            self._progress.verbose = max(self.log_level, 1)
+            self._progress.update(
+                # Finished children this process knows of (a worker: its own and earlier ones).
+                done=len(self._history),
+                values={"best": self._best_reward, "failed": self._failures or None},
+                prefix=f"[child {record['trial_id']}]",
+                note=what,
             )
             if record.get("traceback"):
                 print(record["traceback"], file=sys.stderr, flush=True)
@@ -689,6 +713,7 @@ def run(config: SearchConfig, data=None) -> Optional[dict]:
         raise SearchError(f"{type(e).__name__}: {e}") from e
     finally:
         tuner.close()
+        tuner._progress.close()
     if part == "worker":  # The chief merges the history and exports the best child.
         if config.verbose:
             print(f"nas_tf: worker {tuner.tuner_id} done: the chief has no more children.")
