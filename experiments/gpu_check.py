@@ -188,7 +188,11 @@ def child_benchmark(args):
 
 def run(cmd, env=None, timeout=300):
     started = time.perf_counter()
-    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
+    try:
+        done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        say(f"    timed out after {timeout} s (--section_timeout): {' '.join(cmd[1:3])}")
+        return
     for line in (done.stdout + done.stderr).splitlines():
         if not line.startswith(("WARNING", "I0000", "W0000", "E0000")):
             say("    " + line)
@@ -199,6 +203,8 @@ def controller_benchmark(args):
     say("## 3. Controller sampling and update, GPU vs CPU")
     script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "controller_speed.py")
     cmd = [sys.executable, script, f"--repeats={args.controller_repeats}", f"--xla={int(not args.quick)}"]
+    if args.quick:
+        cmd.append("--spaces=1")
     for label, env in (("GPU", dict(os.environ)), ("CPU", dict(os.environ, CUDA_VISIBLE_DEVICES=""))):
         say(f"  {label}:")
         run(cmd, env, timeout=args.section_timeout)
