@@ -103,6 +103,7 @@ class Progress:
       interactive: rewrite the line in place; default: whether `stream` is a
         terminal.
       clock: a function returning seconds (default `time.monotonic`).
+      label: names the steps at the line's start ("epoch" gives "epoch 3/10 ...").
     """
 
     def __init__(
@@ -113,6 +114,7 @@ class Progress:
         stream: Optional[TextIO] = None,
         interactive: Optional[bool] = None,
         clock: Callable[[], float] = time.monotonic,
+        label: str = "",
     ):
         if total < 0 or done < 0:
             raise ValueError(f"Progress needs total >= 0 and done >= 0, got {total} and {done}.")
@@ -120,6 +122,7 @@ class Progress:
         self._stream, self._interactive, self._clock = stream, interactive, clock
         self._start = clock()
         self._start_done = done
+        self.label = label
         self._open = False  # A line is on the terminal without its newline.
 
     @property
@@ -144,9 +147,10 @@ class Progress:
         return (self._clock() - self._start) / steps * max(self.total - self.done, 0)
 
     def line(self, values: Optional[Mapping[str, object]] = None, bar: bool = True) -> str:
-        return format_line(
+        text = format_line(
             self.done, self.total, self._clock() - self._start, self.eta(), values, bar=bar
         )
+        return f"{self.label} {text.lstrip()}" if self.label else text
 
     def update(
         self,

@@ -38,6 +38,7 @@ from absl import flags
 from nas_tf import cli
 from nas_tf import data as data_lib
 from nas_tf import durable
+from nas_tf import progress
 
 # This entry point's own flag registry (the convention of `nas_tf.cli`).
 FLAGS = flags.FlagValues()
@@ -57,7 +58,8 @@ define.string("data_dir", None, "TensorFlow Datasets directory holding a prepare
               "docs/ptb.md); unused for the embedded corpus.")
 define.string("output_dir", "runs/train_lm", "Directory for config.json, results.json and "
               "model.keras; created if missing, existing files are replaced.")
-define.integer("verbose", 1, "0: silent; 1: one line per epoch and the results.", lower_bound=0,
+define.integer("verbose", 1, "0: silent; 1: a progress line per epoch (in place on a terminal) "
+               "and the results.", lower_bound=0,
                upper_bound=1)
 
 define.integer("units", None, "Width of the recurrent layers and the embedding (unset: the width that "
@@ -255,17 +257,20 @@ def run(config: RunConfig, data=None) -> dict:
     say(f"Training {what} language model on {data.name} ({data.vocab_size} tokens, "
         f"{len(data.train):,} training ids).")  # fmt: skip
     start = time.time()
+    line = progress.Progress(config.train.epochs, verbose=config.verbose, label="epoch")
 
     def on_epoch_end(epoch, ppl):
         figure = f"{math.log2(ppl):.3f} bits per char" if char else f"perplexity {ppl:.2f}"
         lr = config.train.learning_rate_at(epoch)
-        say(f"epoch {epoch + 1}/{config.train.epochs}  lr {lr:.4g}  validation {figure}  "
-            f"({time.time() - start:.0f} s)", flush=True)  # fmt: skip
+        line.update(epoch + 1, note=f"lr {lr:.4g}  validation {figure}")
 
-    result = lm_trainer.train_language_model(
-        config.description, data, config.model, config.train, on_epoch_end,
-        restore_best=config.restore_best,
-    )  # fmt: skip
+    try:
+        result = lm_trainer.train_language_model(
+            config.description, data, config.model, config.train, on_epoch_end,
+            restore_best=config.restore_best,
+        )  # fmt: skip
+    finally:
+        line.close()
     model = result.model
     t = config.train
     test_loss = lm_trainer.evaluate(model, data.test, t.eval_batch_size, t.bptt_steps, t.max_eval_batches)

@@ -65,6 +65,14 @@ def test_in_place_on_a_terminal_with_notes_scrolling_above():
     )
 
 
+def test_a_label_names_the_steps():
+    clock, out = Clock(), io.StringIO()
+    line = progress.Progress(total=2, stream=out, clock=clock, label="epoch")
+    clock.now += 3
+    line.update(note="validation perplexity 40.00")
+    assert out.getvalue() == "epoch 1/2 - 3s - ETA 3s - validation perplexity 40.00\n"
+
+
 def test_silent_and_bad_arguments():
     out = Tty()
     line = progress.Progress(total=3, verbose=0, stream=out)
