@@ -278,6 +278,7 @@ class Controller:
         self._embeddings: Dict[str, keras.layers.Layer] = {}
         self._heads: Dict[str, keras.layers.Dense] = {}
         self.rng = tf.random.Generator.from_seed(self._seed)
+        self._rng_state = None  # numpy copy of rng.state, kept current by sampling
         self.space = None
         self.set_space(space)
 
@@ -330,7 +331,11 @@ class Controller:
         depth = tf.TensorSpec([None], tf.int32)
         idx = tf.TensorSpec([None, self._layout.width], tf.int32)
         self._sample_fn = tf.function(
-            lambda depth: self._rollout(depth, None), input_signature=[depth], **graph
+            # The generator's state after the draws comes back with them: saving
+            # it after every sample then costs no extra variable read.
+            lambda depth: self._rollout(depth, None) + (self.rng.state.read_value(),),
+            input_signature=[depth],
+            **graph,
         )
         self._score_fn = tf.function(
             lambda idx, depth: self._rollout(depth, idx), input_signature=[idx, depth], **graph
@@ -631,7 +636,8 @@ class Controller:
         if num < 1:
             raise ValueError(f"num must be positive, got {num}.")
         depths = self._depths(num, depth)
-        idx, active, log_prob, _ = self._sample_fn(tf.constant(depths))
+        idx, active, log_prob, _, rng_state = self._sample_fn(tf.constant(depths))
+        self._rng_state = rng_state.numpy()
         archs = self._layout.decode(idx.numpy(), active.numpy(), depths)
         return archs, log_prob.numpy().astype(np.float64)
 
@@ -702,7 +708,11 @@ class Controller:
             mine[name].assign(value)
 
     def get_rng_state(self) -> np.ndarray:
-        return self.rng.state.numpy()
+        """The sampling generator's state (a copy), as of the last sample or reset."""
+        if self._rng_state is None:
+            self._rng_state = self.rng.state.numpy()
+        return self._rng_state.copy()
 
     def set_rng_state(self, state):
-        self.rng.reset(np.asarray(state, dtype=np.int64))
+        self._rng_state = np.array(state, dtype=np.int64)
+        self.rng.reset(self._rng_state)

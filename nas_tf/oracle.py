@@ -310,22 +310,51 @@ class NASRLOracle(keras_tuner.Oracle):
         return {"status": trial_module.TrialStatus.RUNNING, "values": values}
 
     def _samples(self, controller, depth):
-        """Up to `max_resamples + 1` (architecture, log q) samples, drawn in batches of m.
+        """Up to `max_resamples + 1` (architecture, log q) samples of the current policy.
 
-        One batched call costs about as much as one single sample, and once the
-        policy has concentrated most samples are already-trained architectures.
-        Samples left over when a new architecture turns up are dropped: the RNG
-        state (saved) has moved past them, so a resumed search drops them too.
+        Samples come from a queue drawn in one batched call (about as costly
+        as a single sample) and valid until the policy changes: the next
+        update, another curriculum depth, or a grown space empties it. Every
+        queued sample is an independent draw of the policy that is current
+        when it is used, with the log-probability it has under that policy,
+        so the queue changes the cost of sampling, not what is sampled. The
+        queue is saved with the oracle, so a resumed search draws the same.
         Stopping at the first new architecture is a stopping time, so feeding
         every sample drawn up to it keeps the estimator's direction unbiased
         (Wald's identity; docs/search_brain.md).
         """
         left = self.max_resamples + 1 if self.reuse_rewards else 1
-        chunk = self.reinforce_config.batch_size if self.reuse_rewards else 1
         while left > 0:
-            archs, log_q = controller.sample_with_log_prob(min(chunk, left), depth=depth)
-            left -= len(archs)
-            yield from zip(archs, log_q.tolist())
+            key = [self._learner.num_updates, depth, self._space_size]
+            queue = self._sample_queue
+            if queue["key"] != key or queue["next"] >= queue["size"]:
+                # Enough for the trials one policy serves: m feeds end it, and
+                # each trial draws up to max_resamples + 1 times.
+                size = self.reinforce_config.batch_size * (
+                    self.max_resamples + 1 if self.reuse_rewards else 1)
+                self._sample_queue = queue = {"key": key, "rng": controller.get_rng_state().tolist(),
+                                              "size": size, "next": 0}
+                archs, log_q = controller.sample_with_log_prob(size, depth=depth)
+                self._queued = list(zip(archs, log_q.tolist()))
+            elif self._queued is None:
+                self._queued = self._redraw_queue(controller, queue, depth)
+            i = queue["next"]
+            queue["next"] = i + 1
+            left -= 1
+            yield self._queued[i]
+
+    def _redraw_queue(self, controller, queue, depth):
+        """A reloaded queue's samples, drawn again from its saved generator state.
+
+        A reloaded oracle has the queue's key, state and index but not its
+        samples; the same policy (restored exactly) and the same generator
+        state draw the same ones. The generator then returns to where it was.
+        """
+        after = controller.get_rng_state()
+        controller.set_rng_state(queue["rng"])
+        archs, log_q = controller.sample_with_log_prob(queue["size"], depth=depth)
+        controller.set_rng_state(after)
+        return list(zip(archs, log_q.tolist()))
 
     def _mutate_until_new(self, space, arch):
         """A random walk from `arch`, one decision at a time, to an untried architecture.
@@ -512,6 +541,7 @@ class NASRLOracle(keras_tuner.Oracle):
             name, feeds = self._checkpoint
             state["nasrl"] = {
                 "rng": self._learner.controller.get_rng_state().tolist(),
+                "sample_queue": self._sample_queue,
                 "num_updates": self._learner.num_updates,
                 "checkpoint": name,
                 "checkpoint_feeds": feeds,
@@ -596,6 +626,9 @@ class NASRLOracle(keras_tuner.Oracle):
                 f"{nasrl['num_updates']} were saved (the search space grew mid-search?)."
             )
         learner.controller.set_rng_state(nasrl["rng"])
+        queue = nasrl.get("sample_queue")
+        if queue is not None:
+            self._sample_queue = dict(queue)
         self._remove_stale_checkpoints(name)
         # A kill after a trial's end was saved in its trial.json but before the
         # oracle's own save: finish what end_trial did, in trial order.
@@ -612,6 +645,10 @@ class NASRLOracle(keras_tuner.Oracle):
         return self._ensure_learner()
 
     def _reset_memory(self):
+        # The current policy's queue of samples (`_samples`): its key, generator
+        # state, size and next index are saved; the samples are redrawn after a reload.
+        self._sample_queue = {"key": None, "rng": None, "size": 0, "next": 0}
+        self._queued = None
         self._rewarded, self._rewarded_order = set(), []
         self._known_rewards, self._behaviour = journal.TrackedDict(), journal.TrackedDict()
         self._feeds = []

@@ -170,6 +170,19 @@ def test_sampling_is_batched_seeded_and_respects_depth():
     assert all(arch.depth == 5 for arch in deepest)
 
 
+def test_rng_state_is_kept_current_by_sampling_and_reset():
+    controller = Controller(layered_space(depth=4), seed=3)
+    start = controller.get_rng_state()
+    np.testing.assert_array_equal(start, controller.rng.state.numpy())
+    first = controller.sample(3)
+    moved = controller.get_rng_state()  # Returned by the sampling call itself.
+    assert not np.array_equal(moved, start)
+    np.testing.assert_array_equal(moved, controller.rng.state.numpy())
+    controller.set_rng_state(start)
+    np.testing.assert_array_equal(controller.get_rng_state(), start)
+    assert controller.sample(3) == first
+
+
 def test_sampled_log_probabilities_are_those_of_the_samples():
     controller = Controller(layered_space(depth=4), seed=3)
     archs, log_q = controller.sample_with_log_prob(6, depth=4)
