@@ -197,3 +197,24 @@ class Progress:
             self.stream.write("\n")
             self.stream.flush()
             self._open = False
+
+
+def keras_callback(line: Progress, names=("loss", "accuracy", "val_loss", "val_accuracy")):
+    """A Keras callback that moves `line` to each finished epoch, with the epoch's figures.
+
+    For `model.fit` runs that want the progress line instead of Keras's own
+    bar (`nas_tf.retrain`); a resumed fit (`initial_epoch`) continues the
+    count. Close the line after `fit`.
+
+    Args:
+      line: the `Progress`, its total the epochs of the run.
+      names: the `logs` entries to show, in order, when present.
+    """
+    import keras
+
+    class EpochProgress(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            logs = logs or {}
+            line.update(epoch + 1, values={k: float(logs[k]) for k in names if k in logs})
+
+    return EpochProgress()

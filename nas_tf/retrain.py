@@ -56,6 +56,7 @@ from absl import flags
 
 from nas_tf import cli
 from nas_tf import durable
+from nas_tf import progress
 
 # Own registry, as in nas_tf.train_lm: importable beside nas_tf.train.
 FLAGS = flags.FlagValues()
@@ -376,15 +377,19 @@ def train(arch, spec, data, point: GridPoint, epochs: int, directory: str,
         model.optimizer.build(model.trainable_variables)
         model.load_weights(os.path.join(directory, state["weights"]))
     if state["epoch"] < epochs:
+        # verbose 1: nas_tf's progress line per epoch; 2: Keras's own lines.
+        line = progress.Progress(epochs, done=state["epoch"], verbose=int(config.verbose == 1),
+                                 label="epoch")  # fmt: skip
         model.fit(
             data.train_dataset(config.batch_size, seed=config.seed + state["epoch"]),
             validation_data=data.valid_dataset(config.batch_size) if validate else None,
             initial_epoch=state["epoch"],
             epochs=epochs,
-            callbacks=[checkpoint.callback(state)],
+            callbacks=[checkpoint.callback(state), progress.keras_callback(line)],
             shuffle=False,
             verbose=2 if config.verbose > 1 else 0,
         )
+        line.close()
     history = checkpoint.load()["history"]
     losses = history.get("loss", [])
     if not all(np.isfinite(losses)):

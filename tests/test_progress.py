@@ -82,3 +82,19 @@ def test_silent_and_bad_arguments():
     assert out.getvalue() == "" and line.done == 1
     with pytest.raises(ValueError, match="total >= 0"):
         progress.Progress(total=-1)
+
+
+def test_keras_callback_moves_the_line_per_epoch_with_its_figures():
+    import numpy as np
+    import keras
+
+    clock, out = Clock(), io.StringIO()
+    line = progress.Progress(total=3, done=1, stream=out, clock=clock, label="epoch")
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    model.compile(optimizer="sgd", loss="mse")
+    x = np.zeros((4, 2), "float32")
+    model.fit(x, x[:, :1], epochs=3, initial_epoch=1, verbose=0,
+              callbacks=[progress.keras_callback(line)])
+    lines = out.getvalue().splitlines()
+    assert [l.split(" - ")[0] for l in lines] == ["epoch 2/3", "epoch 3/3"]
+    assert all(l.endswith("loss 0.0000") for l in lines)  # Zero targets, zero-input model.
