@@ -201,15 +201,21 @@ def cell(arch, path: str, title: Optional[str] = None) -> str:
     hy = max(out_y[root], combine_y(root) + 1.3 + bh / 2) + 1.1
     _box(ax, x[root], hy, "h$_t$", _IO, width=1.4, height=bh)
     _arrow(ax, (x[root], out_y[root]), (x[root], hy - bh / 2))
+    # c_t leaves the memory node's combine box (its value before the activation):
+    # out of its right side, down into the free band under it, then right,
+    # past the tree, to c_t; the path crosses arrows but no box.
     memory = description.memory_node
     cx_out = max(x.values()) + 3.0
-    _box(ax, cx_out, combine_y(memory) + 0.65, "c$_t$", _IO, width=1.4, height=bh)
-    _arrow(ax, (x[memory] + bw / 2, combine_y(memory)), (cx_out - 0.7, combine_y(memory) + 0.65),
-           color="#a83232")
-    ax.text(
-        (x[memory] + cx_out) / 2, combine_y(memory) + 0.05, "cell index\n(before activation)",
-        ha="center", va="top", fontsize=7, color="#a83232",
-    )
+    my = combine_y(memory)
+    lane_y = my - 0.8
+    x0 = x[memory] + bw / 2
+    ax.plot([x0, x0 + 0.35, x0 + 0.35, cx_out - 0.7], [my, my, lane_y, lane_y],
+            color="#a83232", lw=0.9, zorder=1)
+    _box(ax, cx_out, lane_y, "c$_t$", _IO, width=1.4, height=bh)
+    _arrow(ax, (cx_out - 1.0, lane_y), (cx_out - 0.7, lane_y), color="#a83232")
+    ax.text(cx_out, lane_y + bh / 2 + 0.15, "cell index: node "
+            f"{memory}\nbefore its activation", ha="center", va="bottom", fontsize=7,
+            color="#a83232")
     ax.set_xlim(mx - 1.2, cx_out + 1.2)
     ax.set_ylim(-0.6, hy + 0.9)
     ax.axis("off")

@@ -103,7 +103,7 @@ def controller(files: data_lib.SearchFiles, path: str) -> Optional[str]:
     fig, axes = plt.subplots(2, 2, figsize=(9, 5.6), dpi=DPI, sharex=True)
     ax = axes[0, 0]
     ax.plot(steps, series("entropy"), color="tab:purple", marker=".")
-    ax.set_title("policy entropy (mean over the batch, nats)", fontsize=10)
+    ax.set_title("policy entropy (nats, summed over decisions)", fontsize=10)
     ax = axes[0, 1]
     ax.plot(steps, series("mean_reward"), color="tab:blue", marker=".", label="batch mean reward")
     ax.plot(steps, series("baseline"), color="black", lw=1.5, label="baseline (EMA)")
