@@ -92,7 +92,9 @@ class ConvTask:
                 result.model.save(tmp)
         _finished_child(model_path)
         record = result.to_dict()
-        record["reward"] = rewards.cifar10_reward(record["val_accuracy"], last=self.child.reward_epochs)
+        record["reward"] = rewards.cifar10_reward(
+            record["val_accuracy"], last=self.child.reward_epochs, power=self.child.reward_power
+        )
         return record
 
     @staticmethod

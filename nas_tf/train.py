@@ -126,6 +126,9 @@ define.float("child_weight_decay", 1e-4, "Child L2 weight decay (paper setup: 1e
              lower_bound=0.0)
 define.integer("child_reward_epochs", 5, "Reward = max validation accuracy over this many "
                "last epochs, cubed (paper: 5).", lower_bound=1)
+define.float("child_reward_power", 3.0, "Reward = that accuracy to this power (paper: 3). 1 "
+             "makes the reward the accuracy, so the controller's moving-average baseline "
+             "averages previous accuracies, as the paper's sec. 3.2 words it.", lower_bound=1e-6)
 define.enum("child_xla", "auto", list(cli.AUTO_ON_OFF), "XLA for children: auto is on with "
             "a GPU or TPU and off on CPU.")
 define.enum("child_distribution", "default", ["default", "mirrored", "tpu"],
@@ -309,6 +312,7 @@ def config_from_flags():
                 momentum=FLAGS.child_momentum,
                 weight_decay=FLAGS.child_weight_decay,
                 reward_epochs=FLAGS.child_reward_epochs,
+                reward_power=FLAGS.child_reward_power,
                 jit_compile=xla,
                 mixed_precision=FLAGS.child_mixed_precision,
                 distribution=FLAGS.child_distribution,

@@ -341,3 +341,16 @@ def test_paper_flag_files_run_the_papers_method_exactly():
     assert config.preset == "default" and config.reuse_rewards and config.max_resamples == 2
     assert config.controller.tanh_constant is None and config.reinforce.ratio_clip is None
     assert (config.reinforce.topk_size, config.reinforce.topk_weight) == (3, 2.0)
+
+
+def test_reward_power_one_makes_the_reward_the_accuracy(tmp_path):
+    # The paper's baseline form (sec. 3.2): a moving average of accuracies.
+    out = str(tmp_path / "acc")
+    _parse(_TINY + [f"--output_dir={out}", "--search_max_trials=1", "--child_isolate=false",
+                    "--child_reward_power=1"])  # fmt: skip
+    assert train.config_from_flags().child.reward_power == 1.0
+    assert train.main(["train"]) == 0
+    (record,) = _lines(out)
+    assert record["reward"] == pytest.approx(record["val_accuracy"][0])
+    _parse(["--flagfile=experiments/cifar.flags"])
+    assert train.config_from_flags().child.reward_power == 3.0

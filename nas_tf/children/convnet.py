@@ -262,6 +262,10 @@ class ChildConfig:
       mixed_precision: float16 (GPU) or bfloat16 (TPU, CPU) compute.
       reward_epochs: the reward is the max validation accuracy over this many
         last epochs, cubed (sec. 4.1: 5).
+      reward_power: the exponent of that reward (sec. 4.1: 3). 1 makes the
+        reward the accuracy itself, so that the controller's moving-average
+        baseline is the average of previous accuracies, the form sec. 3.2
+        states.
       seed: shuffling seed of the training data (None: unseeded).
       distribution: "default", "mirrored" (all local GPUs) or "tpu" (see
         `nas_tf.children.base.strategy`).
@@ -285,6 +289,7 @@ class ChildConfig:
     jit_compile: Optional[bool] = None
     mixed_precision: bool = False
     reward_epochs: int = 5
+    reward_power: float = 3.0
     seed: Optional[int] = None
     distribution: str = "default"
     tpu: Optional[str] = None
@@ -295,6 +300,8 @@ class ChildConfig:
         object.__setattr__(self, "lr_decay_at", tuple(self.lr_decay_at))
         if self.epochs < 1 or self.batch_size < 1 or self.reward_epochs < 1:
             raise ValueError("epochs, batch_size and reward_epochs must be positive.")
+        if not self.reward_power > 0:
+            raise ValueError(f"reward_power must be positive, got {self.reward_power}.")
         if self.learning_rate <= 0 or not 0 <= self.momentum < 1 or self.weight_decay < 0:
             raise ValueError(f"Impossible SGD settings in {self}.")
         if self.distribution not in base.DISTRIBUTIONS:
