@@ -5,7 +5,8 @@
 * run `tensorboard/controller`, one step per controller update: the scalars
   `controller/mean_reward`, `baseline` (the EMA baseline the batch's
   advantages were taken against), `mean_advantage`, `loss`, `grad_norm`
-  (before clipping), `entropy` (mean policy entropy of the batch's samples),
+  (before clipping), `entropy` (the policy's entropy per sample, summed over
+  its decisions, averaged over the batch),
   `learning_rate` and `reused_share` (share of the batch whose reward was
   re-used: the architecture was trained before and drawn again), and one
   histogram per decision position, `decisions/<name>`, of the value indices

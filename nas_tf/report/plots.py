@@ -83,7 +83,7 @@ def rewards(files: data_lib.SearchFiles, path: str) -> Optional[str]:
     ax.set_title(f"Reward per child: {len(done)} trained, {len(files.failed)} failed")
     ax.grid(alpha=0.3)
     ax.legend(loc="lower right", fontsize=8)
-    fig.subplots_adjust(left=0.08, right=0.98, top=0.92, bottom=0.12)
+    fig.subplots_adjust(left=0.11, right=0.98, top=0.92, bottom=0.12)
     fig.savefig(path)
     plt.close(fig)
     return path
