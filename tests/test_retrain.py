@@ -138,6 +138,11 @@ def test_a_killed_retrain_resumes_without_training_anything_twice(tmp_path):
                             capture_output=True, text=True, timeout=300)  # fmt: skip
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
     assert len(open(os.path.join(out, retrain.GRID)).readlines()) == 1
+    # Killed again once the final model is trained, before it is saved.
+    killed = subprocess.run(cmd, env={**env, durable.FAULT_ENV: "retrain_before_export:1"},
+                            capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
+    assert not os.path.exists(os.path.join(out, retrain.RESULTS))
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     with open(os.path.join(out, retrain.RESULTS)) as f:
@@ -146,7 +151,7 @@ def test_a_killed_retrain_resumes_without_training_anything_twice(tmp_path):
     assert [json.loads(line)["point"]["learning_rate"] for line in lines] == [0.1, 0.05]
     assert [g["resumed_at_epoch"] for g in results["grid"]] == [0, 1]
     assert len(results["grid"][1]["history"]["loss"]) == 2
-    assert results["final_resumed_at_epoch"] == 0
+    assert results["final_resumed_at_epoch"] == 1  # Trained before the kill: not again.
     assert results["row"] in done.stdout
     assert not os.path.exists(os.path.join(out, "grid", "point_1"))  # Cleaned up.
 
@@ -185,6 +190,13 @@ def test_architecture_outside_its_space_and_cell_searches_are_refused(tmp_path):
     (other / "config.json").write_text(json.dumps({"space": "ptb_cell", "space_overrides": {}}))
     with pytest.raises(retrain.app.UsageError, match="nas_tf.train_lm"):
         retrain.main(["retrain"])
+
+
+def test_missing_cifar10_says_how_to_provide_it(tmp_path, capsys):
+    arch_path = _search_output(tmp_path / "s")
+    _parse([f"--architecture={arch_path}", "--data_name=cifar10", f"--data_dir={tmp_path}"])
+    assert retrain.main(["retrain"]) == 2
+    assert "tfds build cifar10" in capsys.readouterr().err
 
 
 def test_a_changed_configuration_is_not_mixed_into_a_finished_one(tmp_path):
