@@ -42,9 +42,9 @@ to be saved). Exit status: 0 done, 1 training failed, 2 data not prepared.
 """
 
 import dataclasses
-import functools
 import itertools
 import json
+import math
 import os
 import shutil
 import sys
@@ -58,59 +58,54 @@ from nas_tf import cli
 from nas_tf import durable
 from nas_tf import progress
 
-# Own registry, as in nas_tf.train_lm: importable beside nas_tf.train.
+# Its own registry, as every entry point (nas_tf/cli.py).
 FLAGS = flags.FlagValues()
-_string = functools.partial(flags.DEFINE_string, flag_values=FLAGS)
-_integer = functools.partial(flags.DEFINE_integer, flag_values=FLAGS)
-_float = functools.partial(flags.DEFINE_float, flag_values=FLAGS)
-_boolean = functools.partial(flags.DEFINE_boolean, flag_values=FLAGS)
-_enum = functools.partial(flags.DEFINE_enum, flag_values=FLAGS)
-_list = functools.partial(flags.DEFINE_list, flag_values=FLAGS)
+define = cli.definer(FLAGS)
 
 CONV_SPACES = ("cifar10_v1", "cifar10_v2", "cifar10_v3")
 
-_string("architecture", None, "JSON file of the network to train: an architecture of a "
+define.string("architecture", None, "JSON file of the network to train: an architecture of a "
         "convolutional space, such as a search's best_architecture.json. Required.")
-_string("search_config", None, "The search's config.json, which names the space the "
+define.string("search_config", None, "The search's config.json, which names the space the "
         "architecture belongs to (unset: config.json beside --architecture, if there is one).")
-_enum("space", None, list(CONV_SPACES), "The architecture's space with the paper's values, "
+define.enum("space", None, list(CONV_SPACES), "The architecture's space with the paper's values, "
       "when no search config.json is found (unset: cifar10_v1). Overrides the search config.")
-_enum("data_name", "cifar10", ["cifar10", "digits"], "Images: 'cifar10' (a prepared "
+define.enum("data_name", "cifar10", ["cifar10", "digits"], "Images: 'cifar10' (a prepared "
       "TensorFlow Datasets directory, never downloaded) or 'digits' (embedded, no download).")
-_string("data_dir", None, "TensorFlow Datasets directory holding a prepared cifar10.")
-_string("output_dir", None, "Where the results go, and where a killed run resumes from "
+define.string("data_dir", None, "TensorFlow Datasets directory holding a prepared cifar10.")
+define.string("output_dir", None, "Where the results go, and where a killed run resumes from "
         "(unset: <directory of --architecture>/retrain).")
-_boolean("overwrite", False, "Delete an earlier run in --output_dir and start afresh.")
-_integer("seed", 0, "Seed of the validation split, the weights and the shuffling.",
+define.boolean("overwrite", False, "Delete an earlier run in --output_dir and start afresh.")
+define.integer("seed", 0, "Seed of the validation split, the weights and the shuffling.",
          lower_bound=0)
-_integer("verbose", 1, "0: silent; 1: a line per grid point and per final epoch; 2: Keras "
+define.integer("verbose", 1, "0: silent; 1: a line per grid point and per final epoch; 2: Keras "
          "progress bars too.", lower_bound=0, upper_bound=2)
 
-_integer("more_filters", 0, "Widen every convolution by this many filters (Zoph & Le 2017, "
+define.integer("more_filters", 0, "Widen every convolution by this many filters (Zoph & Le 2017, "
          "Table 1: 40 more filters turn the 4.47% v3 network into the 3.65% one).",
          lower_bound=0)
 # The paper names the grid's axes, not its values. The defaults bracket the
 # search's child settings (DenseNet's: lr 0.1, weight decay 1e-4, lr / 10 at
 # 50% and 75% of training) and the two batch-norm epsilons in common use
 # (1e-3: Keras and TensorFlow; 1e-5: Torch, which DenseNet used).
-_list("grid_learning_rates", ["0.1", "0.05"], "Grid: initial SGD learning rates (not given "
+define.list("grid_learning_rates", ["0.1", "0.05"], "Grid: initial SGD learning rates (not given "
       "in the paper; the search's children use 0.1).")
-_list("grid_weight_decays", ["1e-4", "5e-4"], "Grid: weight decays (not given in the paper; "
+define.list("grid_weight_decays", ["1e-4", "5e-4"], "Grid: weight decays (not given in the paper; "
       "the search's children use 1e-4).")
-_list("grid_bn_epsilons", ["1e-3", "1e-5"], "Grid: batch-norm epsilons (not given in the "
+define.list("grid_bn_epsilons", ["1e-3", "1e-5"], "Grid: batch-norm epsilons (not given in the "
       "paper; Keras's default 1e-3 and Torch's 1e-5).")
-_list("grid_lr_decay_at", ["0.5", "0.75"], "Grid: fraction of the epochs after which the "
+define.list("grid_lr_decay_at", ["0.5", "0.75"], "Grid: fraction of the epochs after which the "
       "learning rate is first divided by 10; it is divided again halfway from there to the "
       "end (0.5 gives DenseNet's 50% / 75%).")
-_integer("grid_epochs", 50, "Epochs of each grid point (the search's child length, sec. 4.1: "
+define.integer("grid_epochs", 50, "Epochs of each grid point (the search's child length, sec. 4.1: "
          "50).", lower_bound=1)
-_integer("epochs", 300, "Epochs of the final run on the full training set (the paper trains "
+define.integer("epochs", 300, "Epochs of the final run on the full training set (the paper trains "
          "'until convergence'; DenseNet's schedule: 300).", lower_bound=1)
-_integer("batch_size", 64, "Images per step (DenseNet's 64, as the search's children).",
+define.integer("batch_size", 64, "Images per step (DenseNet's 64, as the search's children).",
          lower_bound=1)
-_float("momentum", 0.9, "Nesterov momentum (the search's children: 0.9).", lower_bound=0.0,
+define.float("momentum", 0.9, "Nesterov momentum (the search's children: 0.9).", lower_bound=0.0,
        upper_bound=0.999999)
-_enum("xla", "auto", list(cli.AUTO_ON_OFF), "XLA: auto is on with a GPU or TPU, off on CPU.")
+define.enum("xla", "auto", list(cli.AUTO_ON_OFF), "XLA: auto is on with a GPU or TPU, off on CPU.")
 
 CONFIG = "config.json"
 GRID = "grid.jsonl"
@@ -409,9 +404,9 @@ def _read_grid(path: str) -> Dict[GridPoint, dict]:
 
 
 def _score(history: dict) -> float:
+    """A grid point's score: max validation accuracy of its last 5 epochs; -inf if it diverged."""
     accs = history.get("val_accuracy", [])
-    losses = history.get("loss", [])
-    if not accs or not all(map(lambda v: v == v and abs(v) != float("inf"), losses)):
+    if not accs or not all(math.isfinite(v) for v in history.get("loss", [])):
         return float("-inf")
     return max(accs[-SCORE_EPOCHS:])
 
@@ -682,4 +677,4 @@ def main(argv):
 
 if __name__ == "__main__":
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    app.run(main, flags_parser=cli.flags_parser(FLAGS, __doc__))
+    cli.run(main, FLAGS, __doc__)
