@@ -1,10 +1,10 @@
 r"""The paper's final training of a found convolutional network: grid, full data, test error.
 
-Zoph & Le 2017, sec. 4.1: "After the controller trains 12,800 architectures,
-we find the architecture that achieves the best validation accuracy. We then
-run a small grid search over learning rate, weight decay, batchnorm epsilon
-and what epoch to decay the learning rate. The best model from this grid
-search is then run until convergence and we then compute the test accuracy."
+Zoph & Le 2017, sec. 4.1: after the search, the architecture with the best
+validation accuracy is trained again with a small grid search over learning
+rate, weight decay, batch-norm epsilon and the epoch at which the learning
+rate decays; the best model of the grid is run until convergence and its test
+accuracy is reported (Table 1).
 
 This program does that for one architecture JSON of a convolutional space
 (a search's `best_architecture.json`, or a file of `experiments/paper/`):
@@ -27,6 +27,8 @@ This program does that for one architecture JSON of a convolutional space
                      for serving: `tf.saved_model.load(dir).serve(images)`.
 
   python -m nas_tf.retrain --architecture=runs/quick/best_architecture.json --data_name=digits
+      # the defaults are the paper-scale schedule (16 x 50 + 300 epochs); for a
+      # few minutes on a CPU add --grid_epochs=3 --epochs=10 --grid_learning_rates=0.1
   python -m nas_tf.retrain --architecture=runs/cifar10_v3/best_architecture.json \
       --data_dir=$HOME/tensorflow_datasets --more_filters=40
 
