@@ -11,6 +11,7 @@ import pytest
 
 import nas_tf
 from nas_tf import api
+from nas_tf import summaries
 from nas_tf.spaces import cell, conv
 
 _README = os.path.join(os.path.dirname(__file__), "..", "README.md")
@@ -26,6 +27,7 @@ def test_readme_notebook_example_runs(tmp_path):
         ("max_trials=8", "max_trials=2, isolate_children=False, verbose=0"),
         ('"runs/notebook"', repr(str(tmp_path / "nb"))),
         ('{"depth": 4}', '{"depth": 2, "num_filters": (2, 4)}'),
+        ('child={"epochs": 2}', 'child={"epochs": 2}, reinforce={"batch_size": 1}'),
     ]
     if importlib.util.find_spec("pandas") is None:
         replacements.append(("result.dataframe()", "result.records"))
@@ -47,7 +49,16 @@ def test_readme_notebook_example_runs(tmp_path):
     model, fresh = scope["model"], scope["fresh"]
     assert isinstance(model, keras.Model) and model.count_params() == best["num_params"]
     assert fresh.count_params() == best["num_params"]
-    assert os.path.exists(tmp_path / "nb" / "report" / "index.html")
+    # The report of this real search: every picture, referenced by the page.
+    page = (tmp_path / "nb" / "report" / "index.html").read_text()
+    for name in ("rewards.png", "controller.png", "decisions.png", "best_network.png"):
+        assert (tmp_path / "nb" / "report" / name).stat().st_size > 5000, name
+        assert f'src="{name}"' in page
+    assert len(summaries.read_controller_log(str(tmp_path / "nb" / "search" / summaries.CONTROLLER_LOG))) == 2
+    runs = sorted(os.listdir(tmp_path / "nb" / "tensorboard"))
+    assert [r for r in runs if not r.startswith("events")] == sorted(
+        ["controller"] + [summaries.trial_run(r["trial_id"]) for r in records]
+    )
     assert "2 children trained" in repr(result)
 
 

@@ -73,11 +73,11 @@ def _batches(oracle):
 
 def test_controller_updates_are_logged_once_with_exact_figures_even_across_a_kill(tmp_path):
     oracle = _oracle(tmp_path)
-    _drive(oracle, 12)
+    _drive(oracle, 9)
     project = tmp_path / "project"
     log = summaries.read_controller_log(str(project / summaries.CONTROLLER_LOG))
     batches = _batches(oracle)
-    assert oracle.learner.num_updates == len(log) == len(batches) >= 4
+    assert oracle.learner.num_updates == len(log) == len(batches) >= 3
     assert [r["update"] for r in log] == list(range(1, len(log) + 1))
     for record, batch in zip(log, batches):
         assert record["mean_reward"] == pytest.approx(np.mean([r for _, r, _ in batch]))
@@ -114,7 +114,7 @@ def test_controller_updates_are_logged_once_with_exact_figures_even_across_a_kil
     # A reload replays the feeds since the checkpoint: nothing is logged twice.
     resumed = _oracle(tmp_path)
     resumed.reload()
-    _drive(resumed, 3)
+    _drive(resumed, 2)
     again = summaries.read_controller_log(str(project / summaries.CONTROLLER_LOG))
     with open(project / summaries.CONTROLLER_LOG) as f:
         assert len(f.readlines()) == len(again) == resumed.learner.num_updates
