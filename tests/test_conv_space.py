@@ -210,3 +210,22 @@ def test_v3_quick_flags_sample_39_layer_networks_with_pooling():
     assert model.get_layer("layer_24_relu").output.shape[1:3] == (2, 2)
     assert model.get_layer("global_pool").input.shape[1:3] == (2, 2)
     assert model(np.zeros((1, 8, 8, 1), "float32")).shape == (1, 10)
+
+
+@pytest.mark.parametrize("flagfile, depth", [("cifar", 15), ("cifar_v2", 20), ("cifar_v3", 13)])
+def test_paper_flag_files_reach_full_depth_within_the_papers_budget(flagfile, depth):
+    from nas_tf import train
+
+    train.FLAGS.unparse_flags()
+    try:
+        train.FLAGS(["train", f"--flagfile=experiments/{flagfile}.flags"])
+        config = train.config_from_flags()
+    finally:
+        train.FLAGS.unparse_flags()
+    spec = get_space(config.space, **config.space_overrides)
+    assert spec.depth == depth and config.max_trials == 12_800
+    assert config.preset == "paper" and not config.reuse_rewards and config.max_resamples == 0
+    reached = next(n for n in range(config.max_trials) if config.curriculum(n) >= depth)
+    assert reached == {15: 8000, 20: 11200, 13: 6400}[depth]
+    if flagfile == "cifar_v3":
+        assert (spec.num_filters, spec.pool_at, spec.num_convolutions()) == ((6, 12, 24, 36), (13, 24), 39)
