@@ -130,7 +130,7 @@ def conv_network(arch, path: str, spec=None, title: Optional[str] = None) -> str
     ax.set_ylim(-0.8, top + 0.8)
     ax.axis("off")
     ax.set_title(title or f"Best convolutional network ({len(layers)} layers)", fontsize=10)
-    fig.subplots_adjust(left=0.01, right=0.99, top=0.96, bottom=0.01)
+    fig.subplots_adjust(left=0.01, right=0.99, top=1 - 0.45 / fig.get_figheight(), bottom=0.01)
     fig.savefig(path)
     plt.close(fig)
     return path
@@ -220,7 +220,7 @@ def cell(arch, path: str, title: Optional[str] = None) -> str:
     ax.set_ylim(-0.6, hy + 0.9)
     ax.axis("off")
     ax.set_title(title or f"Best recurrent cell (base {description.base})", fontsize=10)
-    fig.subplots_adjust(left=0.01, right=0.99, top=0.96, bottom=0.01)
+    fig.subplots_adjust(left=0.01, right=0.99, top=1 - 0.45 / fig.get_figheight(), bottom=0.01)
     fig.savefig(path)
     plt.close(fig)
     return path
