@@ -513,7 +513,14 @@ def _export(model, output_dir: str) -> Tuple[str, str]:
     saved = os.path.join(output_dir, SAVED_MODEL)
     tmp_dir = saved + ".tmp"
     shutil.rmtree(tmp_dir, ignore_errors=True)
-    model.export(tmp_dir, verbose=False)
+    from absl import logging
+
+    verbosity = logging.get_verbosity()
+    logging.set_verbosity(logging.WARNING)  # TensorFlow's saver logs every asset at INFO.
+    try:
+        model.export(tmp_dir, verbose=False)
+    finally:
+        logging.set_verbosity(verbosity)
     shutil.rmtree(saved, ignore_errors=True)
     os.replace(tmp_dir, saved)
     durable.fsync_directory(output_dir)
