@@ -343,14 +343,28 @@ def test_paper_flag_files_run_the_papers_method_exactly():
     assert (config.reinforce.topk_size, config.reinforce.topk_weight) == (3, 2.0)
 
 
-def test_reward_power_one_makes_the_reward_the_accuracy(tmp_path):
+def test_reward_power_one_makes_the_reward_the_accuracy(monkeypatch):
     # The paper's baseline form (sec. 3.2): a moving average of accuracies.
-    out = str(tmp_path / "acc")
-    _parse(_TINY + [f"--output_dir={out}", "--search_max_trials=1", "--child_isolate=false",
-                    "--child_reward_power=1"])  # fmt: skip
-    assert train.config_from_flags().child.reward_power == 1.0
-    assert train.main(["train"]) == 0
-    (record,) = _lines(out)
-    assert record["reward"] == pytest.approx(record["val_accuracy"][0])
+    from nas_tf import space as space_lib
+    from nas_tf import tasks
+    from nas_tf.children import convnet
+    from nas_tf.spaces import conv
+
+    _parse(_TINY + ["--child_reward_power=1", "--child_reward_epochs=2"])
+    child = train.config_from_flags().child
+    assert child.reward_power == 1.0
+    accuracies = [0.5, 0.8, 0.6]
+    result = convnet.ChildResult(
+        num_params=10, train_seconds=1.0, val_accuracy=accuracies, val_loss=[1.0] * 3,
+        train_loss=[1.0] * 3, train_accuracy=[0.5] * 3, images_per_second=1.0,
+    )  # fmt: skip
+    monkeypatch.setattr(convnet, "train_child", lambda *a, **k: result)
+    spec = conv.get_space("cifar10_v1", depth=1, num_filters=(2,), filter_sizes=(1,))
+    arch = space_lib.Architecture({"layer_0/filter_height": 1, "layer_0/filter_width": 1,
+                                   "layer_0/num_filters": 2, "layer_0/anchor": ()}, depth=1)
+    task = tasks.ConvTask(spec.to_config(), data=None, child=child)
+    assert task((arch.to_json(), None))["reward"] == 0.8  # Max of the last 2, not cubed.
+    task = tasks.ConvTask(spec.to_config(), data=None, child=convnet.ChildConfig(reward_epochs=2))
+    assert task((arch.to_json(), None))["reward"] == pytest.approx(0.8**3)
     _parse(["--flagfile=experiments/cifar.flags"])
     assert train.config_from_flags().child.reward_power == 3.0
