@@ -172,7 +172,7 @@ class SearchConfig:
         search differ from `config.json`'s.
       overwrite: start afresh instead of resuming.
       top_k: how many of the best children the summary lists.
-      verbose: 0 silent, 1 one line per child, 2 Keras progress too.
+      verbose: 0 silent, 1 the progress line (`nas_tf.progress`), 2 Keras progress too.
     """
 
     output_dir: str

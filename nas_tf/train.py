@@ -38,7 +38,9 @@ define.boolean("overwrite", False, "Delete an existing search in --output_dir an
 define.boolean("allow_config_change", False, "Resume a search in --output_dir even though "
                "settings that change the search differ from its config.json.")
 define.integer("seed", 1, "Seed of the controller, the validation split and child shuffling.", lower_bound=1)
-define.integer("verbose", 1, "0: silent; 1: one line per child; 2: Keras progress bars too.", lower_bound=0, upper_bound=2)
+define.integer("verbose", 1, "0: silent; 1: a progress line (rewritten in place on a terminal, "
+               "one line per child otherwise); 2: Keras progress bars too.", lower_bound=0,
+               upper_bound=2)
 
 define.enum("search_space", "cifar10_v1", ["cifar10_v1", "cifar10_v2", "cifar10_v3", "ptb_cell"],
             "The paper's convolutional spaces: v1 (no strides, no pooling), v2 (strides "
