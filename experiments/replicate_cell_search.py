@@ -645,8 +645,9 @@ def main(argv=None):
         f"```\n{command.strip()}\n```",
         settings_text(args, data),
         table,
-        f"This invocation: {time.time() - start:.0f} s wall; searches and final trainings "
-        f"(summed over all invocations): {compute:.0f} s. Plot: {args.plot}.",
+        f"This invocation: {time.time() - start:.0f} s wall. Searches and final trainings, "
+        f"summed over the invocations that finished them: {compute:.0f} s (a search "
+        f"resumed after a kill counts from its resume). Plot: {args.plot}.",
     ])  # fmt: skip
     durable.atomic_write_text(os.path.join(args.output_dir, "report.md"), report + "\n")
     print()
