@@ -21,7 +21,9 @@ one traced graph serves every depth and every branch of a conditional space.
 
 import dataclasses
 import hashlib
+import json
 import re
+import threading
 from typing import Dict, List, Optional, Sequence
 
 import keras
@@ -97,15 +99,16 @@ def _accelerator_present() -> bool:
     return bool(tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("TPU"))
 
 
-def _lstm_step(cell, x, state):
-    """One step of a Keras `LSTMCell`, written on its weights.
+def _lstm_step(weights, x, state):
+    """One step of a Keras `LSTMCell`, written on its (kernel, recurrent kernel, bias).
 
     The same maths as `cell(x, state)` (gates i, f, c, o; sigmoid recurrent
     activation), without Keras's per-call machinery: the rollout unrolls
     hundreds of steps, and tracing them is the controller's start-up cost.
     """
+    kernel, recurrent_kernel, bias = weights
     h, c = state
-    z = tf.matmul(x, cell.kernel) + tf.matmul(h, cell.recurrent_kernel) + cell.bias
+    z = tf.matmul(x, kernel) + tf.matmul(h, recurrent_kernel) + bias
     i, f, g, o = tf.split(z, 4, axis=1)
     c = tf.sigmoid(f) * c + tf.sigmoid(i) * tf.tanh(g)
     h = tf.sigmoid(o) * tf.tanh(c)
@@ -234,6 +237,313 @@ class _Table:
         return {name: tf.constant(value) for name, value in self.arrays.items()}
 
 
+def _uniform(state, shape, minval, maxval):
+    """`tf.random.Generator.uniform` on the generator's state variable (Philox).
+
+    The same draws and the same state afterwards as the generator's method,
+    with the state an argument of the graph rather than captured by it.
+    """
+    u = tf.raw_ops.StatefulUniform(resource=state.handle, algorithm=_PHILOX, shape=shape,
+                                   dtype=tf.float32)
+    return u * (maxval - minval) + minval
+
+
+_PHILOX = 1  # tf.random.Algorithm.PHILOX, the algorithm of Generator.from_seed.
+
+
+class _Policy:
+    """The policy's maths over one space's decision table, on weights given as arguments.
+
+    It holds no weights: every graph takes the controller's weights (and its
+    sampling generator's state) as arguments, `w`, a dict with
+    "cells" [(kernel, recurrent kernel, bias)] per LSTM layer, "go",
+    "w_prev", "w_curr", "v", "heads" {kind: (kernel, bias)}, "embeddings"
+    {kind: table} and "rng". So one traced graph serves every controller of
+    the same space and configuration in a process (`_shared_graphs`).
+    """
+
+    def __init__(self, table, config: ControllerConfig):
+        self._table = table
+        self.config = config
+
+    def _shape_logits(self, logits):
+        if self.config.temperature is not None:
+            logits = logits / self.config.temperature
+        if self.config.tanh_constant is not None:
+            logits = self.config.tanh_constant * tf.tanh(logits)
+        return logits
+
+    def rollout(self, w, depth, forced, with_probs=False):
+        """Samples (forced is None) or scores (forced given) a batch.
+
+        The decisions are walked by one step function over the decision table
+        (`_Table`). A space of at most `config.unroll_steps` decisions is
+        unrolled: the step is traced once per decision, each building only
+        what its decision needs (fastest per call). A longer one runs in a
+        `tf.while_loop` whose body (a softmax over every kind's values masked
+        to the decision's own, and an attention over every earlier anchor
+        masked to its sources; the one the decision is kept) is traced once,
+        so the graphs and the REINFORCE step's gradient through them trace in
+        about the same time for 600 decisions as for 6 (docs/search_brain.md).
+        Both draw the same noise and compute the same policy.
+
+        Args:
+          depth: int32 [B], the depth of each network (0 if unused).
+          forced: int32 [B, width] encoded architectures, or None to sample.
+          with_probs: also return each decision's probabilities.
+
+        Returns:
+          idx [B, width], active [B, num_decisions] bool, log_prob [B],
+          entropy [B], and (with_probs) a list of per-decision probabilities.
+        """
+        table = self._table
+        batch = tf.shape(depth)[0]
+        units = self.config.units
+        num_steps, num_anchors = table.num_steps, table.num_anchors
+        zeros = tf.zeros([batch, units])
+        carry = dict(
+            inp=tf.tile(w["go"], [batch, 1]),  # go(ones): the first input.
+            states=tuple(zeros for _ in range(2 * len(w["cells"]))),
+            anchor_h=tf.zeros([batch, num_anchors, units]),
+            anchor_p=tf.zeros([batch, num_anchors, w["w_prev"].shape[1]]),
+            anchor_on=tf.zeros([batch, num_anchors], tf.bool),
+            log_prob=tf.zeros([batch]),
+            entropy=tf.zeros([batch]),
+        )
+        if num_steps <= self.config.unroll_steps:
+            # Each step's record (its encoding columns, activity, probabilities)
+            # is a Python list entry; the lists are joined once at the end.
+            carry.update(rows=[], actives=[], probs=[])
+            for t in range(num_steps):
+                carry = self._step(t, carry, dict(w=w), depth, forced, with_probs)
+            if num_steps:
+                idx = tf.concat(carry["rows"], axis=1)
+                active = tf.stack(carry["actives"], axis=1)
+            else:
+                idx, active = tf.zeros([batch, 0], tf.int32), tf.zeros([batch, 0], tf.bool)
+            out = (idx, active, carry["log_prob"], carry["entropy"])
+            return out + (carry["probs"],) if with_probs else out
+        # The record is a [B, steps, ...] tensor written one step at a time.
+        carry.update(
+            rows=tf.zeros([batch, num_steps, num_anchors], tf.int32),
+            actives=tf.zeros([batch, num_steps], tf.bool),
+            probs=tf.zeros([batch, num_steps, table.prob_width] if with_probs else []),
+        )
+        params = self._loop_params(w)
+        _, carry = tf.while_loop(
+            lambda t, _: t < num_steps,
+            lambda t, c: (t + 1, self._step(t, c, params, depth, forced, with_probs)),
+            (tf.constant(0), carry),
+            maximum_iterations=num_steps,
+        )
+        # The encoding's columns, gathered from (step, position in the step's row).
+        idx = tf.transpose(tf.gather_nd(tf.transpose(carry["rows"], [1, 2, 0]), table.columns))
+        out = (idx, carry["actives"], carry["log_prob"], carry["entropy"])
+        if with_probs:
+            probs = carry["probs"]
+            out += ([tf.gather(probs[:, t, :], cols, axis=1)
+                     for t, cols in enumerate(table.prob_columns)],)
+        return out
+
+    def _loop_params(self, w):
+        """For the loop body: every kind's head and embedding laid end to end, the table."""
+        table = self._table
+        if not table.kinds:  # Anchors only: a dummy head that no step uses.
+            return dict(w=w, kernel=tf.zeros([self.config.units, 1]), bias=tf.zeros([1]),
+                        embeddings=tf.zeros([1, self.config.units]), consts=table.constants())
+        heads = [w["heads"][k] for k in table.kinds]
+        return dict(
+            w=w,
+            kernel=tf.concat([kernel for kernel, _ in heads], axis=1),
+            bias=tf.concat([bias for _, bias in heads], axis=0),
+            embeddings=tf.concat([w["embeddings"][k] for k in table.kinds], axis=0),
+            consts=table.constants(),
+        )
+
+    def _step(self, t, carry, params, depth, forced, with_probs):
+        """One decision: its activity, the LSTM, its softmax or attention, the record.
+
+        `t` is a Python int when unrolled (the table row is then known and
+        only the decision's own kind of step is built; `params` holds the
+        weights `w` only) or a tensor in the loop (`params`: the weights and
+        the loop's concatenated heads and table constants).
+        """
+        table = self._table
+        static = isinstance(t, int)
+        if static:
+            row = {name: value[t] for name, value in table.arrays.items()}
+            row["step"] = t
+        else:
+            row = {name: tf.gather(value, t) for name, value in params["consts"].items()}
+        # Whether the decision exists: its depth, then each condition on an earlier value.
+        active = depth >= row["min_depth"]
+        conditions = int(np.sum(row["cond_used"])) if static else table.max_conditions
+        for k in range(conditions):
+            parent = row["cond_parent"][k]
+            if static:  # The record so far is a list of steps.
+                value, parent_active = carry["rows"][parent][:, 0], carry["actives"][parent]
+            else:
+                value = tf.gather(carry["rows"][:, :, 0], parent, axis=1)
+                parent_active = tf.gather(carry["actives"], parent, axis=1)
+            ok = parent_active & tf.gather(row["cond_allowed"][k], value)
+            active &= ok if static else ok | ~row["cond_used"][k]
+        # The LSTM.
+        states = carry["states"]
+        x, new_states = carry["inp"], []
+        for i, cell in enumerate(params["w"]["cells"]):
+            x, (h_i, c_i) = _lstm_step(cell, x, states[2 * i : 2 * i + 2])
+            new_states += [h_i, c_i]
+        h = x
+        noise = None
+        if forced is None:
+            # One draw for both kinds of step, whichever is built: unrolled and
+            # looped rollouts then sample the same architectures.
+            width = table.cat_width + table.num_anchors
+            noise = _uniform(params["w"]["rng"], [tf.shape(h)[0], width], 1e-20, 1.0)
+        anchor = row["is_anchor"]
+        args = (h, row, active, carry, params, forced, noise, static)
+        if static:
+            lp, ent, next_inp, record, p = (
+                self._attention_step if anchor else self._softmax_step)(*args)
+        else:
+            both = zip(self._attention_step(*args), self._softmax_step(*args))
+            lp, ent, next_inp, record, p = [tf.where(anchor, a, b) for a, b in both]
+        out = dict(carry)
+        if static:
+            out["rows"] = carry["rows"] + [record]
+            out["actives"] = carry["actives"] + [active]
+            out["probs"] = carry["probs"] + [p] if with_probs else carry["probs"]
+        else:
+            here = tf.one_hot(t, table.num_steps, on_value=True, off_value=False, dtype=tf.bool)
+            out["rows"] = tf.where(here[None, :, None], record[:, None, :], carry["rows"])
+            out["actives"] = tf.where(here[None, :], active[:, None], carry["actives"])
+            if with_probs:
+                out["probs"] = tf.where(here[None, :, None], p[:, None, :], carry["probs"])
+        if not static or anchor:
+            # This anchor's output joins the attention's memory.
+            slot = tf.one_hot(row["anchor_index"], table.num_anchors, on_value=True,
+                              off_value=False, dtype=tf.bool) & anchor
+            slot = slot[None, :, None]
+            out["anchor_h"] = tf.where(slot, h[:, None, :], carry["anchor_h"])
+            proj = tf.matmul(h, params["w"]["w_prev"])[:, None, :]
+            out["anchor_p"] = tf.where(slot, proj, carry["anchor_p"])
+            out["anchor_on"] = tf.where(slot[..., 0], active[:, None], carry["anchor_on"])
+        out["log_prob"] = carry["log_prob"] + tf.where(active, lp, 0.0)
+        out["entropy"] = carry["entropy"] + tf.where(active, ent, 0.0)
+        keep = active[:, None]
+        out["states"] = tuple(tf.where(keep, n, o) for n, o in zip(new_states, states))
+        out["inp"] = tf.where(keep, next_inp, carry["inp"])
+        return out
+
+    def _softmax_step(self, h, row, active, carry, params, forced, noise, static):
+        """A value of the decision's kind.
+
+        Unrolled, the kind's own head; in the loop, the concatenated heads
+        with the other kinds' values masked out (the same distribution, and
+        the same Gumbel noise on the kind's columns: the same sample).
+        """
+        table = self._table
+        if static:
+            kind = table.step_kinds[row["step"]]
+            (kernel, bias), embeddings = params["w"]["heads"][kind], params["w"]["embeddings"][kind]
+            off, num = int(row["offset"]), kernel.shape[1]
+            logits = self._shape_logits(tf.matmul(h, kernel) + bias)
+            log_p = tf.nn.log_softmax(logits)
+            p = tf.exp(log_p)
+            ent = -tf.reduce_sum(p * log_p, axis=1)
+        else:
+            off, embeddings = row["offset"], params["embeddings"]
+            in_kind = row["cat_mask"][None, :]
+            logits = self._shape_logits(tf.matmul(h, params["kernel"]) + params["bias"])
+            logits = tf.where(in_kind, logits, -1e30)
+            log_p = tf.nn.log_softmax(logits)
+            p = tf.exp(log_p)
+            ent = -tf.reduce_sum(tf.where(in_kind, p * log_p, 0.0), axis=1)
+        if forced is None:
+            u = noise[:, off : off + num] if static else noise[:, : table.cat_width]
+            local = tf.argmax(logits - tf.math.log(-tf.math.log(u)), axis=1, output_type=tf.int32)
+            local = local if static else local - off
+        else:
+            local = tf.gather(forced, row["slot"], axis=1)
+        local = tf.where(active, local, 0)
+        pick = local if static else local + off
+        lp = tf.gather(log_p, pick, batch_dims=1)
+        if static:
+            return lp, ent, tf.gather(embeddings, pick), local[:, None], p
+        record = tf.one_hot(0, table.num_anchors, dtype=tf.int32) * local[:, None]
+        p = tf.pad(p, [[0, 0], [0, table.prob_width - table.cat_width]])
+        return lp, ent, tf.gather(embeddings, pick), record, p
+
+    def _attention_step(self, h, row, active, carry, params, forced, noise, static):
+        """Set-selection attention over the earlier anchors (sec. 3.3), masked to the sources."""
+        table = self._table
+        query = tf.matmul(h, params["w"]["w_curr"])[:, None, :]
+        v = params["w"]["v"][:, 0]
+        logits = self._shape_logits(tf.reduce_sum(tf.tanh(carry["anchor_p"] + query) * v, axis=-1))
+        mask = carry["anchor_on"] & active[:, None] & row["sources"][None, :]
+        if forced is None:
+            bits = tf.cast(noise[:, table.cat_width :] < tf.sigmoid(logits), tf.int32)
+        else:
+            bits = tf.gather(forced, row["source_cols"], axis=1)
+        bits = tf.where(mask, bits, 0)
+        on = tf.cast(bits, tf.float32)
+        log_on, log_off = tf.math.log_sigmoid(logits), tf.math.log_sigmoid(-logits)
+        lp = tf.reduce_sum(tf.where(mask, on * log_on + (1.0 - on) * log_off, 0.0), axis=1)
+        p_on = tf.sigmoid(logits)
+        ent = tf.reduce_sum(tf.where(mask, -(p_on * log_on + (1.0 - p_on) * log_off), 0.0), axis=1)
+        count = tf.reduce_sum(on, axis=1, keepdims=True)
+        next_inp = tf.reduce_sum(on[..., None] * carry["anchor_h"], axis=1) / tf.maximum(count, 1.0)
+        if static:  # The bits and probabilities of the sources, in their order.
+            sources = table.prob_columns[row["step"]]
+            return lp, ent, next_inp, tf.gather(bits, sources, axis=1), tf.gather(p_on, sources, axis=1)
+        p_on = tf.pad(p_on, [[0, 0], [0, table.prob_width - table.num_anchors]])
+        return lp, ent, next_inp, bits, p_on
+
+
+class _Graphs:
+    """The traced sampling, scoring and probability graphs of one `_Policy`."""
+
+    def __init__(self, policy: _Policy, jit_compile: bool):
+        # The rollout is an explicit tf.while_loop over the decision table;
+        # AutoGraph would only add tracing time. reduce_retracing: a second
+        # batch size traces once more, for every size.
+        graph = dict(autograph=False, reduce_retracing=True)
+        self.sample = tf.function(
+            # The generator's state after the draws comes back with them: saving
+            # it after every sample then costs no extra variable read.
+            lambda w, depth: policy.rollout(w, depth, None) + (w["rng"].read_value(),),
+            jit_compile=jit_compile, **graph,
+        )
+        self.score = tf.function(
+            lambda w, idx, depth: policy.rollout(w, depth, idx), jit_compile=jit_compile, **graph
+        )
+        self.probs = tf.function(
+            lambda w, idx, depth: policy.rollout(w, depth, idx, with_probs=True), **graph
+        )
+
+
+# Graphs by (space, controller configuration, XLA): a process traces each once,
+# whatever number of controllers (searches, seeds) it runs over them.
+_SHARED_GRAPHS: Dict[tuple, _Graphs] = {}
+_SHARED_LOCK = threading.Lock()
+
+
+def _shared_graphs(key, policy: _Policy, jit_compile: bool) -> _Graphs:
+    with _SHARED_LOCK:
+        if key not in _SHARED_GRAPHS:
+            _SHARED_GRAPHS[key] = _Graphs(policy, jit_compile)
+        return _SHARED_GRAPHS[key]
+
+
+def trainables(weights) -> list:
+    """A weight struct's trainable variables, in `Controller.trainable_variables` order."""
+    out = [x for cell in weights["cells"] for x in cell]
+    out += [weights["go"], weights["w_prev"], weights["w_curr"], weights["v"]]
+    out += [weights["embeddings"][k] for k in sorted(weights["embeddings"])]
+    out += [x for k in sorted(weights["heads"]) for x in weights["heads"][k]]
+    return out
+
+
 class Controller:
     """The policy network over a search space.
 
@@ -324,27 +634,37 @@ class Controller:
         self._layout = _Layout(space)
         kinds = sorted({d.kind for d in space.decisions if not isinstance(d, space_lib.Anchor)})
         self._table = _Table(space, kinds, {k: self._heads[k].kernel.shape[1] for k in kinds})
-        # The rollout is an explicit tf.while_loop over the decision table;
-        # AutoGraph would only add tracing time.
-        # One trace per function for any batch size: the batch dimension is None.
-        graph = dict(jit_compile=self.jit_compile, autograph=False)
-        depth = tf.TensorSpec([None], tf.int32)
-        idx = tf.TensorSpec([None, self._layout.width], tf.int32)
-        self._sample_fn = tf.function(
-            # The generator's state after the draws comes back with them: saving
-            # it after every sample then costs no extra variable read.
-            lambda depth: self._rollout(depth, None) + (self.rng.state.read_value(),),
-            input_signature=[depth],
-            **graph,
+        self.policy = _Policy(self._table, self.config)
+        self.graph_key = (
+            json.dumps(space.to_config(), sort_keys=True),
+            tuple((k, int(self._heads[k].kernel.shape[1])) for k in kinds),
+            dataclasses.astuple(self.config),
+            self.jit_compile,
         )
-        self._score_fn = tf.function(
-            lambda idx, depth: self._rollout(depth, idx), input_signature=[idx, depth], **graph
+        self._graphs = _shared_graphs(self.graph_key, self.policy, self.jit_compile)
+        self.weights = self._weight_struct()
+
+    def _weight_struct(self):
+        """The weights as the graphs take them (see `_Policy`): TensorFlow variables."""
+        return dict(
+            cells=[(c.kernel.value, c.recurrent_kernel.value, c.bias.value) for c in self._cells],
+            go=self._go.kernel.value,
+            w_prev=self._w_prev.kernel.value,
+            w_curr=self._w_curr.kernel.value,
+            v=self._v.kernel.value,
+            heads={k: (h.kernel.value, h.bias.value) for k, h in self._heads.items()},
+            embeddings={k: e.embeddings.value for k, e in self._embeddings.items()},
+            rng=self.rng.state,
         )
-        self._probs_fn = tf.function(
-            lambda idx, depth: self._rollout(depth, idx, with_probs=True),
-            input_signature=[idx, depth],
-            autograph=False,
-        )
+
+    def _sample_fn(self, depth):
+        return self._graphs.sample(self.weights, depth)
+
+    def _score_fn(self, idx, depth):
+        return self._graphs.score(self.weights, idx, depth)
+
+    def _probs_fn(self, idx, depth):
+        return self._graphs.probs(self.weights, idx, depth)
 
     @property
     def jit_compile(self) -> bool:
@@ -366,239 +686,6 @@ class Controller:
     def trainable_variables(self):
         """Every trainable weight, in an order fixed by layer names."""
         return [v for layer in self.layers for v in layer.trainable_variables]
-
-    # -- the rollout -------------------------------------------------------------
-
-    def _shape_logits(self, logits):
-        if self.config.temperature is not None:
-            logits = logits / self.config.temperature
-        if self.config.tanh_constant is not None:
-            logits = self.config.tanh_constant * tf.tanh(logits)
-        return logits
-
-    def _rollout(self, depth, forced, with_probs=False):
-        """Samples (forced is None) or scores (forced given) a batch.
-
-        The decisions are walked by one step function over the decision table
-        (`_Table`). A space of at most `config.unroll_steps` decisions is
-        unrolled: the step is traced once per decision, each building only
-        what its decision needs (fastest per call). A longer one runs in a
-        `tf.while_loop` whose body (a softmax over every kind's values masked
-        to the decision's own, and an attention over every earlier anchor
-        masked to its sources; the one the decision is kept) is traced once,
-        so the graphs and the REINFORCE step's gradient through them trace in
-        about the same time for 600 decisions as for 6 (docs/search_brain.md).
-        Both draw the same noise and compute the same policy.
-
-        Args:
-          depth: int32 [B], the depth of each network (0 if unused).
-          forced: int32 [B, width] encoded architectures, or None to sample.
-          with_probs: also return each decision's probabilities.
-
-        Returns:
-          idx [B, width], active [B, num_decisions] bool, log_prob [B],
-          entropy [B], and (with_probs) a list of per-decision probabilities.
-        """
-        table = self._table
-        batch = tf.shape(depth)[0]
-        units = self.config.units
-        num_steps, num_anchors = table.num_steps, table.num_anchors
-        zeros = tf.zeros([batch, units])
-        carry = dict(
-            inp=tf.tile(self._go.kernel, [batch, 1]),  # go(ones): the first input.
-            states=tuple(zeros for _ in range(2 * len(self._cells))),
-            anchor_h=tf.zeros([batch, num_anchors, units]),
-            anchor_p=tf.zeros([batch, num_anchors, self._w_prev.kernel.shape[1]]),
-            anchor_on=tf.zeros([batch, num_anchors], tf.bool),
-            log_prob=tf.zeros([batch]),
-            entropy=tf.zeros([batch]),
-        )
-        if num_steps <= self.config.unroll_steps:
-            # Each step's record (its encoding columns, activity, probabilities)
-            # is a Python list entry; the lists are joined once at the end.
-            carry.update(rows=[], actives=[], probs=[])
-            for t in range(num_steps):
-                carry = self._step(t, carry, None, depth, forced, with_probs)
-            if num_steps:
-                idx = tf.concat(carry["rows"], axis=1)
-                active = tf.stack(carry["actives"], axis=1)
-            else:
-                idx, active = tf.zeros([batch, 0], tf.int32), tf.zeros([batch, 0], tf.bool)
-            out = (idx, active, carry["log_prob"], carry["entropy"])
-            return out + (carry["probs"],) if with_probs else out
-        # The record is a [B, steps, ...] tensor written one step at a time.
-        carry.update(
-            rows=tf.zeros([batch, num_steps, num_anchors], tf.int32),
-            actives=tf.zeros([batch, num_steps], tf.bool),
-            probs=tf.zeros([batch, num_steps, table.prob_width] if with_probs else []),
-        )
-        params = self._loop_params()
-        _, carry = tf.while_loop(
-            lambda t, _: t < num_steps,
-            lambda t, c: (t + 1, self._step(t, c, params, depth, forced, with_probs)),
-            (tf.constant(0), carry),
-            maximum_iterations=num_steps,
-        )
-        # The encoding's columns, gathered from (step, position in the step's row).
-        idx = tf.transpose(tf.gather_nd(tf.transpose(carry["rows"], [1, 2, 0]), table.columns))
-        out = (idx, carry["actives"], carry["log_prob"], carry["entropy"])
-        if with_probs:
-            probs = carry["probs"]
-            out += ([tf.gather(probs[:, t, :], cols, axis=1)
-                     for t, cols in enumerate(table.prob_columns)],)
-        return out
-
-    def _loop_params(self):
-        """For the loop body: every kind's head and embedding laid end to end, the table."""
-        table = self._table
-        if not table.kinds:  # Anchors only: a dummy head that no step uses.
-            return dict(kernel=tf.zeros([self.config.units, 1]), bias=tf.zeros([1]),
-                        embeddings=tf.zeros([1, self.config.units]), consts=table.constants())
-        heads = [self._heads[k] for k in table.kinds]
-        return dict(
-            kernel=tf.concat([hd.kernel for hd in heads], axis=1),
-            bias=tf.concat([hd.bias for hd in heads], axis=0),
-            embeddings=tf.concat([self._embeddings[k].embeddings for k in table.kinds], axis=0),
-            consts=table.constants(),
-        )
-
-    def _step(self, t, carry, params, depth, forced, with_probs):
-        """One decision: its activity, the LSTM, its softmax or attention, the record.
-
-        `t` is a Python int when unrolled (the table row is then known and
-        only the decision's own kind of step is built; `params` is None) or a
-        tensor in the loop.
-        """
-        table = self._table
-        static = isinstance(t, int)
-        if static:
-            row = {name: value[t] for name, value in table.arrays.items()}
-            row["step"] = t
-        else:
-            row = {name: tf.gather(value, t) for name, value in params["consts"].items()}
-        # Whether the decision exists: its depth, then each condition on an earlier value.
-        active = depth >= row["min_depth"]
-        conditions = int(np.sum(row["cond_used"])) if static else table.max_conditions
-        for k in range(conditions):
-            parent = row["cond_parent"][k]
-            if static:  # The record so far is a list of steps.
-                value, parent_active = carry["rows"][parent][:, 0], carry["actives"][parent]
-            else:
-                value = tf.gather(carry["rows"][:, :, 0], parent, axis=1)
-                parent_active = tf.gather(carry["actives"], parent, axis=1)
-            ok = parent_active & tf.gather(row["cond_allowed"][k], value)
-            active &= ok if static else ok | ~row["cond_used"][k]
-        # The LSTM.
-        states = carry["states"]
-        x, new_states = carry["inp"], []
-        for i, cell in enumerate(self._cells):
-            x, (h_i, c_i) = _lstm_step(cell, x, states[2 * i : 2 * i + 2])
-            new_states += [h_i, c_i]
-        h = x
-        noise = None
-        if forced is None:
-            # One draw for both kinds of step, whichever is built: unrolled and
-            # looped rollouts then sample the same architectures.
-            width = table.cat_width + table.num_anchors
-            noise = self.rng.uniform([tf.shape(h)[0], width], minval=1e-20, maxval=1.0)
-        anchor = row["is_anchor"]
-        args = (h, row, active, carry, params, forced, noise, static)
-        if static:
-            lp, ent, next_inp, record, p = (
-                self._attention_step if anchor else self._softmax_step)(*args)
-        else:
-            both = zip(self._attention_step(*args), self._softmax_step(*args))
-            lp, ent, next_inp, record, p = [tf.where(anchor, a, b) for a, b in both]
-        out = dict(carry)
-        if static:
-            out["rows"] = carry["rows"] + [record]
-            out["actives"] = carry["actives"] + [active]
-            out["probs"] = carry["probs"] + [p] if with_probs else carry["probs"]
-        else:
-            here = tf.one_hot(t, table.num_steps, on_value=True, off_value=False, dtype=tf.bool)
-            out["rows"] = tf.where(here[None, :, None], record[:, None, :], carry["rows"])
-            out["actives"] = tf.where(here[None, :], active[:, None], carry["actives"])
-            if with_probs:
-                out["probs"] = tf.where(here[None, :, None], p[:, None, :], carry["probs"])
-        if not static or anchor:
-            # This anchor's output joins the attention's memory.
-            slot = tf.one_hot(row["anchor_index"], table.num_anchors, on_value=True,
-                              off_value=False, dtype=tf.bool) & anchor
-            slot = slot[None, :, None]
-            out["anchor_h"] = tf.where(slot, h[:, None, :], carry["anchor_h"])
-            proj = tf.matmul(h, self._w_prev.kernel)[:, None, :]
-            out["anchor_p"] = tf.where(slot, proj, carry["anchor_p"])
-            out["anchor_on"] = tf.where(slot[..., 0], active[:, None], carry["anchor_on"])
-        out["log_prob"] = carry["log_prob"] + tf.where(active, lp, 0.0)
-        out["entropy"] = carry["entropy"] + tf.where(active, ent, 0.0)
-        keep = active[:, None]
-        out["states"] = tuple(tf.where(keep, n, o) for n, o in zip(new_states, states))
-        out["inp"] = tf.where(keep, next_inp, carry["inp"])
-        return out
-
-    def _softmax_step(self, h, row, active, carry, params, forced, noise, static):
-        """A value of the decision's kind.
-
-        Unrolled, the kind's own head; in the loop, the concatenated heads
-        with the other kinds' values masked out (the same distribution, and
-        the same Gumbel noise on the kind's columns: the same sample).
-        """
-        table = self._table
-        if static:
-            kind = table.step_kinds[row["step"]]
-            off, num = int(row["offset"]), self._heads[kind].kernel.shape[1]
-            head, embeddings = self._heads[kind], self._embeddings[kind].embeddings
-            logits = self._shape_logits(tf.matmul(h, head.kernel) + head.bias)
-            log_p = tf.nn.log_softmax(logits)
-            p = tf.exp(log_p)
-            ent = -tf.reduce_sum(p * log_p, axis=1)
-        else:
-            off, embeddings = row["offset"], params["embeddings"]
-            in_kind = row["cat_mask"][None, :]
-            logits = self._shape_logits(tf.matmul(h, params["kernel"]) + params["bias"])
-            logits = tf.where(in_kind, logits, -1e30)
-            log_p = tf.nn.log_softmax(logits)
-            p = tf.exp(log_p)
-            ent = -tf.reduce_sum(tf.where(in_kind, p * log_p, 0.0), axis=1)
-        if forced is None:
-            u = noise[:, off : off + num] if static else noise[:, : table.cat_width]
-            local = tf.argmax(logits - tf.math.log(-tf.math.log(u)), axis=1, output_type=tf.int32)
-            local = local if static else local - off
-        else:
-            local = tf.gather(forced, row["slot"], axis=1)
-        local = tf.where(active, local, 0)
-        pick = local if static else local + off
-        lp = tf.gather(log_p, pick, batch_dims=1)
-        if static:
-            return lp, ent, tf.gather(embeddings, pick), local[:, None], p
-        record = tf.one_hot(0, table.num_anchors, dtype=tf.int32) * local[:, None]
-        p = tf.pad(p, [[0, 0], [0, table.prob_width - table.cat_width]])
-        return lp, ent, tf.gather(embeddings, pick), record, p
-
-    def _attention_step(self, h, row, active, carry, params, forced, noise, static):
-        """Set-selection attention over the earlier anchors (sec. 3.3), masked to the sources."""
-        table = self._table
-        query = tf.matmul(h, self._w_curr.kernel)[:, None, :]
-        v = self._v.kernel[:, 0]
-        logits = self._shape_logits(tf.reduce_sum(tf.tanh(carry["anchor_p"] + query) * v, axis=-1))
-        mask = carry["anchor_on"] & active[:, None] & row["sources"][None, :]
-        if forced is None:
-            bits = tf.cast(noise[:, table.cat_width :] < tf.sigmoid(logits), tf.int32)
-        else:
-            bits = tf.gather(forced, row["source_cols"], axis=1)
-        bits = tf.where(mask, bits, 0)
-        on = tf.cast(bits, tf.float32)
-        log_on, log_off = tf.math.log_sigmoid(logits), tf.math.log_sigmoid(-logits)
-        lp = tf.reduce_sum(tf.where(mask, on * log_on + (1.0 - on) * log_off, 0.0), axis=1)
-        p_on = tf.sigmoid(logits)
-        ent = tf.reduce_sum(tf.where(mask, -(p_on * log_on + (1.0 - p_on) * log_off), 0.0), axis=1)
-        count = tf.reduce_sum(on, axis=1, keepdims=True)
-        next_inp = tf.reduce_sum(on[..., None] * carry["anchor_h"], axis=1) / tf.maximum(count, 1.0)
-        if static:  # The bits and probabilities of the sources, in their order.
-            sources = table.prob_columns[row["step"]]
-            return lp, ent, next_inp, tf.gather(bits, sources, axis=1), tf.gather(p_on, sources, axis=1)
-        p_on = tf.pad(p_on, [[0, 0], [0, table.prob_width - table.num_anchors]])
-        return lp, ent, next_inp, bits, p_on
 
     # -- public API --------------------------------------------------------------
 
@@ -661,9 +748,15 @@ class Controller:
         """Input specs (idx, depth) of an encoded batch of any size."""
         return [tf.TensorSpec([None, self._layout.width], tf.int32), tf.TensorSpec([None], tf.int32)]
 
-    def scores(self, idx, depth):
-        """Graph-mode (log_prob, entropy) of an encoded batch, for training."""
-        _, _, log_prob, entropy = self._rollout(depth, idx)
+    def scores(self, idx, depth, weights=None):
+        """Graph-mode (log_prob, entropy) of an encoded batch, for training.
+
+        `weights`: a weight struct like `self.weights` (the graph's arguments
+        when the training step is shared between controllers); default: this
+        controller's.
+        """
+        _, _, log_prob, entropy = self.policy.rollout(
+            self.weights if weights is None else weights, depth, idx)
         return log_prob, entropy
 
     def probabilities(self, archs) -> List[Dict[str, np.ndarray]]:

@@ -267,7 +267,11 @@ class NASRLOracle(keras_tuner.Oracle):
         if self._learner is None:
             controller = controller_lib.Controller(space, self.controller_config, seed=self.seed)
             self._learner = reinforce_lib.Reinforce(controller, self.reinforce_config)
+            if space.decisions:
+                # The training graph traces while the first children train.
+                self._learner.warm_up(background=True)
         elif config != self._space_config:
+            self._learner.wait_for_warm_up()  # It traces the current space.
             self._learner.controller.set_space(space)
             self._learner.refresh()
         self._space_config = config

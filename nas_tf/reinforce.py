@@ -34,6 +34,8 @@ docs/nasbench201.md what each measured):
 import dataclasses
 import json
 import math
+import threading
+import warnings
 from typing import Dict, List, Optional
 
 import keras
@@ -195,6 +197,102 @@ def advantages(rewards, baseline, config: ReinforceConfig):
     return np.where(kept, adv, 0.0), kept
 
 
+def _loss(policy, config, weights, idx, depth, log_q, advantage, pg_weight, mle_weight,
+          ent_weight):
+    """The loss of a batch whose rows are policy-gradient or top-K rows.
+
+    loss = - sum_k pg_weight_k * objective_k
+           - sum_k mle_weight_k * log pi(a_k)
+           - sum_k ent_weight_k * H_k,
+    objective = A log pi (the paper) or PPO's min(rho A, clip(rho) A).
+    """
+    c = config
+    _, _, log_prob, entropy = policy.rollout(weights, depth, idx)
+    if c.ratio_clip is None:
+        objective = advantage * log_prob
+    else:
+        ratio = tf.exp(log_prob - log_q)
+        clipped = tf.clip_by_value(ratio, 1.0 - c.ratio_clip, 1.0 + c.ratio_clip)
+        objective = tf.minimum(ratio * advantage, clipped * advantage)
+    loss = -tf.reduce_sum(pg_weight * objective)
+    loss -= tf.reduce_sum(mle_weight * log_prob)
+    loss -= tf.reduce_sum(ent_weight * entropy)
+    return loss, entropy
+
+
+def _gradients(policy, config, weights, batch):
+    """(loss, gradients clipped as configured, norm before clipping, entropy) of a batch."""
+    variables = controller_lib.trainables(weights)
+    with tf.GradientTape() as tape:
+        loss, entropy = _loss(policy, config, weights, *batch)
+    grads = tape.gradient(loss, variables)
+    grads = [tf.zeros_like(v) if g is None else g for g, v in zip(grads, variables)]
+    norm = tf.linalg.global_norm(grads)
+    if config.clip_norm is not None:
+        grads, _ = tf.clip_by_global_norm(grads, config.clip_norm, use_norm=norm)
+    return loss, grads, norm, entropy
+
+
+def _apply_adam(config, adam, variables, grads):
+    """Keras's Adam step, one fused kernel per variable.
+
+    The same update as `optimizer.apply_gradients` (alpha = lr sqrt(1 -
+    beta2^t) / (1 - beta1^t); m, v moving averages; var -= alpha m /
+    (sqrt(v) + eps)) on the optimizer's own slots and step counter (`adam`:
+    "m", "v", "iterations", "lr"), but traced as one `ResourceApplyAdam` per
+    variable instead of Keras's per-variable graph: tracing it was a third of
+    the controller's start-up time.
+    """
+    c = config
+    step = tf.cast(adam["iterations"] + 1, tf.float32)
+    beta_1_power = tf.pow(tf.constant(c.adam_beta_1, tf.float32), step)
+    beta_2_power = tf.pow(tf.constant(c.adam_beta_2, tf.float32), step)
+    lr = tf.cast(adam["lr"], tf.float32)
+    for var, m, v, g in zip(variables, adam["m"], adam["v"], grads):
+        tf.raw_ops.ResourceApplyAdam(
+            var=var.handle, m=m.handle, v=v.handle,
+            beta1_power=beta_1_power, beta2_power=beta_2_power, lr=lr,
+            beta1=tf.constant(c.adam_beta_1, tf.float32),
+            beta2=tf.constant(c.adam_beta_2, tf.float32),
+            epsilon=tf.constant(c.adam_epsilon, tf.float32),
+            grad=tf.convert_to_tensor(g),
+        )
+    adam["iterations"].assign_add(1)
+
+
+# Training steps by (controller graph key, learner configuration): like the
+# controller's graphs, traced once per process and shared by every learner
+# over the same space (weights and Adam's state are arguments).
+_SHARED_STEPS: Dict[tuple, object] = {}
+_SHARED_LOCK = threading.Lock()
+
+
+def _shared_step(controller, config):
+    """The traced REINFORCE step, step(weights, adam, *batch) -> (loss, norm, entropy).
+
+    Traced for static shapes: `Reinforce._batch` pads every batch to a fixed
+    number of rows, so there is one trace, and a graph without the shape
+    arithmetic of a dynamic batch dimension (broadcast gradients, reshapes),
+    which was about a quarter of the step's time.
+    """
+    key = (controller.graph_key, dataclasses.astuple(config))
+    with _SHARED_LOCK:
+        if key not in _SHARED_STEPS:
+            policy = controller.policy  # This space's policy, whatever the controller does later.
+
+            def step(weights, adam, *batch):
+                loss, grads, norm, entropy = _gradients(policy, config, weights, batch)
+                _apply_adam(config, adam, controller_lib.trainables(weights), grads)
+                return loss, norm, entropy
+
+            _SHARED_STEPS[key] = tf.function(
+                step,
+                jit_compile=controller.jit_compile,
+                autograph=False,  # No tensor-dependent Python control flow in the step.
+            )
+        return _SHARED_STEPS[key]
+
+
 class Reinforce:
     """Trains a `Controller` by policy gradient.
 
@@ -222,9 +320,11 @@ class Reinforce:
         self.topk: List = []
         self.num_updates = 0
         self.last_stats: Dict[str, float] = {}
+        self._warm_up_thread: Optional[threading.Thread] = None
         self._make_optimizer()
 
     def _make_optimizer(self, slots: Optional[Dict[str, np.ndarray]] = None):
+        self.wait_for_warm_up()
         c = self.config
         self._variables = self.controller.trainable_variables
         self.optimizer = keras.optimizers.Adam(
@@ -237,17 +337,69 @@ class Reinforce:
         self.optimizer.build(self._variables)
         if slots:
             self._set_slots(slots)
+        opt = self.optimizer
+        # Adam's state as the shared step takes it (TensorFlow variables).
+        self._adam = dict(
+            m=[x.value for x in opt._momentums],
+            v=[x.value for x in opt._velocities],
+            iterations=opt.iterations.value,
+            lr=opt.learning_rate.value,
+        )
+        if [id(v.value) for v in self._variables] != [
+                id(v) for v in controller_lib.trainables(self.controller.weights)]:
+            raise RuntimeError("Controller weight order differs from its trainable variables.")
         self._train_fn = self._compile_step()
 
     def _compile_step(self):
-        # Batch dimension None: one trace whatever the batch and top-K sizes.
-        rows = tf.TensorSpec([None], tf.float32)
-        return tf.function(
-            self._train_step,
-            input_signature=self.controller.signature() + [rows] * 5,
-            jit_compile=self.controller.jit_compile,
-            autograph=False,  # No tensor-dependent Python control flow in the step.
-        )
+        step = _shared_step(self.controller, self.config)
+        return lambda *batch: step(self.controller.weights, self._adam, *batch)
+
+    def warm_up(self, background: bool = True) -> None:
+        """Traces and instantiates the training step before the first update needs it.
+
+        Tracing the step (and TensorFlow's graph optimisation on its first
+        call) is most of the controller's start-up; a search's first update
+        comes only after m children have trained. Run in a background thread,
+        it overlaps with them, and the first architectures are proposed as
+        soon as the sampling graph is ready. The warm-up calls the step on a
+        batch of the usual shape whose weights are all zero: gradients are
+        exactly zero, so Adam's fresh (zero) moments and the weights stay as
+        they are, and the step counter is put back. A learner that has
+        updated already is warm. Every method that uses the step or the
+        optimizer waits for the warm-up first.
+        """
+        if self._warm_up_thread is not None or int(self.optimizer.iterations.numpy()) != 0:
+            return
+
+        def run():
+            width = self.controller.signature()[0].shape[1]
+            rows = self._padded_rows(1)
+            depth = max(self.controller.space.max_depth, 1) if self.controller.space.uses_depth else 0
+            tensors = [tf.zeros([rows, width], tf.int32), tf.fill([rows], depth)]
+            tensors += [tf.zeros([rows], tf.float32)] * 5
+            try:
+                self._train_fn(*tensors)
+                self.optimizer.iterations.assign_sub(1)
+            except Exception as e:  # The first update traces again, and reports.
+                warnings.warn(f"Controller warm-up failed ({e!r}); the first update will trace.")
+
+        if background:
+            self._warm_up_thread = threading.Thread(target=run, name="nas_tf-warm-up", daemon=True)
+            self._warm_up_thread.start()
+        else:
+            run()
+
+    def wait_for_warm_up(self):
+        """Returns once a background `warm_up` has finished (at once if none runs)."""
+        thread = getattr(self, "_warm_up_thread", None)
+        if thread is not None:
+            thread.join()
+            self._warm_up_thread = None
+
+    def _padded_rows(self, rows: int) -> int:
+        """Rows of a padded batch: m + K, or a multiple of it for a larger batch."""
+        size = self.config.batch_size + (self.config.topk_size if self.config.topk_weight > 0 else 0)
+        return -(-rows // size) * size
 
     def refresh(self):
         """Call after the controller's space changed: keeps Adam's slots by name.
@@ -265,6 +417,7 @@ class Reinforce:
             except space_lib.ArchitectureError:
                 return False
 
+        self.wait_for_warm_up()
         self.pending = [item for item in self.pending if valid(item[0])]
         self.topk = [item for item in self.topk if valid(item[0])]
         if [v.path for v in self.controller.trainable_variables] != [
@@ -274,68 +427,6 @@ class Reinforce:
         else:
             self._train_fn = self._compile_step()
 
-    def _loss(self, idx, depth, log_q, advantage, pg_weight, mle_weight, ent_weight):
-        """The loss of a batch whose rows are policy-gradient or top-K rows.
-
-        loss = - sum_k pg_weight_k * objective_k
-               - sum_k mle_weight_k * log pi(a_k)
-               - sum_k ent_weight_k * H_k,
-        objective = A log pi (the paper) or PPO's min(rho A, clip(rho) A).
-        """
-        c = self.config
-        log_prob, entropy = self.controller.scores(idx, depth)
-        if c.ratio_clip is None:
-            objective = advantage * log_prob
-        else:
-            ratio = tf.exp(log_prob - log_q)
-            clipped = tf.clip_by_value(ratio, 1.0 - c.ratio_clip, 1.0 + c.ratio_clip)
-            objective = tf.minimum(ratio * advantage, clipped * advantage)
-        loss = -tf.reduce_sum(pg_weight * objective)
-        loss -= tf.reduce_sum(mle_weight * log_prob)
-        loss -= tf.reduce_sum(ent_weight * entropy)
-        return loss, entropy
-
-    def _gradients(self, *batch):
-        with tf.GradientTape() as tape:
-            loss, entropy = self._loss(*batch)
-        grads = tape.gradient(loss, self._variables)
-        grads = [tf.zeros_like(v) if g is None else g for g, v in zip(grads, self._variables)]
-        norm = tf.linalg.global_norm(grads)
-        if self.config.clip_norm is not None:
-            grads, _ = tf.clip_by_global_norm(grads, self.config.clip_norm, use_norm=norm)
-        return loss, grads, norm, entropy
-
-    def _train_step(self, *batch):
-        loss, grads, norm, entropy = self._gradients(*batch)
-        self._apply_adam(grads)
-        return loss, norm, tf.reduce_mean(entropy)
-
-    def _apply_adam(self, grads):
-        """Keras's Adam step, one fused kernel per variable.
-
-        The same update as `optimizer.apply_gradients` (alpha = lr sqrt(1 -
-        beta2^t) / (1 - beta1^t); m, v moving averages; var -= alpha m /
-        (sqrt(v) + eps)) on the optimizer's own slots and step counter, but
-        traced as one `ResourceApplyAdam` per variable instead of Keras's
-        per-variable graph: tracing it was a third of the controller's
-        start-up time.
-        """
-        c, opt = self.config, self.optimizer
-        step = tf.cast(opt.iterations + 1, tf.float32)
-        beta_1_power = tf.pow(tf.constant(c.adam_beta_1, tf.float32), step)
-        beta_2_power = tf.pow(tf.constant(c.adam_beta_2, tf.float32), step)
-        lr = tf.cast(opt.learning_rate, tf.float32)
-        for var, m, v, g in zip(self._variables, opt._momentums, opt._velocities, grads):
-            tf.raw_ops.ResourceApplyAdam(
-                var=var.value.handle, m=m.value.handle, v=v.value.handle,
-                beta1_power=beta_1_power, beta2_power=beta_2_power, lr=lr,
-                beta1=tf.constant(c.adam_beta_1, tf.float32),
-                beta2=tf.constant(c.adam_beta_2, tf.float32),
-                epsilon=tf.constant(c.adam_epsilon, tf.float32),
-                grad=tf.convert_to_tensor(g),
-            )
-        opt.iterations.assign_add(1)
-
     def loss_and_gradients(self, archs, rewards, log_q=None):
         """(loss, clipped gradients, gradient norm before clipping) of a batch, without a step.
 
@@ -343,7 +434,8 @@ class Reinforce:
         and diagnostics.
         """
         batch, _ = self._batch(archs, rewards, log_q)
-        loss, grads, norm, _ = self._gradients(*batch)
+        loss, grads, norm, _ = _gradients(self.controller.policy, self.config,
+                                          self.controller.weights, batch)
         return float(loss), [tf.convert_to_tensor(g).numpy() for g in grads], float(norm)
 
     # -- feeding -------------------------------------------------------------------
@@ -404,6 +496,7 @@ class Reinforce:
         own mean reward (a zero baseline would make the first advantages all
         positive and push the policy towards whatever was sampled first).
         """
+        self.wait_for_warm_up()
         c = self.config
         rewards = np.asarray(rewards, np.float64)
         if self.baseline is None:
@@ -412,8 +505,8 @@ class Reinforce:
         first = None
         for _ in range(c.update_epochs):
             loss, norm, entropy = self._train_fn(*tensors)
-            if first is None:
-                first = (float(loss), float(norm), float(entropy))
+            if first is None:  # Entropy: of the batch's own rows (not top-K, not padding).
+                first = (float(loss), float(norm), float(np.mean(entropy.numpy()[: len(archs)])))
         durable.fault_point("controller_update")
         self.last_stats = dict(
             loss=first[0], grad_norm=first[1], entropy=first[2], baseline=float(self.baseline),
@@ -451,6 +544,10 @@ class Reinforce:
             rows += [a for a, _ in self.topk]
             columns = [np.concatenate([x, np.zeros(k)]) for x in columns]
             columns[3][n:] = c.topk_weight / k
+        # Padding rows: copies of the first with zero weights (they change nothing).
+        pad = self._padded_rows(len(rows)) - len(rows)
+        rows += [rows[0]] * pad
+        columns = [np.concatenate([x, np.zeros(pad)]) for x in columns]
         idx, depth = self.controller.encode(rows)
         tensors = [tf.constant(idx), tf.constant(depth)]
         tensors += [tf.constant(np.asarray(x, np.float32)) for x in columns]
@@ -459,9 +556,11 @@ class Reinforce:
     # -- state -------------------------------------------------------------------
 
     def get_slots(self) -> Dict[str, np.ndarray]:
+        self.wait_for_warm_up()
         return {v.path: np.asarray(v.numpy()) for v in self.optimizer.variables}
 
     def _set_slots(self, slots: Dict[str, np.ndarray]):
+        self.wait_for_warm_up()
         for v in self.optimizer.variables:
             if v.path in slots and tuple(v.shape) == tuple(np.shape(slots[v.path])):
                 v.assign(slots[v.path])

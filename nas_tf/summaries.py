@@ -28,6 +28,7 @@ its line loses nothing and doubles nothing).
 import json
 import math
 import os
+import time
 from typing import Dict, Iterable, List, Mapping, Optional, Sequence
 
 import numpy as np
@@ -156,27 +157,40 @@ class ControllerSummaries:
         return True
 
     def _write_tensorboard(self, step, scalars, counts, space):
-        import tensorflow as tf
+        """One event of the update's scalars and histograms.
+
+        Written as TensorBoard protos by its own event writer, without
+        TensorFlow ops: the same records `tf.summary.scalar` / `write` make,
+        at about a tenth of the oracle's time per update (docs/report.md).
+        """
+        from tensorboard.compat.proto import event_pb2, summary_pb2
         from tensorboard.plugins.histogram import metadata as histogram_metadata
+        from tensorboard.plugins.scalar import metadata as scalar_metadata
+        from tensorboard.summary.writer.event_file_writer import EventFileWriter
+        from tensorboard.util import tensor_util
 
         if self._writer is None:
-            self._writer = tf.summary.create_file_writer(os.path.join(self.logdir, CONTROLLER_RUN))
-        with self._writer.as_default():
-            for name, value in scalars.items():
-                tf.summary.scalar(f"controller/{name}", value, step=step)
-            for d in space.decisions:
-                labels = d.sources if isinstance(d, space_lib.Anchor) else d.values
-                meta = histogram_metadata.create_summary_metadata(
+            self._writer = EventFileWriter(os.path.join(self.logdir, CONTROLLER_RUN))
+        summary = summary_pb2.Summary()
+        for name, value in scalars.items():
+            summary.value.add(
+                tag=f"controller/{name}",
+                metadata=scalar_metadata.create_summary_metadata(display_name="", description=""),
+                tensor=tensor_util.make_tensor_proto(np.float32(value)),
+            )
+        for d in space.decisions:
+            labels = d.sources if isinstance(d, space_lib.Anchor) else d.values
+            summary.value.add(
+                tag=f"decisions/{d.name}",
+                metadata=histogram_metadata.create_summary_metadata(
                     display_name=f"decisions/{d.name}",
                     description="Value indices sampled in this update's batch: "
                     + ", ".join(f"{i}={v}" for i, v in enumerate(labels)),
-                )
-                tf.summary.write(
-                    f"decisions/{d.name}",
-                    tf.constant(histogram_tensor(counts[d.name]), tf.float64),
-                    step=step,
-                    metadata=meta,
-                )
+                ),
+                tensor=tensor_util.make_tensor_proto(
+                    np.asarray(histogram_tensor(counts[d.name]), np.float64)),
+            )
+        self._writer.add_event(event_pb2.Event(wall_time=time.time(), step=step, summary=summary))
         self._writer.flush()
 
     def close(self):

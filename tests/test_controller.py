@@ -239,3 +239,30 @@ def test_weights_checkpoint_errors_are_clear():
     name = "go/kernel"
     with pytest.raises(ValueError, match="shape"):
         controller.set_weights({name: np.zeros((2, 2))})
+
+
+def test_controllers_of_one_space_share_their_traced_graphs_not_their_weights():
+    from nas_tf import controller as controller_lib
+    from nas_tf.reinforce import Reinforce, ReinforceConfig
+
+    space = layered_space(depth=3)
+    first = Reinforce(Controller(space, seed=11), ReinforceConfig(batch_size=4))
+    archs, log_q = first.controller.sample_with_log_prob(4)
+    first.update(archs, [0.1, 0.9, 0.3, 0.5], log_q.tolist())
+    graphs = first.controller._graphs
+    traces = graphs.sample.experimental_get_tracing_count()
+    second = Reinforce(Controller(space, seed=12), ReinforceConfig(batch_size=4))
+    assert second.controller._graphs is graphs  # One trace per process, not per controller.
+    other, other_q = second.controller.sample_with_log_prob(4)
+    assert graphs.sample.experimental_get_tracing_count() == traces
+    # Each controller samples with its own weights and generator: a fresh
+    # controller with the second's seed, alone, draws the same.
+    assert other == Controller(space, seed=12).sample(4)
+    before = first.controller.get_weights()
+    second.update(other, [0.2, 0.4, 0.6, 0.8], other_q.tolist())
+    after = first.controller.get_weights()
+    assert all(np.array_equal(before[k], after[k]) for k in before)
+    assert int(first.optimizer.iterations.numpy()) == 1
+    assert int(second.optimizer.iterations.numpy()) == 1
+    assert [id(v.value) for v in second.controller.trainable_variables] == [
+        id(v) for v in controller_lib.trainables(second.controller.weights)]

@@ -304,3 +304,25 @@ def test_fused_adam_step_equals_keras_adam():
     for name, value in keras_way.controller.get_weights().items():
         np.testing.assert_allclose(ours.controller.get_weights()[name], value, atol=2e-5)  # float32 rounding
     assert int(ours.optimizer.iterations.numpy()) == 3
+
+
+def test_warm_up_in_the_background_changes_nothing_and_first_update_is_exact():
+    space = layered_space(depth=3)
+    warm = _learner(space, seed=4, topk_size=3, topk_weight=0.5)
+    cold = _learner(space, seed=4, topk_size=3, topk_weight=0.5)
+    before = warm.controller.get_weights()
+    warm.warm_up(background=True)
+    archs, log_q = warm.controller.sample_with_log_prob(4)  # Sampling runs meanwhile.
+    assert cold.controller.sample(4) == archs
+    warm.wait_for_warm_up()
+    assert int(warm.optimizer.iterations.numpy()) == 0
+    for name, value in warm.controller.get_weights().items():
+        np.testing.assert_array_equal(value, before[name])
+    assert all(not np.any(v) for v in warm.get_slots().values() if v.ndim)
+    rewards = [0.2, 0.9, 0.4, 0.6]
+    for learner in (warm, cold):
+        learner.update(archs, rewards, log_q.tolist())
+    assert int(warm.optimizer.iterations.numpy()) == 1
+    for name, value in cold.controller.get_weights().items():
+        np.testing.assert_array_equal(warm.controller.get_weights()[name], value)
+    assert warm.last_stats == cold.last_stats
