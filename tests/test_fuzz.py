@@ -11,9 +11,8 @@ import hypothesis
 import hypothesis.strategies as st
 import pytest
 from absl import app, flags
-from absl.testing import flagsaver
 
-from nas_tf import search, train
+from nas_tf import cli, search, train
 from nas_tf import space as space_lib
 from nas_tf.spaces import conv
 
@@ -99,28 +98,22 @@ def test_a_bad_depth_is_named(depth):
 
 # -- the command line -----------------------------------------------------------
 
-_NUMERIC = [
-    name
-    for name in sorted(flags.FLAGS)
-    if flags.FLAGS[name].flag_type() in ("int", "float")
-    and flags.FLAGS.find_module_defining_flag(name) == train.__name__
-]
+# `nas_tf.train` defines its flags in its own registry (`train.FLAGS`).
+_NUMERIC = [name for name in sorted(train.FLAGS) if train.FLAGS[name].flag_type() in ("int", "float")]
 _LISTS = ["search_filter_sizes", "search_num_filters", "search_strides", "search_pool_at"]
 
 
 def _config(argv, tmp_path):
     """Parses argv as the command line does; returns the checked config or raises."""
     out = tmp_path / "out"
-    with flagsaver.flagsaver():
-        flags.FLAGS.unparse_flags()
-        try:
-            flags.FLAGS(["train", f"--output_dir={out}"] + argv)
-            config = train.config_from_flags()
-            train.check_config(config)
-            return config
-        finally:
-            flags.FLAGS.unparse_flags()
-            assert not out.exists()  # Nothing written for a bad command line.
+    try:
+        cli.parse(train.FLAGS, ["train", f"--output_dir={out}"] + argv)
+        config = train.config_from_flags()
+        train.check_config(config)
+        return config
+    finally:
+        train.FLAGS.unparse_flags()
+        assert not out.exists()  # Nothing written for a bad command line.
 
 
 _numbers = st.one_of(
