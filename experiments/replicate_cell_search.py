@@ -32,7 +32,9 @@ Nothing finished is redone: a search resumes (the controller's from its own
 state, random search from its `history.jsonl`), a finished search writes
 `summary.json` and is skipped, every final model writes `results.json` and
 is skipped, and the timing writes `timing.json`. Run the same command again
-after a kill.
+after a kill. A larger --budget extends finished searches (the controller
+continues its policy; random search draws the same sequence further), and a
+final model whose best cell or settings changed is trained again.
 
 Usage:
     python experiments/replicate_cell_search.py --quick          # a few minutes
@@ -315,8 +317,8 @@ def run_search(args, method: str, seed: int, data) -> dict:
 
     out = os.path.join(args.output_dir, "searches", f"{method}_seed{seed}")
     summary = _read_json(os.path.join(out, SUMMARY))
-    if summary is not None:
-        return summary
+    if summary is not None and summary["children"] >= args.budget:
+        return summary  # A larger --budget extends it (both methods resume exactly).
     model, train = child_configs(args, seed)
     start = time.time()
     say = print if args.verbose else (lambda *a, **k: None)
@@ -438,10 +440,6 @@ def train_final(args, model: FinalModel, seed: int, data) -> dict:
     from nas_tf.children import language_model as lm
 
     out = os.path.join(args.output_dir, "final", model.name, f"seed{seed}")
-    done = _read_json(os.path.join(out, "results.json"))
-    if done is not None:
-        return done
-    keras.backend.clear_session()
     config = train_lm.RunConfig(
         output_dir=out,
         data_name=args.data,
@@ -456,12 +454,24 @@ def train_final(args, model: FinalModel, seed: int, data) -> dict:
         train=final_train_config(args, seed),
         verbose=0,
     )
+    done = _read_json(os.path.join(out, "results.json"))
+    if done is not None and _same_run(done["config"], config.to_dict()):
+        return done
+    keras.backend.clear_session()  # Not done, or done for another cell or schedule.
     results = train_lm.run(config, data=data)
     if args.verbose:
         print(f"[final {model.name} seed {seed}] {results['num_parameters']:,} parameters, "
               f"{model.units} units: val {results['best_val_perplexity']:.2f}, test "
               f"{results['test_perplexity']:.2f} ({results['seconds']:.0f} s)", flush=True)  # fmt: skip
     return results
+
+
+def _same_run(old: dict, new: dict) -> bool:
+    """Whether two `RunConfig.to_dict()`s train the same model the same way."""
+    keys = ("data_name", "cell", "model", "train")
+    return json.loads(json.dumps({k: old.get(k) for k in keys})) == json.loads(
+        json.dumps({k: new.get(k) for k in keys})
+    )
 
 
 def time_models(args, models: List[FinalModel], data) -> Dict[str, float]:
@@ -471,9 +481,11 @@ def time_models(args, models: List[FinalModel], data) -> Dict[str, float]:
     from nas_tf.children import language_model as lm
 
     path = os.path.join(args.output_dir, "timing.json")
+    signature = {m.name: [m.units, None if m.description is None else m.description.to_config()]
+                 for m in models}  # fmt: skip
     cached = _read_json(path)
-    if cached is not None and set(cached) == {m.name for m in models}:
-        return cached
+    if cached is not None and cached.get("models") == json.loads(json.dumps(signature)):
+        return cached["ms_per_step"]
     sys.path.insert(0, _HERE)
     try:
         import cell_vs_lstm
@@ -488,7 +500,7 @@ def time_models(args, models: List[FinalModel], data) -> Dict[str, float]:
     }  # fmt: skip
     timed = cell_vs_lstm.step_times(configs, data, final_train_config(args, 0),
                                     args.timing_rounds, args.timing_steps)  # fmt: skip
-    _write_json(path, timed)
+    _write_json(path, {"models": signature, "ms_per_step": timed})
     return timed
 
 

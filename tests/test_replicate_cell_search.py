@@ -102,6 +102,11 @@ def test_random_search_records_failures_and_resumes_after_a_kill(tmp_path):
     assert resumed == expected
     # Finished: nothing is trained again.
     assert rcs.random_search(space, _Child(kill_at=0), 6, seed=3, output_dir=out) == expected
+    # A larger budget extends the search with the draws an uninterrupted one makes.
+    more = _Child()
+    extended = rcs.random_search(space, more, 8, seed=3, output_dir=out)
+    assert len(more.calls) == 2 and extended[:6] == expected
+    assert extended == rcs.random_search(space, _Child(diverge=[2]), 8, 3, str(tmp_path / "8"))
     # Another seed's history is refused, not mixed in.
     with pytest.raises(ValueError, match="another search"):
         rcs.random_search(space, _Child(), 6, seed=4, output_dir=out)
@@ -150,6 +155,22 @@ def test_final_models_have_the_lstms_parameter_count():
     # With 10 tokens the recurrent weights dominate: a base-8 width step is too coarse.
     with pytest.raises(ValueError, match="no width .* raise --final_units"):
         rcs.final_models(rcs.parse_args(["--final_units", "4"]), _searches(), 10)
+
+
+def test_a_final_model_is_retrained_only_when_its_run_changes():
+    from nas_tf import train_lm
+    from nas_tf.children import lm_trainer
+
+    def run(units=64, cell=cell_space.lstm_like(), epochs=6, out="a"):
+        model = lm.LanguageModelConfig(units=units)
+        train = lm_trainer.TrainConfig(epochs=epochs)
+        return train_lm.RunConfig(out, "text", description=cell, model=model, train=train).to_dict()
+
+    old = json.loads(json.dumps(run()))  # As read back from results.json.
+    assert rcs._same_run(old, run(out="elsewhere"))
+    assert not rcs._same_run(old, run(units=65))
+    assert not rcs._same_run(old, run(cell=cell_space.paper_example()))
+    assert not rcs._same_run(old, run(epochs=7))
 
 
 def test_tables_give_mean_and_spread():
