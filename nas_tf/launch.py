@@ -27,6 +27,10 @@ Several machines: `--role=chief` on one (with --port), `--role=workers
 --host=CHIEF_ADDRESS --port=PORT --first_worker=K` on the others, all with
 the same train flags and an --output_dir they share (docs/distributed.md).
 
+A URL --output_dir (gs://...) works with --role=all: the launcher restores
+its local mirror (`nas_tf.remote`), runs every process on the mirror, and
+syncs it to the URL every --sync_every seconds and when the search ends.
+
 Fault injection (tests): `NAS_TF_LAUNCH_FAULT_<NAME>` (e.g.
 `NAS_TF_LAUNCH_FAULT_WORKER0=during_child:2`) becomes `NAS_TF_FAULT` of that
 process's first start only; no process inherits the launcher's `NAS_TF_FAULT`.
@@ -66,6 +70,8 @@ define.float("chief_start_timeout", 600.0, "Seconds to wait for the chief to lis
              "workers start.", lower_bound=1.0)
 define.float("stop_grace", 10.0, "Seconds a process has to stop after SIGINT before SIGKILL.",
              lower_bound=0.0)
+define.float("sync_every", 60.0, "With a URL --output_dir: seconds between syncs of the local "
+             "mirror the processes write to (and one at the end).", lower_bound=1.0)
 
 FAULT_PREFIX = "NAS_TF_LAUNCH_FAULT_"
 _FAULT_ENV = "NAS_TF_FAULT"  # nas_tf.durable.FAULT_ENV (not imported: it loads TensorFlow).
@@ -161,10 +167,12 @@ class Launcher:
       chief_start_timeout: seconds to wait for the chief to listen.
       stop_grace: seconds between SIGINT and SIGKILL when stopping.
       out: where prefixed lines go.
+      sync: None, or a function called every `sync_every` seconds while the
+        processes run (`nas_tf.remote.Mirror.sync_or_warn` for a URL output dir).
     """
 
     def __init__(self, processes, host, port, max_restarts=3, chief_start_timeout=600.0,
-                 stop_grace=10.0, out=None):  # fmt: skip
+                 stop_grace=10.0, out=None, sync=None, sync_every=60.0):  # fmt: skip
         self.processes = {p.name: p for p in processes}
         self.host, self.port = host, port
         self.max_restarts = max_restarts
@@ -174,6 +182,8 @@ class Launcher:
         self._lock = threading.Lock()
         self._pumps: List[threading.Thread] = []
         self._interrupted = False
+        self.sync, self.sync_every = sync, sync_every
+        self._next_sync = time.monotonic() + sync_every
 
     def say(self, name: str, line: str) -> None:
         with self._lock:
@@ -260,6 +270,9 @@ class Launcher:
                 self._start(p)
             if all(p.done for p in self.processes.values()):
                 return 0
+            if self.sync is not None and time.monotonic() >= self._next_sync:
+                self.sync()
+                self._next_sync = time.monotonic() + self.sync_every
             time.sleep(0.2)
 
     def stop(self) -> None:
@@ -284,16 +297,24 @@ class Launcher:
             pump.join(timeout=5)
 
 
-def check_train_args(train_args: Sequence[str]) -> None:
-    """Parses and checks `nas_tf.train`'s flags as it would (UsageError naming the problem)."""
+def check_train_args(train_args: Sequence[str]):
+    """Parses and checks `nas_tf.train`'s flags as it would (UsageError naming the problem).
+
+    Returns:
+      (--output_dir, --local_dir) as the train flags give them.
+    """
     from nas_tf import train  # Loads TensorFlow: only once the launcher's flags are fine.
 
     try:
         cli.parse(train.FLAGS, ["nas_tf.train", *train_args])
     except flags.Error as e:
         raise app.UsageError(f"train flag: {e}") from None
-    train.check_config(train.config_from_flags())
-    train.FLAGS.unparse_flags()
+    try:
+        config = train.config_from_flags()
+        train.check_config(config)
+        return config.output_dir, train.FLAGS.local_dir
+    finally:
+        train.FLAGS.unparse_flags()
 
 
 def split_argv(argv: Sequence[str]):
@@ -312,7 +333,29 @@ def main(argv, train_args=()):
         )
     if FLAGS.role == "workers" and FLAGS.port is None:
         raise app.UsageError("--role=workers needs --port (and --host): where the chief listens.")
-    check_train_args(train_args)
+    output_dir, local_dir = check_train_args(train_args)
+    from nas_tf import remote
+
+    if not remote.is_url(output_dir):
+        return _launch(train_args)
+    if FLAGS.role != "all":
+        raise app.UsageError(
+            f"--output_dir {output_dir}: a URL works with --role=all only (the launcher mirrors "
+            "it for its own processes); the machines of a multi-host search need one directory "
+            "they all see, such as a bucket mounted with gcsfuse."
+        )
+    # The processes write to a local mirror of the URL that this process syncs (nas_tf.remote).
+    try:
+        with remote.mirrored(output_dir, local_dir) as mirror:
+            status = _launch([*train_args, f"--output_dir={mirror.local}"], mirror.sync_or_warn)
+    except remote.SyncError as e:
+        print(f"[launch] {e}", file=sys.stderr, flush=True)
+        return 1
+    return status
+
+
+def _launch(train_args, sync=None) -> int:
+    """Plans, starts and watches the processes (`main` after the flags are checked)."""
     gpus = visible_gpus()
     workers = FLAGS.workers or max(1, len(gpus))
     port = FLAGS.port or free_port()
@@ -323,7 +366,8 @@ def main(argv, train_args=()):
                                 if p.env.get("CUDA_VISIBLE_DEVICES") else "") for p in processes)  # fmt: skip
     print(f"[launch] chief at {FLAGS.host}:{port}; starting {names}", flush=True)
     launcher = Launcher(
-        processes, FLAGS.host, port, FLAGS.max_restarts, FLAGS.chief_start_timeout, FLAGS.stop_grace
+        processes, FLAGS.host, port, FLAGS.max_restarts, FLAGS.chief_start_timeout, FLAGS.stop_grace,
+        sync=sync, sync_every=FLAGS.sync_every,
     )
     return launcher.run()
 

@@ -319,6 +319,7 @@ class ChildSearch(oracle_lib.NASRL):
         self._history = {r["trial_id"]: r for r in read_history(output_dir)}
         self._best = None  # (reward, trial id) of the best child, read from the history.
         self.trainings = 0
+        self.after_child = None
         self._worker_id = worker_id
         # TensorBoard: children's runs here, and the controller's (the chief's oracle).
         self._logdir = os.path.join(output_dir, summaries.TENSORBOARD)
@@ -398,6 +399,8 @@ class ChildSearch(oracle_lib.NASRL):
             return super().on_trial_end(trial)
         try:
             super().on_trial_end(trial)
+            if self.after_child is not None:
+                self.after_child()
         except RuntimeError as e:
             if "consecutive failures" not in str(e):
                 raise
@@ -632,13 +635,15 @@ def _share_accelerators():
             pass  # TensorFlow has already initialised the device.
 
 
-def run(config: SearchConfig, data=None) -> Optional[dict]:
+def run(config: SearchConfig, data=None, after_child=None) -> Optional[dict]:
     """Runs (or resumes) a search.
 
     Args:
       config: the `SearchConfig`.
       data: optional `ImageData` (e.g. from `nas_tf.data.from_arrays`) or
         `LMData`; otherwise `config.dataset` is loaded.
+      after_child: optional function called with no arguments after each
+        finished child of this process is saved (`ChildSearch.after_child`).
 
     Returns:
       The best child: {"trial_id", "reward", "architecture"}, or None if no
@@ -698,6 +703,7 @@ def run(config: SearchConfig, data=None) -> Optional[dict]:
         max_consecutive_failed_trials=config.max_consecutive_failures,
     )
     tuner.oracle.verbose = 0
+    tuner.after_child = after_child
     if config.verbose:
         finished = len(read_history(config.output_dir))
         where = "" if part == "single" else f" as {part} {tuner.tuner_id}"

@@ -33,7 +33,11 @@ FLAGS = flags.FlagValues()
 define = cli.definer(FLAGS)
 
 # Zoph & Le 2017 values are noted where a flag's paper value differs from the quick default.
-define.string("output_dir", "runs/quick", "Directory the search writes to and resumes from.")
+define.string("output_dir", "runs/quick", "Directory the search writes to and resumes from: "
+              "a local path, or a URL such as gs://BUCKET/runs/x (worked on in --local_dir "
+              "and synced there after every child; docs/distributed.md, 'Cloud storage').")
+define.string("local_dir", None, "With a URL --output_dir: the local mirror the search runs "
+              "in (unset: ~/.cache/nas_tf/mirrors/<hash of the URL>).")
 define.boolean("overwrite", False, "Delete an existing search in --output_dir and start afresh.")
 define.boolean("allow_config_change", False, "Resume a search in --output_dir even though "
                "settings that change the search differ from its config.json.")
@@ -77,7 +81,8 @@ define.enum("data_name", "digits", list(data_lib.names()),
             "ptb_cell: 'text' / 'text_char' (embedded corpus, no download) or 'ptb' / "
             "'ptb_char' (Penn Treebank). cifar10 and ptb read a prepared TensorFlow "
             "Datasets directory and never download.")
-define.string("data_dir", None, "TensorFlow Datasets directory holding prepared cifar10 or ptb.")
+define.string("data_dir", None, "TensorFlow Datasets directory holding prepared cifar10 or "
+              "ptb: a local path or a URL (gs://BUCKET/tensorflow_datasets).")
 
 define.integer("controller_units", 35, "LSTM units per controller layer (paper: 35).", lower_bound=1)
 define.integer("controller_layers", 2, "Controller LSTM layers (paper: 2).", lower_bound=1)
@@ -377,8 +382,14 @@ def check_config(config):
             f"--search_space={config.space} needs {what} --data_name "
             f"({', '.join(data_lib.names(kind))})."
         )
-    if config.data_dir is not None and not os.path.isdir(config.data_dir):
-        raise app.UsageError(f"--data_dir {config.data_dir} is not a readable directory.")
+    from nas_tf import remote
+
+    try:
+        remote.check_data_dir(config.data_dir)
+        if remote.is_url(config.output_dir):
+            remote.check_url(config.output_dir)
+    except ValueError as e:
+        raise app.UsageError(str(e)) from None
     from nas_tf.children import base
 
     try:  # A TPU nobody can reach fails here, before any child starts.
@@ -390,16 +401,26 @@ def check_config(config):
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
-    from nas_tf import data, search
+    from nas_tf import data, remote, search
 
     config = config_from_flags()
     check_config(config)
+    if remote.is_url(config.output_dir) and search.role() != "single":
+        raise app.UsageError(
+            f"--output_dir {config.output_dir}: a URL works for a single process or under "
+            "`python -m nas_tf.launch` (which mirrors it for its chief and workers); a chief or "
+            "worker started by hand needs a directory they all see (a mounted bucket)."
+        )
     try:
-        search.run(config)  # Writes config.json (and checks it on resume).
+        # A URL is worked on in a local mirror, synced after every child (nas_tf.remote).
+        with remote.mirrored(config.output_dir, FLAGS.local_dir, config.verbose) as mirror:
+            local = dataclasses.replace(config, output_dir=mirror.local)
+            search.run(local, after_child=mirror.sync_or_warn)  # Writes config.json.
     except data.DataNotPreparedError as e:
         print(f"nas_tf: {e}", file=sys.stderr)
         return 2
-    except (search.ConfigChangedError, search.HistoryError, search.SearchError) as e:
+    except (search.ConfigChangedError, search.HistoryError, search.SearchError,
+            remote.SyncError) as e:
         print(f"nas_tf: {e}", file=sys.stderr, flush=True)
         return 1
     return 0

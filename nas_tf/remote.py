@@ -1,0 +1,365 @@
+"""Output directories in a bucket: a local mirror synced through `tf.io.gfile`.
+
+Cloud TPU users keep everything in Cloud Storage (`gs://...`). nas_tf's
+outputs cannot be written there directly: Keras Tuner writes its project with
+local file calls, and `nas_tf.durable` relies on what object stores lack
+(appends to `history.jsonl`, atomic renames, fsync). So an `--output_dir` that
+is a URL (`scheme://...`, any scheme `tf.io.gfile` has; `ram://` in tests) is
+worked on through a local mirror directory:
+
+1. at start, the mirror is restored from the URL (files it lacks are
+   downloaded), so a search resumed on a fresh VM continues where the bucket
+   left it;
+2. the program runs in the mirror exactly as in a local `--output_dir`
+   (every local guarantee of `nas_tf.durable` holds there);
+3. the mirror is synced up after every finished child and at the end, and
+   after an error too: files changed since the last sync are uploaded, files
+   removed locally (a child's model that is no longer the best) are removed
+   from the URL.
+
+Guarantees:
+
+* each file is uploaded whole to a temporary name beside its target and then
+  renamed over it, so a reader of the bucket sees an old or a new version of
+  a file, never a torn one (on Cloud Storage a rename is a server-side copy
+  plus a delete; the copy creates the object at once);
+* the bucket is a consistent set of files only at sync boundaries: during a
+  sync some files may already be new and others still old (the history is
+  uploaded before the models it mentions only by chance), and a reader that
+  wants one coherent snapshot reads after the program ends;
+* a failed sync (network, permissions, a kill) loses nothing: the local
+  mirror is never changed by a sync, what was uploaded is recorded only once
+  it is in place, and the next sync (after the next child, at the end, or
+  when the same command runs again on the same machine) uploads what is
+  missing. Failures after a child are reported as warnings and the program
+  goes on; a failure of the final sync is an error naming the mirror;
+* one writer per URL: the mirror assumes nobody else changes the URL
+  meanwhile. A restore keeps the mirror's own files over the bucket's (the
+  mirror is at least as new), and downloads only what it lacks.
+
+Where the mirror lives: `local_dir` if given (the `--local_dir` flag), else
+`$XDG_CACHE_HOME/nas_tf/mirrors/<hash of the URL>` (`~/.cache/...` by
+default). What it last uploaded is kept in its `.nas_tf_sync.json`.
+
+Fault injection (tests): `NAS_TF_SYNC_FAULT=upload:n` makes the n-th upload of
+the process fail with an `OSError`, as a network error would.
+"""
+
+import collections
+import contextlib
+import hashlib
+import json
+import os
+import re
+import sys
+import uuid
+from typing import Dict, List, Optional, Tuple
+
+import tensorflow as tf
+
+from nas_tf import durable
+
+STATE = ".nas_tf_sync.json"
+UPLOAD_PREFIX = ".nas_tf_upload."
+SYNC_FAULT_ENV = "NAS_TF_SYNC_FAULT"
+_URL = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
+_passes = collections.Counter()
+
+
+class SyncError(RuntimeError):
+    """The mirror could not be restored from, or synced to, its URL (the message says why)."""
+
+
+def is_url(path: Optional[str]) -> bool:
+    """Whether `path` is a URL (`scheme://...`) rather than a local path."""
+    return bool(path) and bool(_URL.match(path))
+
+
+def registered_schemes() -> List[str]:
+    """The URL schemes `tf.io.gfile` can open in this process (gs, ram, ... )."""
+    from tensorflow.python.lib.io import file_io
+
+    return sorted(s for s in file_io.get_registered_schemes() if s)
+
+
+def check_url(url: str, flag: str = "--output_dir") -> None:
+    """Raises ValueError unless TensorFlow has a file system for `url`'s scheme.
+
+    Checked without touching the network: a bucket that does not exist or
+    cannot be read fails at the first restore or sync, with the storage's error.
+    """
+    match = _URL.match(url)
+    if not match:
+        raise ValueError(f"{flag} {url!r} is not a URL (scheme://...).")
+    scheme = match.group(1)
+    known = registered_schemes()
+    if scheme not in known:
+        extra = " (s3:// and hdfs:// need `pip install tensorflow-io`)" if scheme in ("s3", "hdfs") else ""
+        raise ValueError(
+            f"{flag} {url}: TensorFlow has no file system for the scheme {scheme!r}{extra}; "
+            f"it can write to: {', '.join(s + '://' for s in known)}, or a local path."
+        )
+    if len(url) == len(match.group(0)) or not url[len(match.group(0)):].strip("/"):
+        raise ValueError(f"{flag} {url}: the URL names no bucket or directory.")
+
+
+def check_data_dir(path: Optional[str], flag: str = "--data_dir") -> None:
+    """Raises ValueError unless `path` (local or a URL) is a readable directory.
+
+    TensorFlow Datasets reads `gs://` data directories itself; a URL is
+    checked through `tf.io.gfile` (on Cloud Storage: one metadata request).
+    """
+    if path is None:
+        return
+    if is_url(path):
+        check_url(path, flag)
+        try:
+            found = tf.io.gfile.isdir(path)
+        except tf.errors.OpError as e:
+            raise ValueError(f"{flag} {path} cannot be read: {e.message}") from None
+    else:
+        found = os.path.isdir(path)
+    if not found:
+        raise ValueError(f"{flag} {path} is not a readable directory.")
+
+
+def default_local_dir(url: str) -> str:
+    """Where the mirror of `url` lives unless --local_dir says otherwise."""
+    cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    digest = hashlib.sha256(url.rstrip("/").encode("utf-8")).hexdigest()[:16]
+    return os.path.join(cache, "nas_tf", "mirrors", digest)
+
+
+def _fault(name: str) -> None:
+    """Raises OSError at the n-th pass of `name` when `NAS_TF_SYNC_FAULT` holds `name:n`."""
+    _passes[name] += 1
+    spec = os.environ.get(SYNC_FAULT_ENV)
+    if not spec:
+        return
+    for item in spec.split(","):
+        point, sep, count = item.strip().rpartition(":")
+        if not sep or not point or not count.isdigit() or int(count) < 1:
+            raise ValueError(f"{SYNC_FAULT_ENV}={spec!r}: each entry must be 'point:n' with n >= 1.")
+        if point == name and _passes[name] == int(count):
+            raise OSError(f"injected failure ({SYNC_FAULT_ENV}={spec})")
+
+
+def _signature(path: str) -> List[int]:
+    st = os.stat(path)
+    return [st.st_size, st.st_mtime_ns]
+
+
+def _is_temporary(name: str) -> bool:
+    # durable's temporary files, our uploads in flight, and our own record.
+    return name.startswith(".tmp_") or name.startswith(UPLOAD_PREFIX) or name == STATE
+
+
+class Mirror:
+    """A local directory that stands in for a URL (see the module doc).
+
+    Args:
+      url: the output directory's URL, or None for a local output directory
+        (then `local` is it, and `restore` and `sync` do nothing).
+      local: the mirror directory.
+      verbose: print what a restore did.
+
+    Attributes:
+      uploads, deletions: files this object has uploaded and removed remotely.
+    """
+
+    def __init__(self, url: Optional[str], local: str, verbose: int = 1):
+        self.url = url.rstrip("/") if url else None
+        self.local = local
+        self.verbose = verbose
+        self.uploads = 0
+        self.deletions = 0
+        self._state_path = os.path.join(local, STATE)
+
+    def _remote(self, rel: str) -> str:
+        return self.url + "/" + rel.replace(os.sep, "/")
+
+    def _load_state(self) -> Dict[str, List[int]]:
+        """Relative path -> local [size, mtime_ns] of the version the URL holds."""
+        try:
+            with open(self._state_path, encoding="utf-8") as f:
+                state = json.load(f)
+        except FileNotFoundError:
+            return {}
+        except (OSError, ValueError):
+            return {}  # Unreadable: everything is uploaded again (safe, only slower).
+        if not isinstance(state, dict) or state.get("url") != self.url:
+            return {}  # Another URL's record (a --local_dir reused): trust nothing.
+        files = state.get("files")
+        return dict(files) if isinstance(files, dict) else {}
+
+    def _save_state(self, files: Dict[str, List[int]]) -> None:
+        text = json.dumps({"url": self.url, "files": files}, sort_keys=True)
+        durable.atomic_write_text(self._state_path, text + "\n")
+
+    def _local_files(self) -> Dict[str, List[int]]:
+        out = {}
+        for root, dirs, names in os.walk(self.local):
+            for name in names:
+                if _is_temporary(name):
+                    continue
+                path = os.path.join(root, name)
+                try:
+                    out[os.path.relpath(path, self.local)] = _signature(path)
+                except FileNotFoundError:
+                    continue  # Removed while we walked: it is not there.
+        return out
+
+    def _remote_files(self) -> List[str]:
+        if not tf.io.gfile.exists(self.url):
+            return []
+        out = []
+        for root, _, names in tf.io.gfile.walk(self.url):
+            for name in names:
+                if _is_temporary(name):
+                    continue
+                full = root.rstrip("/") + "/" + name
+                out.append(full[len(self.url) + 1:].replace("/", os.sep))
+        return out
+
+    def restore(self) -> int:
+        """Downloads the URL's files the mirror lacks; returns how many.
+
+        Files the mirror has are kept (it is at least as new as the URL), and
+        so are files it removed since its last sync (the next sync removes
+        them from the URL too).
+
+        Raises:
+          SyncError: when the URL cannot be listed or read.
+        """
+        os.makedirs(self.local, exist_ok=True)
+        if self.url is None:
+            return 0
+        state = self._load_state()
+        count = 0
+        try:
+            for rel in self._remote_files():
+                path = os.path.join(self.local, rel)
+                if os.path.exists(path) or rel in state:
+                    continue
+                os.makedirs(os.path.dirname(path), exist_ok=True)
+                with durable.atomic_path(path) as tmp:
+                    tf.io.gfile.copy(self._remote(rel), tmp, overwrite=True)
+                state[rel] = _signature(path)
+                count += 1
+        except (tf.errors.OpError, OSError) as e:
+            raise SyncError(
+                f"Could not restore {self.local} from {self.url}: {_message(e)}. "
+                "Check that the URL is readable from this machine; nothing was changed there."
+            ) from e
+        finally:
+            if count:
+                self._save_state(state)
+        if self.verbose and count:
+            print(f"nas_tf: restored {count} files from {self.url} into {self.local}", flush=True)
+        return count
+
+    def sync(self) -> Tuple[int, int]:
+        """Uploads changed files and removes deleted ones; returns (uploaded, removed).
+
+        Raises:
+          SyncError: when a file could not be uploaded or removed. What was
+            done before it is recorded; the next sync does the rest.
+        """
+        if self.url is None:
+            return 0, 0
+        state = self._load_state()
+        local = self._local_files()
+        uploaded = removed = 0
+        try:
+            for rel, signature in sorted(local.items()):
+                if state.get(rel) == signature:
+                    continue
+                self._upload(rel)
+                state[rel] = signature  # The version measured before it was read.
+                uploaded += 1
+            for rel in sorted(set(state) - set(local)):
+                remote = self._remote(rel)
+                if tf.io.gfile.exists(remote):
+                    tf.io.gfile.remove(remote)
+                del state[rel]
+                removed += 1
+        except (tf.errors.OpError, OSError) as e:
+            raise SyncError(
+                f"Could not sync {self.local} to {self.url}: {_message(e)}. Nothing is lost: "
+                f"every file is in {self.local}, and the next sync (after the next child, at "
+                "the end, or when the same command runs again on this machine) uploads what "
+                "is missing."
+            ) from e
+        finally:
+            if uploaded or removed:
+                self._save_state(state)
+            self.uploads += uploaded
+            self.deletions += removed
+        return uploaded, removed
+
+    def sync_or_warn(self) -> bool:
+        """`sync`, reporting a failure on stderr instead of raising; True if it succeeded."""
+        try:
+            self.sync()
+            return True
+        except SyncError as e:
+            print(f"nas_tf: warning: {e}", file=sys.stderr, flush=True)
+            return False
+
+    def _upload(self, rel: str) -> None:
+        """Uploads one file whole to a temporary name, then renames it over its target."""
+        _fault("upload")
+        target = self._remote(rel)
+        parent, name = target.rsplit("/", 1)
+        tmp = f"{parent}/{UPLOAD_PREFIX}{uuid.uuid4().hex}.{name}"
+        tf.io.gfile.makedirs(parent)
+        try:
+            tf.io.gfile.copy(os.path.join(self.local, rel), tmp, overwrite=True)
+            tf.io.gfile.rename(tmp, target, overwrite=True)
+        except BaseException:
+            with contextlib.suppress(tf.errors.OpError):
+                if tf.io.gfile.exists(tmp):
+                    tf.io.gfile.remove(tmp)
+            raise
+
+
+def _message(error: BaseException) -> str:
+    text = getattr(error, "message", None) or str(error)
+    return f"{type(error).__name__}: {text}"
+
+
+def mirror_for(output_dir: str, local_dir: Optional[str] = None, verbose: int = 1) -> Mirror:
+    """The `Mirror` of an output directory: itself when local, a mirror when a URL.
+
+    Raises:
+      ValueError: for a URL whose scheme TensorFlow cannot open.
+    """
+    if not is_url(output_dir):
+        return Mirror(None, output_dir, verbose)
+    check_url(output_dir)
+    return Mirror(output_dir, local_dir or default_local_dir(output_dir), verbose)
+
+
+@contextlib.contextmanager
+def mirrored(output_dir: str, local_dir: Optional[str] = None, verbose: int = 1):
+    """Yields the `Mirror` of `output_dir`, restored; syncs it when the block ends.
+
+    The final sync runs after an error too (the finished work reaches the
+    bucket); its own failure is then only reported, so that the first error
+    is the one raised.
+
+    Raises:
+      ValueError: for a URL whose scheme TensorFlow cannot open.
+      SyncError: when the restore, or the final sync after success, fails.
+    """
+    mirror = mirror_for(output_dir, local_dir, verbose)
+    mirror.restore()
+    if mirror.url is not None and verbose:
+        print(f"nas_tf: {mirror.url} is worked on in {mirror.local} and synced after every "
+              "child and at the end", flush=True)  # fmt: skip
+    try:
+        yield mirror
+    except BaseException:
+        mirror.sync_or_warn()
+        raise
+    mirror.sync()

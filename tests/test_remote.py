@@ -1,0 +1,186 @@
+"""URL output directories (`nas_tf.remote`), with TensorFlow's in-memory `ram://`
+file system standing in for a Cloud Storage bucket."""
+
+import json
+import os
+import uuid
+
+import pytest
+import tensorflow as tf
+from absl import app
+
+from conftest import TINY_FLAGS
+from nas_tf import cli, launch, remote, search, tasks, train
+
+
+# Children in the test's own process: no worker process to start (the mirror is the point here).
+_FAST = TINY_FLAGS + ["--verbose=0", "--nochild_isolate"]
+
+
+@pytest.fixture(autouse=True)
+def _restore_flags():
+    yield
+    train.FLAGS.unparse_flags()
+    launch.FLAGS.unparse_flags()
+
+
+def _bucket():
+    """A fresh ram:// directory (ram:// lives as long as the process)."""
+    return f"ram://bucket-{uuid.uuid4().hex[:8]}/run"
+
+
+def _remote_tree(url):
+    """Relative path -> bytes of every file under `url`."""
+    out = {}
+    for root, _, names in tf.io.gfile.walk(url):
+        for name in names:
+            full = root.rstrip("/") + "/" + name
+            with tf.io.gfile.GFile(full, "rb") as f:
+                out[full[len(url) + 1:]] = f.read()
+    return out
+
+
+def _local_tree(directory):
+    out = {}
+    for root, _, names in os.walk(directory):
+        for name in names:
+            if name == remote.STATE:
+                continue
+            path = os.path.join(root, name)
+            with open(path, "rb") as f:
+                out[os.path.relpath(path, directory).replace(os.sep, "/")] = f.read()
+    return out
+
+
+def _write(path, data):
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "wb") as f:
+        f.write(data)
+
+
+def test_urls_and_bad_schemes_give_clear_errors():
+    assert remote.is_url("gs://b/runs") and remote.is_url("ram://x")
+    assert not remote.is_url("runs/quick") and not remote.is_url("/abs/path") and not remote.is_url(None)
+    assert {"gs", "ram"} <= set(remote.registered_schemes())
+    with pytest.raises(ValueError, match=r"--output_dir zz://b/x: TensorFlow has no file system for the scheme 'zz'.*gs://"):
+        remote.check_url("zz://b/x")
+    with pytest.raises(ValueError, match=r"s3:// and hdfs:// need `pip install tensorflow-io`"):
+        remote.check_url("s3://b/x")
+    with pytest.raises(ValueError, match="names no bucket"):
+        remote.check_url("gs://")
+    # The entry point says the same before anything is written.
+    cli.parse(train.FLAGS, ["train", "--output_dir=zz://b/x"])
+    with pytest.raises(app.UsageError, match="no file system for the scheme 'zz'"):
+        train.main(["train"])
+
+
+def test_data_dir_may_be_a_url_and_a_missing_one_is_named():
+    tf.io.gfile.makedirs("ram://tfds/data")
+    remote.check_data_dir("ram://tfds/data")  # Exists: accepted (TFDS reads URLs itself).
+    with pytest.raises(ValueError, match="--data_dir ram://tfds/none is not a readable directory"):
+        remote.check_data_dir("ram://tfds/none")
+    with pytest.raises(ValueError, match="--data_dir /no/such/dir is not a readable directory"):
+        remote.check_data_dir("/no/such/dir")
+    cli.parse(train.FLAGS, ["train", "--data_dir=ram://tfds/data"])
+    train.check_config(train.config_from_flags())
+    train.FLAGS.unparse_flags()
+    cli.parse(train.FLAGS, ["train", "--data_dir=qq://tfds"])
+    with pytest.raises(app.UsageError, match="--data_dir qq://tfds: TensorFlow has no file system"):
+        train.check_config(train.config_from_flags())
+
+
+def test_default_mirror_is_per_url_under_the_cache(monkeypatch, tmp_path):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    a, b = remote.default_local_dir("gs://b/run"), remote.default_local_dir("gs://b/other")
+    assert a.startswith(str(tmp_path / "nas_tf" / "mirrors")) and a != b
+    assert remote.default_local_dir("gs://b/run/") == a  # A trailing slash names the same URL.
+    assert remote.mirror_for("runs/x").url is None and remote.mirror_for("runs/x").local == "runs/x"
+
+
+def test_sync_uploads_changes_removes_deletions_and_a_failure_loses_nothing(tmp_path, monkeypatch):
+    url, local = _bucket(), str(tmp_path / "mirror")
+    mirror = remote.Mirror(url, local, verbose=0)
+    mirror.restore()  # Nothing there yet.
+    _write(os.path.join(local, "history.jsonl"), b'{"a": 1}\n')
+    _write(os.path.join(local, "search", "trial_0", "model.keras"), b"m0" * 1000)
+    _write(os.path.join(local, ".tmp_x_config.json"), b"half-written")  # durable's temporary: skipped.
+    assert mirror.sync() == (2, 0)
+    assert _remote_tree(url) == {"history.jsonl": b'{"a": 1}\n', "search/trial_0/model.keras": b"m0" * 1000}
+    assert mirror.sync() == (0, 0)  # Nothing changed: nothing uploaded.
+
+    # A child later: the history grows, a better model replaces the old one.
+    os.remove(os.path.join(local, ".tmp_x_config.json"))
+    _write(os.path.join(local, "history.jsonl"), b'{"a": 1}\n{"b": 2}\n')
+    _write(os.path.join(local, "search", "trial_1", "model.keras"), b"m1" * 1000)
+    os.remove(os.path.join(local, "search", "trial_0", "model.keras"))
+    before = _remote_tree(url)
+    # The network fails at the second upload of this sync (history.jsonl went up, the model not).
+    monkeypatch.setenv(remote.SYNC_FAULT_ENV, f"upload:{remote._passes['upload'] + 2}")
+    with pytest.raises(remote.SyncError, match=r"injected failure.*Nothing is lost: every file is in .*mirror"):
+        mirror.sync()
+    monkeypatch.delenv(remote.SYNC_FAULT_ENV)
+    expected = {"history.jsonl": b'{"a": 1}\n{"b": 2}\n', "search/trial_1/model.keras": b"m1" * 1000}
+    assert _local_tree(local) == expected  # The mirror is untouched.
+    partial = _remote_tree(url)
+    assert partial["history.jsonl"] == expected["history.jsonl"]  # Whole files only, old or new.
+    assert partial["search/trial_0/model.keras"] == before["search/trial_0/model.keras"]
+    assert "search/trial_1/model.keras" not in partial
+    assert not [k for k in partial if remote.UPLOAD_PREFIX in k]  # No upload left half-way.
+
+    # The next sync catches up: only what is missing goes up, the removed model goes away.
+    assert mirror.sync() == (1, 1)
+    assert _remote_tree(url) == expected
+
+    # A fresh machine restores everything; a mirror's own newer file is kept over the bucket's.
+    fresh = remote.Mirror(url, str(tmp_path / "fresh"), verbose=0)
+    assert fresh.restore() == 2 and _local_tree(fresh.local) == expected
+    assert fresh.sync() == (0, 0)  # What it downloaded is known to be in the bucket.
+    _write(os.path.join(local, "history.jsonl"), b"newer, not yet synced\n")
+    assert remote.Mirror(url, local, verbose=0).restore() == 0
+    assert _local_tree(local)["history.jsonl"] == b"newer, not yet synced\n"
+
+
+def test_search_on_a_url_finishes_syncs_and_resumes_on_a_fresh_mirror(tmp_path, monkeypatch, capsys):
+    url = _bucket()
+    log = tmp_path / "trainings.log"
+    monkeypatch.setenv(tasks.TRAINING_LOG_ENV, str(log))
+    # The sync after the first child fails (its second upload): a warning, and the search goes on.
+    monkeypatch.setenv(remote.SYNC_FAULT_ENV, f"upload:{remote._passes['upload'] + 2}")
+    first = str(tmp_path / "vm1")
+    cli.parse(train.FLAGS, ["train", *_FAST, f"--output_dir={url}", f"--local_dir={first}",
+                            "--search_max_trials=1"])  # fmt: skip
+    assert train.main(["train"]) == 0
+    assert "nas_tf: warning: Could not sync" in capsys.readouterr().err
+    monkeypatch.delenv(remote.SYNC_FAULT_ENV)
+    bucket = _remote_tree(url)
+    assert bucket == _local_tree(first)  # The final sync caught up with everything.
+    history = [json.loads(line) for line in bucket["history.jsonl"].decode().splitlines()]
+    assert [r["trial_id"] for r in history] == ["0"]
+    assert {"config.json", "best_architecture.json", "best_model.keras", "search/oracle.json"} <= set(bucket)
+    assert json.loads(bucket["best_architecture.json"]) == history[0]["architecture"]
+    assert len(log.read_text().splitlines()) == 1
+
+    # A new VM (a fresh mirror) with a larger budget resumes from the bucket: one more child only.
+    train.FLAGS.unparse_flags()
+    second = str(tmp_path / "vm2")
+    cli.parse(train.FLAGS, ["train", *_FAST, f"--output_dir={url}", f"--local_dir={second}",
+                            "--search_max_trials=2"])  # fmt: skip
+    assert train.main(["train"]) == 0
+    assert len(log.read_text().splitlines()) == 2
+    records = search.read_history(second)
+    assert [r["trial_id"] for r in records] == ["0", "1"]
+    assert [r for r in records if r["trial_id"] != "1"] == history  # Not retrained.
+    assert _remote_tree(url) == _local_tree(second)
+
+
+def test_launch_mirrors_a_url_only_for_its_own_processes():
+    cli.parse(launch.FLAGS, ["launch", "--role=workers", "--port=8000"])
+    with pytest.raises(app.UsageError, match="a URL works with --role=all only"):
+        launch.main(["launch"], [*TINY_FLAGS, f"--output_dir={_bucket()}"])
+
+
+def test_a_url_output_dir_refuses_a_hand_started_chief_or_worker(monkeypatch, tmp_path):
+    monkeypatch.setattr(search, "role", lambda: "worker")
+    cli.parse(train.FLAGS, ["train", f"--output_dir={_bucket()}"])
+    with pytest.raises(app.UsageError, match="a chief or worker started by hand needs a directory"):
+        train.main(["train"])
