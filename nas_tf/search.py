@@ -293,6 +293,8 @@ class ChildSearch(oracle_lib.NASRL):
     Attributes:
       trainings: children this object has trained (a result already in the
         history is reported again without training).
+      after_child: None, or a function called with no arguments once each
+        finished child's trial is saved (`nas_tf.remote` syncs a bucket there).
     """
 
     def __init__(
