@@ -51,6 +51,7 @@ import hashlib
 import json
 import os
 import re
+import shutil
 import sys
 import uuid
 from typing import Dict, List, Optional, Tuple
@@ -296,6 +297,17 @@ class Mirror:
             self.uploads += uploaded
             self.deletions += removed
         return uploaded, removed
+
+    def clear(self) -> None:
+        """Deletes everything in the mirror (`--overwrite`); the next sync deletes it at the URL too."""
+        for name in os.listdir(self.local):
+            if name == STATE:
+                continue  # What the URL holds: the next sync removes it there.
+            path = os.path.join(self.local, name)
+            if os.path.isdir(path) and not os.path.islink(path):
+                shutil.rmtree(path)
+            else:
+                os.remove(path)
 
     def sync_or_warn(self) -> bool:
         """`sync`, reporting a failure on stderr instead of raising; True if it succeeded."""

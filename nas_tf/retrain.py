@@ -74,9 +74,13 @@ define.enum("space", None, list(CONV_SPACES), "The architecture's space with the
       "when no search config.json is found (unset: cifar10_v1). Overrides the search config.")
 define.enum("data_name", "cifar10", ["cifar10", "digits"], "Images: 'cifar10' (a prepared "
       "TensorFlow Datasets directory, never downloaded) or 'digits' (embedded, no download).")
-define.string("data_dir", None, "TensorFlow Datasets directory holding a prepared cifar10.")
+define.string("data_dir", None, "TensorFlow Datasets directory holding a prepared cifar10 (a "
+              "local path or a URL such as gs://BUCKET/tensorflow_datasets).")
 define.string("output_dir", None, "Where the results go, and where a killed run resumes from "
-        "(unset: <directory of --architecture>/retrain).")
+        "(unset: <directory of --architecture>/retrain); a URL (gs://...) is worked on in "
+        "--local_dir and synced there at the end (nas_tf.remote).")
+define.string("local_dir", None, "With a URL --output_dir: the local mirror the run works in "
+              "(unset: ~/.cache/nas_tf/mirrors/<hash of the URL>).")
 define.boolean("overwrite", False, "Delete an earlier run in --output_dir and start afresh.")
 define.integer("seed", 0, "Seed of the validation split, the weights and the shuffling.",
          lower_bound=0)
@@ -629,10 +633,16 @@ def config_from_flags() -> RetrainConfig:
     cli.check_finite(FLAGS)
     if FLAGS.architecture is None:
         raise app.UsageError("--architecture is required (a best_architecture.json).")
-    if FLAGS.data_dir is not None and not os.path.isdir(FLAGS.data_dir):
-        raise app.UsageError(f"--data_dir {FLAGS.data_dir} is not a readable directory.")
+    from nas_tf import remote
+
     output_dir = FLAGS.output_dir or os.path.join(
         os.path.dirname(FLAGS.architecture) or ".", "retrain")
+    try:
+        remote.check_data_dir(FLAGS.data_dir)
+        if remote.is_url(output_dir):
+            remote.check_url(output_dir)
+    except ValueError as e:
+        raise app.UsageError(str(e)) from None
     axes = [_floats(n) for n in ("grid_learning_rates", "grid_weight_decays",
                                  "grid_bn_epsilons", "grid_lr_decay_at")]  # fmt: skip
     try:
@@ -665,13 +675,19 @@ def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
     from nas_tf import data as data_lib
+    from nas_tf import remote
     from nas_tf.children.convnet import ChildTrainingError
 
     config = config_from_flags()
-    if FLAGS.overwrite:
-        shutil.rmtree(config.output_dir, ignore_errors=True)
     try:
-        run(config)
+        # A URL is worked on in a local mirror, synced at the end (nas_tf.remote).
+        with remote.mirrored(config.output_dir, FLAGS.local_dir, config.verbose) as mirror:
+            if FLAGS.overwrite:
+                mirror.clear()
+            run(dataclasses.replace(config, output_dir=mirror.local))
+    except remote.SyncError as e:
+        print(f"nas_tf: {e}", file=sys.stderr)
+        return 1
     except data_lib.DataNotPreparedError as e:
         print(f"nas_tf: {e}", file=sys.stderr)
         return 2

@@ -55,9 +55,12 @@ define.enum("data_name", "ptb", list(data_lib.names(data_lib.TEXT)), "Text to mo
             "'text_char' (the embedded corpus, no download) or 'ptb' / 'ptb_char' (Penn Treebank, "
             "prepared offline in --data_dir).")
 define.string("data_dir", None, "TensorFlow Datasets directory holding a prepared Penn Treebank (see "
-              "docs/ptb.md); unused for the embedded corpus.")
+              "docs/ptb.md; a local path or a URL); unused for the embedded corpus.")
 define.string("output_dir", "runs/train_lm", "Directory for config.json, results.json and "
-              "model.keras; created if missing, existing files are replaced.")
+              "model.keras; created if missing, existing files are replaced. A URL (gs://...) "
+              "is worked on in --local_dir and synced there at the end (nas_tf.remote).")
+define.string("local_dir", None, "With a URL --output_dir: the local mirror the run works in "
+              "(unset: ~/.cache/nas_tf/mirrors/<hash of the URL>).")
 define.integer("verbose", 1, "0: silent; 1: a progress line per epoch (in place on a terminal) "
                "and the results.", lower_bound=0,
                upper_bound=1)
@@ -325,8 +328,14 @@ def config_from_flags() -> RunConfig:
         raise app.UsageError("--cell=nas needs --architecture (a best_architecture.json).")
     if FLAGS.cell == "lstm" and FLAGS.architecture is not None:
         raise app.UsageError("--architecture applies to --cell=nas only.")
-    if FLAGS.data_dir is not None and not os.path.isdir(FLAGS.data_dir):
-        raise app.UsageError(f"--data_dir {FLAGS.data_dir} is not a readable directory.")
+    from nas_tf import remote
+
+    try:
+        remote.check_data_dir(FLAGS.data_dir)
+        if remote.is_url(FLAGS.output_dir):
+            remote.check_url(FLAGS.output_dir)
+    except ValueError as e:
+        raise app.UsageError(str(e)) from None
     try:
         description = None
         if FLAGS.architecture is not None:
@@ -375,16 +384,21 @@ def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
     from nas_tf import data as data_lib
+    from nas_tf import remote
     from nas_tf.children.convnet import ChildTrainingError
 
     config = config_from_flags()
-    os.makedirs(config.output_dir, exist_ok=True)
-    durable.atomic_write_text(
-        os.path.join(config.output_dir, "config.json"),
-        json.dumps(config.to_dict(), indent=2, sort_keys=True) + "\n",
-    )
     try:
-        run(config)
+        # A URL is worked on in a local mirror, synced at the end (nas_tf.remote).
+        with remote.mirrored(config.output_dir, FLAGS.local_dir, config.verbose) as mirror:
+            durable.atomic_write_text(
+                os.path.join(mirror.local, "config.json"),
+                json.dumps(config.to_dict(), indent=2, sort_keys=True) + "\n",
+            )
+            run(dataclasses.replace(config, output_dir=mirror.local))
+    except remote.SyncError as e:
+        print(f"nas_tf: {e}", file=sys.stderr)
+        return 1
     except data_lib.DataNotPreparedError as e:
         print(f"nas_tf: {e}", file=sys.stderr)
         return 2

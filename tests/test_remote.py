@@ -10,7 +10,7 @@ import tensorflow as tf
 from absl import app
 
 from conftest import TINY_FLAGS
-from nas_tf import cli, launch, remote, search, tasks, train
+from nas_tf import cli, launch, remote, retrain, search, tasks, train, train_lm
 
 
 # Children in the test's own process: no worker process to start (the mirror is the point here).
@@ -20,8 +20,8 @@ _FAST = TINY_FLAGS + ["--verbose=0", "--nochild_isolate"]
 @pytest.fixture(autouse=True)
 def _restore_flags():
     yield
-    train.FLAGS.unparse_flags()
-    launch.FLAGS.unparse_flags()
+    for flag_values in (train.FLAGS, launch.FLAGS, train_lm.FLAGS, retrain.FLAGS):
+        flag_values.unparse_flags()
 
 
 def _bucket():
@@ -184,3 +184,29 @@ def test_a_url_output_dir_refuses_a_hand_started_chief_or_worker(monkeypatch, tm
     cli.parse(train.FLAGS, ["train", f"--output_dir={_bucket()}"])
     with pytest.raises(app.UsageError, match="a chief or worker started by hand needs a directory"):
         train.main(["train"])
+
+
+def test_train_lm_writes_its_outputs_to_a_url(tmp_path):
+    url = _bucket()
+    cli.parse(train_lm.FLAGS, ["train_lm", "--cell=lstm", "--data_name=text_char", "--units=4",
+                               "--epochs=1", "--batch_size=4", "--bptt_steps=5", "--eval_batch_size=2",
+                               "--max_train_batches=2", "--max_eval_batches=1", "--verbose=0",
+                               f"--output_dir={url}", f"--local_dir={tmp_path / 'mirror'}"])  # fmt: skip
+    assert train_lm.main(["train_lm"]) == 0
+    bucket = _remote_tree(url)
+    assert sorted(bucket) == ["config.json", "model.keras", "results.json"]
+    assert json.loads(bucket["config.json"])["output_dir"] == url  # What the user asked for.
+    assert bucket == _local_tree(str(tmp_path / "mirror"))
+
+
+def test_retrain_and_train_lm_refuse_bad_schemes_and_missing_data_dirs():
+    cli.parse(train_lm.FLAGS, ["train_lm", "--cell=lstm", "--output_dir=zz://b/x"])
+    with pytest.raises(app.UsageError, match="--output_dir zz://b/x: TensorFlow has no file system"):
+        train_lm.main(["train_lm"])
+    train_lm.FLAGS.unparse_flags()
+    cli.parse(train_lm.FLAGS, ["train_lm", "--cell=lstm", "--data_dir=ram://no/tfds"])
+    with pytest.raises(app.UsageError, match="--data_dir ram://no/tfds is not a readable directory"):
+        train_lm.main(["train_lm"])
+    cli.parse(retrain.FLAGS, ["retrain", "--architecture=a.json", "--output_dir=zz://b/x"])
+    with pytest.raises(app.UsageError, match="--output_dir zz://b/x: TensorFlow has no file system"):
+        retrain.main(["retrain"])
