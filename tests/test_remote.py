@@ -210,3 +210,21 @@ def test_retrain_and_train_lm_refuse_bad_schemes_and_missing_data_dirs():
     cli.parse(retrain.FLAGS, ["retrain", "--architecture=a.json", "--output_dir=zz://b/x"])
     with pytest.raises(app.UsageError, match="--output_dir zz://b/x: TensorFlow has no file system"):
         retrain.main(["retrain"])
+
+
+@pytest.mark.slow
+def test_launch_runs_chief_and_worker_on_a_mirror_it_syncs_to_the_url(tmp_path, monkeypatch):
+    url, local = _bucket(), str(tmp_path / "mirror")
+    log = tmp_path / "trainings.log"
+    monkeypatch.setenv(tasks.TRAINING_LOG_ENV, str(log))
+    monkeypatch.setenv("NAS_TF_CHIEF_TIMEOUT", "300")
+    cli.parse(launch.FLAGS, ["launch", "--workers=1", "--max_restarts=0", "--sync_every=1"])
+    status = launch.main(["launch"], [*_FAST, "--search_max_trials=2", f"--output_dir={url}",
+                                      f"--local_dir={local}"])  # fmt: skip
+    assert status == 0
+    bucket = _remote_tree(url)
+    assert bucket == _local_tree(local)  # The chief's merge and export reached the URL.
+    history = [json.loads(line) for line in bucket["history.jsonl"].decode().splitlines()]
+    assert sorted(r["trial_id"] for r in history) == ["0", "1"]
+    assert "history.worker0.jsonl" in bucket and "best_model.keras" in bucket
+    assert len(log.read_text().splitlines()) == 2
