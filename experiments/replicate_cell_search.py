@@ -551,31 +551,60 @@ def tables(searches: List[dict], models: List[FinalModel], results: Dict[str, Li
         )
     lines += [
         "",
-        "| search | children (failed) | best reward | its child's val ppl | best cell: "
-        "final val ppl | final test ppl |",
-        "| --- | --- | --- | --- | --- | --- |",
+        "| search | children (failed) | children's median val ppl: first half, second half "
+        "| best reward | its child's val ppl | best cell: final val ppl | final test ppl |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
     ]
     for s in searches:
         name = f"{s['method']}_seed{s['seed']}"
         runs = results[name]
+        first, second = half_medians(s["rewards"])
         lines.append(
             f"| {s['method']} seed {s['seed']} | {s['children']} ({s['failed']}) | "
+            f"{first:.1f}, {second:.1f} | "
             f"{s['best_reward']:.3g} | {s['best_val_perplexity']:.1f} | "
             f"{spread([r['best_val_perplexity'] for r in runs])} | "
             f"{spread([r['test_perplexity'] for r in runs])} |"
         )
+    for method in METHODS:
+        mine = [s for s in searches if s["method"] == method]
+        if len(mine) < 2:
+            continue
+        halves = np.array([half_medians(s["rewards"]) for s in mine])
+        lines.append(
+            f"| **{method}, mean ± sd** | | {spread(halves[:, 0])}, {spread(halves[:, 1])} | | "
+            f"{spread([s['best_val_perplexity'] for s in mine])} | | "
+            f"{spread([np.mean([r['test_perplexity'] for r in results[_name(s)]]) for s in mine])} |"
+        )
     return "\n".join(lines)
+
+
+def _name(search: dict) -> str:
+    return f"{search['method']}_seed{search['seed']}"
+
+
+def half_medians(rewards: Sequence[Optional[float]]):
+    """Median validation perplexity of the first and the second half of a search's children.
+
+    A reward is 80 / ppl^2, so ppl = sqrt(80 / reward); a failed child counts
+    as infinitely bad. Where the second half's median is lower, the method
+    proposed better children as it went (random search cannot, on average).
+    """
+    ppl = [math.sqrt(80.0 / r) if r else math.inf for r in rewards]
+    half = len(ppl) // 2
+    return float(np.median(ppl[:half])), float(np.median(ppl[half:]))
 
 
 def plot(path: str, searches: List[dict], models: List[FinalModel],
          results: Dict[str, List[dict]]) -> None:  # fmt: skip
-    """Test perplexity per model (error bars), and best reward over children per method."""
+    """Test perplexity per model (error bars); best reward and the children's perplexity
+    over the search, per method."""
     import matplotlib
 
     matplotlib.use("Agg")
     from matplotlib import pyplot as plt
 
-    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
+    fig, (left, right, third) = plt.subplots(1, 3, figsize=(16, 4.4))
     names = [m.name for m in models]
     means = [np.mean([r["test_perplexity"] for r in results[n]]) for n in names]
     errors = [np.std([r["test_perplexity"] for r in results[n]], ddof=1)
@@ -601,6 +630,23 @@ def plot(path: str, searches: List[dict], models: List[FinalModel],
     right.set_xlabel("children trained")
     right.set_ylabel("best reward so far (80 / val ppl²)")
     right.legend()
+    window = 8
+    for method in METHODS:
+        mine = [s for s in searches if s["method"] == method]
+        if not mine:
+            continue
+        rolled = []
+        for s in mine:  # A failed child counts as the worst perplexity (plotted at the top).
+            ppl = [math.sqrt(80.0 / r) if r else math.inf for r in s["rewards"]]
+            rolled.append([np.median(ppl[max(0, k + 1 - window): k + 1]) for k in range(len(ppl))])
+        rolled = np.minimum(np.array(rolled), 2000.0)
+        x = np.arange(1, rolled.shape[1] + 1)
+        third.plot(x, np.mean(rolled, axis=0), color=colours[method], lw=2,
+                   label=f"{method} (mean of {len(mine)} seeds)")  # fmt: skip
+    third.set_yscale("log")
+    third.set_xlabel("children trained")
+    third.set_ylabel(f"children's val ppl, running median of {window}")
+    third.legend()
     fig.tight_layout()
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     fig.savefig(path, dpi=110)

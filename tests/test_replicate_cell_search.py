@@ -133,7 +133,8 @@ def _searches():
     arch = json.loads(cell_space.lstm_like().to_architecture().to_json())
     return [
         {"method": m, "seed": s, "best_architecture": arch, "children": 4, "failed": 0,
-         "best_reward": 1e-3, "best_val_perplexity": 280.0, "best_so_far": [1e-4, 1e-3]}
+         "best_reward": 1e-3, "best_val_perplexity": 280.0, "best_so_far": [1e-4, 1e-3],
+         "rewards": [80.0, 80.0]}
         for m in rcs.METHODS for s in (1, 2)
     ]  # fmt: skip
 
@@ -190,7 +191,16 @@ def test_tables_give_mean_and_spread():
     # Controller: per-search means 93 (k = 1) and 94 (k = 2) -> 93.50 ± 0.71.
     row = next(line for line in text.splitlines() if line.startswith("| controller's"))
     assert "2 searches x 3 seeds" in row and "93.50 ± 0.71" in row
-    assert "| random seed 2 | 4 (0) | 0.001 | 280.0 |" in text
+    assert "| random seed 2 | 4 (0) | 1.0, 1.0 | 0.001 | 280.0 |" in text
+    # Best val ppl of the searches: 280 each; final test: per-search means 95, 96.
+    assert "| **random, mean ± sd** | | 1.00 ± 0.00, 1.00 ± 0.00 | | 280.00 ± 0.00 | | 95.50 ± 0.71 |" in text
+
+
+def test_half_medians():
+    # ppl = sqrt(80 / reward): rewards 80/100^2 -> 100; a failure (None) is infinitely bad.
+    first, second = rcs.half_medians([80 / 100**2, 80 / 300**2, None, 80 / 200**2, 80 / 50**2])
+    assert (first, second) == (200.0, 200.0)
+    assert rcs.half_medians([None, None, 80 / 10**2, 80 / 20**2]) == (math.inf, 15.0)
 
 
 def test_bad_flags_are_refused(capsys):
