@@ -356,7 +356,8 @@ def run_search(args, method: str, seed: int, data) -> dict:
         finally:
             if pool is not task:
                 pool.close()
-    summary = _summarize_search(records, method, seed, time.time() - start)
+    earlier = summary["seconds"] if summary is not None else 0.0  # Extended: add its time.
+    summary = _summarize_search(records, method, seed, earlier + time.time() - start)
     _write_json(os.path.join(out, SUMMARY), summary)
     return summary
 
