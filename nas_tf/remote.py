@@ -63,6 +63,9 @@ from nas_tf import durable
 STATE = ".nas_tf_sync.json"
 UPLOAD_PREFIX = ".nas_tf_upload."
 SYNC_FAULT_ENV = "NAS_TF_SYNC_FAULT"
+# The URL schemes TensorFlow Datasets opens a data directory on (etils.epath's
+# prefixes; it has no ram://, so tests cannot stand a bucket in for TFDS data).
+TFDS_SCHEMES = ("gs", "s3", "az", "hf")
 _URL = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
 _passes = collections.Counter()
 
@@ -107,12 +110,19 @@ def check_url(url: str, flag: str = "--output_dir") -> None:
 def check_data_dir(path: Optional[str], flag: str = "--data_dir") -> None:
     """Raises ValueError unless `path` (local or a URL) is a readable directory.
 
-    TensorFlow Datasets reads `gs://` data directories itself; a URL is
-    checked through `tf.io.gfile` (on Cloud Storage: one metadata request).
+    TensorFlow Datasets reads `gs://` data directories itself; a URL must have
+    a scheme it opens (`TFDS_SCHEMES`) and is checked through `tf.io.gfile`
+    (on Cloud Storage: a metadata request).
     """
     if path is None:
         return
     if is_url(path):
+        scheme = _URL.match(path).group(1)
+        if scheme not in TFDS_SCHEMES:
+            raise ValueError(
+                f"{flag} {path}: TensorFlow Datasets reads data directories on "
+                f"{', '.join(s + '://' for s in TFDS_SCHEMES)} or local paths, not {scheme}://."
+            )
         check_url(path, flag)
         try:
             found = tf.io.gfile.isdir(path)
