@@ -384,7 +384,9 @@ class Reinforce:
                 warnings.warn(f"Controller warm-up failed ({e!r}); the first update will trace.")
 
         if background:
-            self._warm_up_thread = threading.Thread(target=run, name="nas_tf-warm-up", daemon=True)
+            # Not a daemon: an exiting interpreter waits for it rather than
+            # stopping TensorFlow mid-trace.
+            self._warm_up_thread = threading.Thread(target=run, name="nas_tf-warm-up")
             self._warm_up_thread.start()
         else:
             run()
