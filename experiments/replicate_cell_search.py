@@ -434,11 +434,16 @@ def final_models(args, searches: List[dict], vocab_size: int) -> List[FinalModel
 
 
 def train_final(args, model: FinalModel, seed: int, data) -> dict:
-    """Trains one final model with one seed (skipped if its results.json exists)."""
+    """Trains one final model with one seed (skipped if its results.json exists).
+
+    A run that diverges is a result too: its results.json holds "failed" and
+    NaN perplexities, and the tables count it apart from the means.
+    """
     import keras
 
     from nas_tf import train_lm
     from nas_tf.children import language_model as lm
+    from nas_tf.children.base import ChildTrainingError
 
     out = os.path.join(args.output_dir, "final", model.name, f"seed{seed}")
     config = train_lm.RunConfig(
@@ -459,7 +464,19 @@ def train_final(args, model: FinalModel, seed: int, data) -> dict:
     if done is not None and _same_run(done["config"], config.to_dict()):
         return done
     keras.backend.clear_session()  # Not done, or done for another cell or schedule.
-    results = train_lm.run(config, data=data)
+    start = time.time()
+    try:
+        results = train_lm.run(config, data=data)
+    except ChildTrainingError as e:  # Diverged: a result of the cell, recorded as such.
+        results = {
+            "failed": e.reason, "message": str(e), "num_parameters": model.parameters,
+            "units": model.units, "best_val_perplexity": math.nan, "test_perplexity": math.nan,
+            "seconds": time.time() - start, "config": config.to_dict(),
+        }  # fmt: skip
+        _write_json(os.path.join(out, "results.json"), results)
+        if args.verbose:
+            print(f"[final {model.name} seed {seed}] FAILED: {e}", flush=True)
+        return results
     if args.verbose:
         print(f"[final {model.name} seed {seed}] {results['num_parameters']:,} parameters, "
               f"{model.units} units: val {results['best_val_perplexity']:.2f}, test "
@@ -509,8 +526,10 @@ def time_models(args, models: List[FinalModel], data) -> Dict[str, float]:
 
 
 def spread(values: Sequence[float]) -> str:
-    """"mean ± sample standard deviation" (just the value for one)."""
-    values = [float(v) for v in values]
+    """"mean ± sample standard deviation" of the finite values (just the value for one)."""
+    values = [float(v) for v in values if math.isfinite(v)]
+    if not values:
+        return "—"
     mean = float(np.mean(values))
     if len(values) < 2:
         return f"{mean:.2f}"
@@ -536,13 +555,16 @@ def tables(searches: List[dict], models: List[FinalModel], results: Dict[str, Li
     for group, members in groups.items():
         runs = [r for m in members for r in results[m.name]]
         if len(members) > 1:  # One figure per search (the mean over its training seeds).
-            val = [np.mean([r["best_val_perplexity"] for r in results[m.name]]) for m in members]
-            test = [np.mean([r["test_perplexity"] for r in results[m.name]]) for m in members]
+            val = [_mean([r["best_val_perplexity"] for r in results[m.name]]) for m in members]
+            test = [_mean([r["test_perplexity"] for r in results[m.name]]) for m in members]
             what = f"{len(members)} searches x {len(results[members[0].name])} seeds"
         else:
             val = [r["best_val_perplexity"] for r in runs]
             test = [r["test_perplexity"] for r in runs]
             what = f"{len(runs)} seeds"
+        failed = sum("failed" in r for r in runs)
+        if failed:
+            what += f" ({failed} diverged)"
         params = sorted({r["num_parameters"] for r in runs})
         units = sorted({m.units for m in members})
         ms = [timing[m.name] for m in members]
@@ -575,9 +597,15 @@ def tables(searches: List[dict], models: List[FinalModel], results: Dict[str, Li
         lines.append(
             f"| **{method}, mean ± sd** | | {spread(halves[:, 0])}, {spread(halves[:, 1])} | | "
             f"{spread([s['best_val_perplexity'] for s in mine])} | | "
-            f"{spread([np.mean([r['test_perplexity'] for r in results[_name(s)]]) for s in mine])} |"
+            f"{spread([_mean([r['test_perplexity'] for r in results[_name(s)]]) for s in mine])} |"
         )
     return "\n".join(lines)
+
+
+def _mean(values) -> float:
+    """Mean of the finite values (runs that diverged left out); NaN if none."""
+    finite = [v for v in values if math.isfinite(v)]
+    return float(np.mean(finite)) if finite else math.nan
 
 
 def _name(search: dict) -> str:
@@ -607,9 +635,10 @@ def plot(path: str, searches: List[dict], models: List[FinalModel],
 
     fig, (left, right, third) = plt.subplots(1, 3, figsize=(16, 4.4))
     names = [m.name for m in models]
-    means = [np.mean([r["test_perplexity"] for r in results[n]]) for n in names]
-    errors = [np.std([r["test_perplexity"] for r in results[n]], ddof=1)
-              if len(results[n]) > 1 else 0.0 for n in names]  # fmt: skip
+    finite = [[r["test_perplexity"] for r in results[n] if math.isfinite(r["test_perplexity"])]
+              for n in names]  # fmt: skip (diverged runs left out)
+    means = [np.mean(v) if v else 0.0 for v in finite]
+    errors = [np.std(v, ddof=1) if len(v) > 1 else 0.0 for v in finite]
     colours = {"controller": "tab:blue", "random": "tab:orange", "lstm": "tab:gray",
                "lstm_like": "tab:green", "paper": "tab:red"}  # fmt: skip
     y = np.arange(len(names))
@@ -618,7 +647,7 @@ def plot(path: str, searches: List[dict], models: List[FinalModel],
     left.set_yticks(y, names)
     left.invert_yaxis()
     left.set_xlabel("test perplexity (mean ± sd over training seeds; lower is better)")
-    left.set_xlim(min(means) * 0.9 - max(errors), max(means) * 1.05 + max(errors))
+    left.set_xlim(0, max(means) * 1.05 + max(errors))
     for method in METHODS:
         curves = np.array([s["best_so_far"] for s in searches if s["method"] == method])
         if not len(curves):

@@ -191,6 +191,12 @@ def test_tables_give_mean_and_spread():
     # Controller: per-search means 93 (k = 1) and 94 (k = 2) -> 93.50 ± 0.71.
     row = next(line for line in text.splitlines() if line.startswith("| controller's"))
     assert "2 searches x 3 seeds" in row and "93.50 ± 0.71" in row
+    # A diverged run is counted apart and left out of the means (paper, k = 6: 96, 98).
+    results["paper"][2].update(failed="nan", test_perplexity=math.nan,
+                               best_val_perplexity=math.nan)  # fmt: skip
+    row = next(line for line in rcs.tables(searches, models, results, timing).splitlines()
+               if line.startswith("| paper's cell"))  # fmt: skip
+    assert "| 3 seeds (1 diverged) |" in row and "| 97.00 ± 1.41 |" in row
     assert "| random seed 2 | 4 (0) | 1.0, 1.0 | 0.001 | 280.0 |" in text
     # Best val ppl of the searches: 280 each; final test: per-search means 95, 96.
     assert "| **random, mean ± sd** | | 1.00 ± 0.00, 1.00 ± 0.00 | | 280.00 ± 0.00 | | 95.50 ± 0.71 |" in text
