@@ -103,3 +103,25 @@ def parse(flag_values: flags.FlagValues, argv) -> list:
     """
     flag_values.unparse_flags()
     return flag_values(list(argv))
+
+
+def exit_status(work, statuses) -> int:
+    """Runs `work()`; an expected failure is one line on stderr and an exit status.
+
+    Args:
+      work: the entry point's work, a function of no arguments.
+      statuses: {exception type: exit status} of the failures a user can
+        fix (bad input, data to prepare, a sync to retry), printed as
+        "nas_tf: <error>" without a traceback; the first matching type wins.
+        Anything else propagates with its traceback.
+
+    Returns:
+      0 when `work` returned, else the failure's status.
+    """
+    try:
+        work()
+    except tuple(statuses) as e:
+        status = next(code for kind, code in statuses.items() if isinstance(e, kind))
+        print(f"nas_tf: {e}", file=sys.stderr, flush=True)
+        return status
+    return 0

@@ -49,9 +49,8 @@ import json
 import math
 import os
 import shutil
-import sys
 import time
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 from absl import app
 from absl import flags
@@ -679,26 +678,20 @@ def main(argv):
     from nas_tf.children.convnet import ChildTrainingError
 
     config = config_from_flags()
-    try:
+
+    def work():
         # A URL is worked on in a local mirror, synced at the end (nas_tf.remote).
         with remote.mirrored(config.output_dir, FLAGS.local_dir, config.verbose) as mirror:
             if FLAGS.overwrite:
                 mirror.clear()
             run(dataclasses.replace(config, output_dir=mirror.local))
-    except remote.SyncError as e:
-        print(f"nas_tf: {e}", file=sys.stderr)
-        return 1
-    except data_lib.DataNotPreparedError as e:
-        print(f"nas_tf: {e}", file=sys.stderr)
-        return 2
-    except ValueError as e:
-        print(f"nas_tf: {e}", file=sys.stderr)
-        return 1
-    except ChildTrainingError as e:
-        print(f"nas_tf: training failed: {e}", file=sys.stderr)
-        return 1
-    return 0
 
+    return cli.exit_status(work, {
+        data_lib.DataNotPreparedError: 2,
+        remote.SyncError: 1,
+        ValueError: 1,
+        ChildTrainingError: 1,
+    })
 
 if __name__ == "__main__":
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")

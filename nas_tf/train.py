@@ -20,7 +20,6 @@ paper's.
 
 import dataclasses
 import os
-import sys
 
 from absl import app
 from absl import flags
@@ -272,7 +271,7 @@ def reinforce_config_from_flags(is_cell: bool):
 
 def config_from_flags():
     """The `SearchConfig` the flags describe (flag problems raise UsageError)."""
-    from nas_tf import controller, reinforce, search
+    from nas_tf import search
     from nas_tf.children import convnet, language_model, lm_trainer
     from nas_tf.spaces import conv
 
@@ -411,19 +410,17 @@ def main(argv):
             "`python -m nas_tf.launch` (which mirrors it for its chief and workers); a chief or "
             "worker started by hand needs a directory they all see (a mounted bucket)."
         )
-    try:
+    def work():
         # A URL is worked on in a local mirror, synced after every child (nas_tf.remote).
         with remote.mirrored(config.output_dir, FLAGS.local_dir, config.verbose) as mirror:
             local = dataclasses.replace(config, output_dir=mirror.local)
             search.run(local, after_child=mirror.sync_or_warn)  # Writes config.json.
-    except data.DataNotPreparedError as e:
-        print(f"nas_tf: {e}", file=sys.stderr)
-        return 2
-    except (search.ConfigChangedError, search.HistoryError, search.SearchError,
-            remote.SyncError) as e:
-        print(f"nas_tf: {e}", file=sys.stderr, flush=True)
-        return 1
-    return 0
+
+    return cli.exit_status(work, {
+        data.DataNotPreparedError: 2,
+        search.ConfigChangedError: 1, search.HistoryError: 1, search.SearchError: 1,
+        remote.SyncError: 1,
+    })
 
 
 if __name__ == "__main__":

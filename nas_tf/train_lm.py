@@ -28,7 +28,6 @@ import dataclasses
 import json
 import math
 import os
-import sys
 import time
 from typing import TYPE_CHECKING, Optional
 
@@ -388,7 +387,8 @@ def main(argv):
     from nas_tf.children.convnet import ChildTrainingError
 
     config = config_from_flags()
-    try:
+
+    def work():
         # A URL is worked on in a local mirror, synced at the end (nas_tf.remote).
         with remote.mirrored(config.output_dir, FLAGS.local_dir, config.verbose) as mirror:
             durable.atomic_write_text(
@@ -396,17 +396,12 @@ def main(argv):
                 json.dumps(config.to_dict(), indent=2, sort_keys=True) + "\n",
             )
             run(dataclasses.replace(config, output_dir=mirror.local))
-    except remote.SyncError as e:
-        print(f"nas_tf: {e}", file=sys.stderr)
-        return 1
-    except data_lib.DataNotPreparedError as e:
-        print(f"nas_tf: {e}", file=sys.stderr)
-        return 2
-    except ChildTrainingError as e:
-        print(f"nas_tf: training failed: {e}", file=sys.stderr)
-        return 1
-    return 0
 
+    return cli.exit_status(work, {
+        data_lib.DataNotPreparedError: 2,
+        remote.SyncError: 1,
+        ChildTrainingError: 1,
+    })
 
 if __name__ == "__main__":
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")

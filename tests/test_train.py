@@ -368,3 +368,21 @@ def test_reward_power_one_makes_the_reward_the_accuracy(monkeypatch):
     assert task((arch.to_json(), None))["reward"] == pytest.approx(0.8**3)
     _parse(["--flagfile=experiments/cifar.flags"])
     assert train.config_from_flags().child.reward_power == 3.0
+
+
+def test_exit_status_prints_expected_failures_and_lets_bugs_through(capsys):
+    class Bad(ValueError):
+        pass
+
+    def fail(error):
+        def work():
+            raise error
+        return work
+
+    statuses = {Bad: 2, ValueError: 1}
+    assert cli.exit_status(lambda: None, statuses) == 0
+    assert cli.exit_status(fail(Bad("no data")), statuses) == 2  # The first matching type.
+    assert cli.exit_status(fail(ValueError("bad input")), statuses) == 1
+    assert capsys.readouterr().err.splitlines() == ["nas_tf: no data", "nas_tf: bad input"]
+    with pytest.raises(KeyError):
+        cli.exit_status(fail(KeyError("a bug")), statuses)
