@@ -92,6 +92,12 @@ def parse_args(argv=None):
     p.add_argument("--methods", default="controller,random",
                    help="Comma-separated search methods: controller, random.")
     p.add_argument("--seeds", type=int, default=3, help="Searches per method (seeds 1..n).")
+    p.add_argument("--only_seed", type=int, default=0, help="Run only the searches of this "
+                   "seed (0: all); with --searches_only, to spread searches over processes.")
+    p.add_argument("--searches_only", action="store_true", help="Stop after the searches "
+                   "(no final training, no report): run the searches of each method or seed "
+                   "as separate processes or machines sharing --output_dir, then the whole "
+                   "command, which finds them done.")
     p.add_argument("--budget", type=int, default=60, help="Distinct children per search.")
     p.add_argument("--cell_base", type=int, default=4, help="Leaves of the searched cell "
                    "(paper: 8).")
@@ -143,6 +149,10 @@ def parse_args(argv=None):
                  "final_max_train_batches", "final_max_eval_batches"):  # fmt: skip
         if getattr(args, name) < 0:
             p.error(f"--{name} must be 0 (all) or positive, got {getattr(args, name)}.")
+    if not 0 <= args.only_seed <= args.seeds:
+        p.error(f"--only_seed must be 0 (all) or in 1..{args.seeds}, got {args.only_seed}.")
+    if args.only_seed and not args.searches_only:
+        p.error("--only_seed runs part of the searches; give --searches_only with it.")
     if args.cell_base < 2 or args.cell_base & (args.cell_base - 1):
         p.error(f"--cell_base must be a power of two >= 2, got {args.cell_base}.")
     if not 0 <= args.dropout < 1:
@@ -714,8 +724,13 @@ def main(argv=None):
         print(f"replicate_cell_search: {e}", file=sys.stderr)
         return 2
     os.makedirs(args.output_dir, exist_ok=True)
-    searches = [run_search(args, method, seed, data)
-                for method in args.methods for seed in range(1, args.seeds + 1)]  # fmt: skip
+    seeds = [args.only_seed] if args.only_seed else range(1, args.seeds + 1)
+    searches = [run_search(args, method, seed, data) for method in args.methods for seed in seeds]
+    if args.searches_only:
+        for s in searches:
+            print(f"{s['method']} seed {s['seed']}: {s['children']} children, best reward "
+                  f"{s['best_reward']:.5f} ({s['seconds']:.0f} s)")
+        return 0
     models = final_models(args, searches, data.vocab_size)
     results = {m.name: [train_final(args, m, t, data) for t in range(args.final_seeds)]
                for m in models}  # fmt: skip

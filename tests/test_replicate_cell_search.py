@@ -216,6 +216,32 @@ def test_bad_flags_are_refused(capsys):
     with pytest.raises(SystemExit):
         rcs.parse_args(["--cell_base", "6"])
     assert rcs.parse_args(["--quick"]).budget == 3
+    with pytest.raises(SystemExit):
+        rcs.parse_args(["--only_seed", "2"])  # Part of the searches, then finals: refused.
+    assert "--searches_only" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        rcs.parse_args(["--only_seed", "4", "--searches_only"])
+    assert "1..3" in capsys.readouterr().err
+
+
+def test_searches_only_stops_before_final_training(tmp_path, monkeypatch, capsys):
+    ran = []
+
+    def fake_search(args, method, seed, data):
+        ran.append((method, seed))
+        return {"method": method, "seed": seed, "children": 3, "best_reward": 0.001,
+                "seconds": 1.0}  # fmt: skip
+
+    def no_finals(*a, **k):
+        raise AssertionError("final training must not start with --searches_only")
+
+    monkeypatch.setattr(rcs, "run_search", fake_search)
+    monkeypatch.setattr(rcs, "final_models", no_finals)
+    monkeypatch.setattr("nas_tf.train_lm.load_data", lambda *a: None)
+    argv = ["--searches_only", "--only_seed", "2", "--methods", "random,controller"]
+    assert rcs.main(argv + ["--output_dir", str(tmp_path)]) == 0
+    assert ran == [("random", 2), ("controller", 2)]
+    assert "controller seed 2: 3 children" in capsys.readouterr().out
 
 
 @pytest.mark.slow
