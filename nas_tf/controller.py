@@ -31,6 +31,7 @@ import numpy as np
 import tensorflow as tf
 
 from nas_tf import space as space_lib
+from nas_tf.graph_call import FlatCall
 
 
 @dataclasses.dataclass(frozen=True)
@@ -508,18 +509,18 @@ class _Graphs:
         # AutoGraph would only add tracing time. reduce_retracing: a second
         # batch size traces once more, for every size.
         graph = dict(autograph=False, reduce_retracing=True)
-        self.sample = tf.function(
+        self.sample = FlatCall(tf.function(
             # The generator's state after the draws comes back with them: saving
             # it after every sample then costs no extra variable read.
             lambda w, depth: policy.rollout(w, depth, None) + (w["rng"].read_value(),),
             jit_compile=jit_compile, **graph,
-        )
-        self.score = tf.function(
+        ), weight_args=1)
+        self.score = FlatCall(tf.function(
             lambda w, idx, depth: policy.rollout(w, depth, idx), jit_compile=jit_compile, **graph
-        )
-        self.probs = tf.function(
+        ), weight_args=1)
+        self.probs = FlatCall(tf.function(
             lambda w, idx, depth: policy.rollout(w, depth, idx, with_probs=True), **graph
-        )
+        ), weight_args=1)
 
 
 # Graphs by (space, controller configuration, XLA): a process traces each once,

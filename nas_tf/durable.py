@@ -57,10 +57,24 @@ def fsync_directory(directory: str) -> None:
 
 
 def atomic_write(path: str, write: Callable[[IO[bytes]], None]) -> None:
-    """Writes `path` atomically and durably with `write(binary_file)`."""
-    with atomic_path(path) as tmp:
-        with open(tmp, "wb") as f:
+    """Writes `path` atomically and durably with `write(binary_file)`.
+
+    `atomic_path`'s protocol on the temporary file's own descriptor: written,
+    fsynced, renamed over `path`, the directory fsynced; removed on an error.
+    """
+    directory = os.path.dirname(path) or "."
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp_", suffix="_" + os.path.basename(path))
+    try:
+        with os.fdopen(fd, "wb") as f:
             write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+    fsync_directory(directory)
 
 
 def atomic_write_text(path: str, text: str) -> None:

@@ -44,6 +44,7 @@ import tensorflow as tf
 
 from nas_tf import controller as controller_lib
 from nas_tf import durable
+from nas_tf.graph_call import FlatCall
 from nas_tf import rewards as rewards_lib
 from nas_tf import space as space_lib
 
@@ -285,11 +286,11 @@ def _shared_step(controller, config):
                 _apply_adam(config, adam, controller_lib.trainables(weights), grads)
                 return loss, norm, entropy
 
-            _SHARED_STEPS[key] = tf.function(
+            _SHARED_STEPS[key] = FlatCall(tf.function(
                 step,
                 jit_compile=controller.jit_compile,
                 autograph=False,  # No tensor-dependent Python control flow in the step.
-            )
+            ), weight_args=2)
         return _SHARED_STEPS[key]
 
 
@@ -548,9 +549,10 @@ class Reinforce:
             columns[3][n:] = c.topk_weight / k
         # Padding rows: copies of the first with zero weights (they change nothing).
         pad = self._padded_rows(len(rows)) - len(rows)
-        rows += [rows[0]] * pad
         columns = [np.concatenate([x, np.zeros(pad)]) for x in columns]
         idx, depth = self.controller.encode(rows)
+        idx = np.concatenate([idx, np.repeat(idx[:1], pad, axis=0)])
+        depth = np.concatenate([depth, np.repeat(depth[:1], pad)])
         tensors = [tf.constant(idx), tf.constant(depth)]
         tensors += [tf.constant(np.asarray(x, np.float32)) for x in columns]
         return tensors, adv

@@ -250,11 +250,11 @@ def test_controllers_of_one_space_share_their_traced_graphs_not_their_weights():
     archs, log_q = first.controller.sample_with_log_prob(4)
     first.update(archs, [0.1, 0.9, 0.3, 0.5], log_q.tolist())
     graphs = first.controller._graphs
-    traces = graphs.sample.experimental_get_tracing_count()
+    traces = graphs.sample.function.experimental_get_tracing_count()
     second = Reinforce(Controller(space, seed=12), ReinforceConfig(batch_size=4))
     assert second.controller._graphs is graphs  # One trace per process, not per controller.
     other, other_q = second.controller.sample_with_log_prob(4)
-    assert graphs.sample.experimental_get_tracing_count() == traces
+    assert graphs.sample.function.experimental_get_tracing_count() == traces
     # Each controller samples with its own weights and generator: a fresh
     # controller with the second's seed, alone, draws the same.
     assert other == Controller(space, seed=12).sample(4)
@@ -266,3 +266,25 @@ def test_controllers_of_one_space_share_their_traced_graphs_not_their_weights():
     assert int(second.optimizer.iterations.numpy()) == 1
     assert [id(v.value) for v in second.controller.trainable_variables] == [
         id(v) for v in controller_lib.trainables(second.controller.weights)]
+
+
+def test_flat_call_gives_the_functions_results_for_each_nest_and_shape():
+    import tensorflow as tf
+
+    from nas_tf.graph_call import FlatCall
+
+    fn = tf.function(lambda w, x: (tf.matmul(x, w["a"]) + w["b"], w["b"].read_value()),
+                     autograph=False, reduce_retracing=True)  # fmt: skip
+    call = FlatCall(fn, weight_args=1)
+    first = {"a": tf.Variable(np.eye(2, dtype=np.float32)), "b": tf.Variable([1.0, 2.0])}
+    second = {"a": tf.Variable(2 * np.eye(2, dtype=np.float32)), "b": tf.Variable([0.0, -1.0])}
+    for x in (np.ones((3, 2), np.float32), np.arange(4, dtype=np.float32).reshape(2, 2)):
+        for w in (first, second, first):  # Repeated calls use the kept concrete function.
+            for _ in range(2):
+                got, want = call(w, tf.constant(x)), fn(w, tf.constant(x))
+                np.testing.assert_array_equal(got[0].numpy(), want[0].numpy())
+                np.testing.assert_array_equal(got[1].numpy(), want[1].numpy())
+    first["b"].assign([5.0, 5.0])  # A variable's new value is read, not a copy.
+    np.testing.assert_array_equal(call(first, tf.constant(np.zeros((3, 2), np.float32)))[0],
+                                  np.full((3, 2), 5.0))  # fmt: skip
+    assert fn.experimental_get_tracing_count() <= 2
