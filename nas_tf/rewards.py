@@ -41,7 +41,9 @@ def ptb_reward(perplexity: float, c: float = 80.0) -> float:
     perplexity = float(perplexity)
     if not perplexity > 0 or not math.isfinite(perplexity):
         raise ValueError(f"Perplexity must be positive and finite, got {perplexity}.")
-    return c / perplexity**2
+    # Divided twice: a finite perplexity above 1e154 (a child that learnt
+    # nothing can reach exp(700)) would overflow when squared; its reward is 0.
+    return c / perplexity / perplexity
 
 
 REWARDS: Dict[str, Callable] = {

@@ -239,6 +239,8 @@ def test_paper_rewards():
     assert rewards_lib.cifar10_reward([0.1, 0.9, 0.5, 0.6, 0.7, 0.8, 0.2]) == pytest.approx(0.8**3)
     assert rewards_lib.cifar10_reward([0.5]) == pytest.approx(0.125)
     assert rewards_lib.ptb_reward(80.0) == pytest.approx(80.0 / 6400.0)
+    assert rewards_lib.ptb_reward(1e200) == 0.0  # Squared, it would overflow.
+    assert 0.0 < rewards_lib.ptb_reward(1e150) < 1e-298
     for bad in (lambda: rewards_lib.ptb_reward(0.0), lambda: rewards_lib.cifar10_reward([]),
                 lambda: rewards_lib.cifar10_reward([0.5, float("nan")])):
         with pytest.raises(ValueError):
