@@ -4,12 +4,47 @@ The public API: the search-space language, the controller, REINFORCE, the
 Keras Tuner oracle and tuner, and a whole search from Python (`Search`).
 """
 
-from nas_tf.api import Search, SearchResult, open_search
-from nas_tf.controller import Controller, ControllerConfig
-from nas_tf.hp_space import anchor, space_from_hyperparameters, space_to_hyperparameters
-from nas_tf.oracle import NASRL, NASRLOracle
-from nas_tf.reinforce import Reinforce, ReinforceConfig, cifar10_reward, ptb_reward
-from nas_tf.space import Anchor, Architecture, ArchitectureError, Categorical, Space, When
+import importlib
+
+# Where each public name lives. They are imported on first use (PEP 562), so
+# that tools which need none of them, such as `python -m nas_tf.report`, start
+# without importing TensorFlow and Keras (about 11 s on a 2-core machine).
+_EXPORTS = {
+    "Search": "nas_tf.api",
+    "SearchResult": "nas_tf.api",
+    "open_search": "nas_tf.api",
+    "Controller": "nas_tf.controller",
+    "ControllerConfig": "nas_tf.controller",
+    "anchor": "nas_tf.hp_space",
+    "space_from_hyperparameters": "nas_tf.hp_space",
+    "space_to_hyperparameters": "nas_tf.hp_space",
+    "NASRL": "nas_tf.oracle",
+    "NASRLOracle": "nas_tf.oracle",
+    "Reinforce": "nas_tf.reinforce",
+    "ReinforceConfig": "nas_tf.reinforce",
+    "cifar10_reward": "nas_tf.reinforce",
+    "ptb_reward": "nas_tf.reinforce",
+    "Anchor": "nas_tf.space",
+    "Architecture": "nas_tf.space",
+    "ArchitectureError": "nas_tf.space",
+    "Categorical": "nas_tf.space",
+    "Space": "nas_tf.space",
+    "When": "nas_tf.space",
+}
+
+
+def __getattr__(name):
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'nas_tf' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value  # Later lookups skip this function.
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_EXPORTS))
+
 
 __all__ = [
     "Anchor",

@@ -3,10 +3,13 @@
 import json
 import os
 import struct
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 
+import nas_tf
 from nas_tf import space as space_lib
 from nas_tf import summaries
 from nas_tf.report import __main__ as report_main
@@ -157,3 +160,14 @@ def test_command_line_and_a_directory_that_is_not_a_search(tmp_path, capsys):
     report_main.FLAGS(["report", str(tmp_path)])
     assert report_main.main(["report", str(tmp_path)]) == 1
     assert "not the output directory" in capsys.readouterr().err
+
+
+def test_the_report_starts_without_tensorflow():
+    # A fresh interpreter: this test process has imported TensorFlow already.
+    code = ("import sys, nas_tf, nas_tf.report; "
+            "assert 'tensorflow' not in sys.modules, 'TensorFlow imported'; "
+            "assert 'keras' not in sys.modules, 'Keras imported'; "
+            "assert nas_tf.Space.__module__ == 'nas_tf.space'")  # fmt: skip
+    subprocess.run([sys.executable, "-c", code], check=True)
+    with pytest.raises(AttributeError, match="no attribute 'Oracle'"):
+        nas_tf.Oracle
