@@ -269,6 +269,18 @@ def write_hparams_config(logdir: str, space: space_lib.Space, metrics: Sequence[
     writer.close()
 
 
+def _float32(value) -> float:
+    """`value` as TensorBoard stores scalars (float32): beyond its range, +-inf.
+
+    A child that learnt nothing can report a finite perplexity such as 1e200,
+    which float32 (and `tf.summary.scalar`) cannot hold.
+    """
+    value = float(value)
+    if math.isfinite(value) and abs(value) > float(np.finfo(np.float32).max):
+        return math.copysign(math.inf, value)
+    return value
+
+
 def write_child(logdir: str, record: Mapping):
     """A child's run: its curves per epoch, its reward and its hyperparameters.
 
@@ -288,11 +300,11 @@ def write_child(logdir: str, record: Mapping):
             values = record.get(name)
             if isinstance(values, list):
                 for epoch, value in enumerate(values):
-                    tf.summary.scalar(name, float(value), step=epoch)
+                    tf.summary.scalar(name, _float32(value), step=epoch)
         reward = record.get("reward")
         if record.get("status") == "COMPLETED" and isinstance(reward, (int, float)):
-            tf.summary.scalar("reward", float(reward), step=0)
+            tf.summary.scalar("reward", _float32(reward), step=0)
             for name in ("num_params", "train_seconds"):
                 if isinstance(record.get(name), (int, float)):
-                    tf.summary.scalar(name, float(record[name]), step=0)
+                    tf.summary.scalar(name, _float32(record[name]), step=0)
     writer.close()

@@ -174,3 +174,13 @@ def test_hparams_config_lists_decisions_and_metrics(tmp_path):
     names = [h.name for h in experiment.hparam_infos]
     assert names == ["act", "units"]  # Anchors have no fixed domain.
     assert [m.name.tag for m in experiment.metric_infos] == ["reward", "val_accuracy"]
+
+
+def test_child_values_beyond_float32_are_written_as_infinity(tmp_path):
+    # A child that learnt nothing: a finite perplexity that float32 cannot hold.
+    record = {"trial_id": "3", "status": "COMPLETED", "val_perplexity": [1e200, 300.0],
+              "reward": 0.0}  # fmt: skip
+    summaries.write_child(str(tmp_path), record)
+    events = read_events(str(tmp_path / "trial_3"))
+    assert [float(v) for _, v in events["val_perplexity"]] == [float("inf"), 300.0]
+    assert float(events["reward"][0][1]) == 0.0
