@@ -56,25 +56,37 @@ def fsync_directory(directory: str) -> None:
         os.close(fd)
 
 
-def atomic_write(path: str, write: Callable[[IO[bytes]], None]) -> None:
-    """Writes `path` atomically and durably with `write(binary_file)`.
+@contextlib.contextmanager
+def _replacing(path: str):
+    """Yields (descriptor, name) of a new temporary file beside `path`.
 
-    `atomic_path`'s protocol on the temporary file's own descriptor: written,
-    fsynced, renamed over `path`, the directory fsynced; removed on an error.
+    When the block ends, the (written and fsynced) file is renamed over
+    `path` and the directory fsynced; on an error it is removed instead. The
+    name ends like `path` (Keras checks the ".keras" suffix).
     """
     directory = os.path.dirname(path) or "."
     fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp_", suffix="_" + os.path.basename(path))
     try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
+        yield fd, tmp
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.remove(tmp)
         raise
     fsync_directory(directory)
+
+
+def atomic_write(path: str, write: Callable[[IO[bytes]], None]) -> None:
+    """Writes `path` atomically and durably with `write(binary_file)`.
+
+    Written, flushed and fsynced through the temporary file's own descriptor
+    (no reopening), then renamed over `path` (`_replacing`).
+    """
+    with _replacing(path) as (fd, _):
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
 
 
 def atomic_write_text(path: str, text: str) -> None:
@@ -104,22 +116,14 @@ def atomic_path(path: str):
     checks the ".keras" suffix). On success the file is fsynced and renamed
     over `path` durably; on an error it is removed.
     """
-    directory = os.path.dirname(path) or "."
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp_", suffix="_" + os.path.basename(path))
-    os.close(fd)
-    try:
+    with _replacing(path) as (fd, tmp):
+        os.close(fd)
         yield tmp
         fd = os.open(tmp, os.O_RDONLY)
         try:
             os.fsync(fd)
         finally:
             os.close(fd)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-    fsync_directory(directory)
 
 
 def append_line(path: str, line: str) -> None:

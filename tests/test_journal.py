@@ -2,6 +2,7 @@
 
 import datetime
 import json
+import os
 
 import pytest
 
@@ -119,3 +120,28 @@ def test_an_appendable_list_that_appears_empty_is_still_saved(tmp_path):
     state["sub"]["log"].append(5)
     f.save(state)
     assert journal.JournaledState(f.path, appendable=("sub/log",)).load() == state
+
+
+def test_atomic_writes_replace_the_file_whole_or_leave_it_as_it_was(tmp_path):
+    from nas_tf import durable
+
+    path = str(tmp_path / "state.json")
+    durable.atomic_write_text(path, "old")
+
+    def fail(f):
+        f.write(b"half of the new")
+        raise RuntimeError("killed mid-write")
+
+    with pytest.raises(RuntimeError):
+        durable.atomic_write(path, fail)
+    with pytest.raises(RuntimeError):
+        with durable.atomic_path(path) as tmp:
+            open(tmp, "w").write("half")
+            raise RuntimeError("killed mid-write")
+    assert open(path).read() == "old" and os.listdir(tmp_path) == ["state.json"]
+    durable.atomic_write_text(path, "new")
+    with durable.atomic_path(str(tmp_path / "model.keras")) as tmp:
+        assert tmp.endswith("_model.keras")
+        open(tmp, "w").write("weights")
+    assert open(path).read() == "new" and open(tmp_path / "model.keras").read() == "weights"
+    assert sorted(os.listdir(tmp_path)) == ["model.keras", "state.json"]
