@@ -151,8 +151,6 @@ def drive(oracle, reward, written, trials, marks, window, parts):
             oracle.end_trial(trial)
             spent += time.perf_counter() - start
             cpu += time.process_time() - start_cpu
-            if any(n == m - window for m in marks):
-                window_start = (written[0], spent, cpu, dict(parts or {}))
             if n in marks:
                 total_bytes = written[0] - start_bytes
                 window_bytes = (written[0] - window_start[0]) / window
@@ -165,8 +163,12 @@ def drive(oracle, reward, written, trials, marks, window, parts):
                     split = "".join(f" {ms[k]:7.2f}" for k in names)
                     split += f" {cpu_per - sum(ms.values()):7.2f}"
                 rows.append((n, total_bytes / n, ms_per, cpu_per))
-                print(f"{n:8d} {total_bytes / n:12.0f} {window_bytes:10.0f} {ms_per:9.2f} "
-                      f"{cpu_per:7.2f}{split}", flush=True)
+                # Keras Tuner's own oracle writes through its own files: not counted.
+                size = (f"{total_bytes / n:12.0f} {window_bytes:10.0f}" if parts is not None
+                        else f"{'-':>12} {'-':>10}")  # fmt: skip
+                print(f"{n:8d} {size} {ms_per:9.2f} {cpu_per:7.2f}{split}", flush=True)
+            if any(n == m - window for m in marks):  # After a mark: marks may be a window apart.
+                window_start = (written[0], spent, cpu, dict(parts or {}))
     finally:
         shutil.rmtree(directory, ignore_errors=True)
     return rows
