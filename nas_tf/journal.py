@@ -201,7 +201,7 @@ def _copy(value):
     return value
 
 
-def diff(old, new, unordered: Iterable[str] = (), _key: str = "") -> Optional[dict]:
+def diff(old, new, unordered: Iterable[str] = ()) -> Optional[dict]:
     """The change from `old` to `new` as a small JSON op, or None if equal.
 
     Ops: {"set": v}, {"extend": tail} (a list that grew at its end), {"add":
@@ -210,32 +210,49 @@ def diff(old, new, unordered: Iterable[str] = (), _key: str = "") -> Optional[di
     container that is the same object as before gives its change log; a new
     one is set whole.
     """
+    return _diff_copy(old, new, frozenset(unordered), "")[0]
+
+
+def _diff_copy(old, new, unordered, key):
+    """(`diff` op or None, a private copy of `new` for the next diff).
+
+    The copy shares every part of `old` that did not change (`old` is itself
+    such a copy, which nothing else changes), so a save copies only what
+    changed; unchanged lists and leaves are compared at C speed (`==`).
+    Plain dicts are walked, since they may hold tracked containers; lists
+    never do.
+    """
     if isinstance(new, _TRACKED):
         if new is old:
-            return new.take_changes()
-        return {"set": sorted(new, key=str) if isinstance(new, set) else dict(new)}
-    if _key in unordered and isinstance(old, list) and isinstance(new, list):
+            return new.take_changes(), new
+        return {"set": sorted(new, key=str) if isinstance(new, set) else dict(new)}, new
+    if key in unordered and isinstance(old, list) and isinstance(new, list):
         old_set, new_set = set(old), set(new)
         if old_set == new_set:
-            return None
-        return {"add": sorted(new_set - old_set), "remove": sorted(old_set - new_set)}
+            return None, old
+        return {"add": sorted(new_set - old_set), "remove": sorted(old_set - new_set)}, list(new)
     if isinstance(old, dict) and isinstance(new, dict):
-        ops = {}
+        ops, copy = {}, {}
         for k, v in new.items():
             if k not in old:
-                ops[k] = {"set": v}
-            else:
-                op = diff(old[k], v, unordered, f"{_key}/{k}" if _key else k)
-                if op is not None:
-                    ops[k] = op
+                ops[k], copy[k] = {"set": v}, _copy(v)
+                continue
+            op, copy[k] = _diff_copy(old[k], v, unordered, f"{key}/{k}" if key else k)
+            if op is not None:
+                ops[k] = op
         drop = [k for k in old if k not in new]
         if not ops and not drop:
-            return None
-        return {"keys": ops, "drop": drop}
+            return None, old  # Every value is old's own (or the same tracked container).
+        return {"keys": ops, "drop": drop}, copy
     if isinstance(old, list) and isinstance(new, list) and len(new) >= len(old):
         if new[: len(old)] == old:
-            return None if len(new) == len(old) else {"extend": new[len(old) :]}
-    return None if old == new else {"set": new}
+            if len(new) == len(old):
+                return None, old
+            tail = _copy(new[len(old) :])
+            return {"extend": tail}, old + tail
+    if type(old) is type(new) and old == new:
+        return None, old
+    return {"set": new}, _copy(new)
 
 
 def apply(value, op):
@@ -302,7 +319,7 @@ class JournaledState:
             self._snapshot_bytes, self.min_snapshot_bytes
         ):
             rest, tails = self._split(state)
-            op = diff(self._last, rest, self.unordered)
+            op, copy = _diff_copy(self._last, rest, self.unordered, "")
             if tails:
                 op = op or {"keys": {}, "drop": []}
                 op["tails"] = tails
@@ -324,8 +341,9 @@ class JournaledState:
             self._journal_bytes = 0
             self.bytes_written += len(text)
             rest, _ = self._split(state, record_only=True)
+            copy = _copy(rest)
         _forget_tracked_changes(state)  # Whatever they logged is now on disk.
-        self._last = _copy(rest)
+        self._last = copy
 
     def _split(self, state, record_only=False):
         """(state without the appendable lists, [[path, start, tail], ...]).

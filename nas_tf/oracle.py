@@ -693,6 +693,26 @@ class NASRLOracle(keras_tuner.Oracle):
             return
         super().end_trial(trial)
 
+    @property
+    def _project_dir(self):
+        """Keras Tuner's project directory, created if missing.
+
+        Keras Tuner asks TensorFlow's file system whether it exists on every
+        access (several times a trial); a local directory is checked by one
+        `stat`. The oracle writes its files through the local file system
+        (`nas_tf.durable`) either way.
+        """
+        dirname = os.path.join(str(self._directory), self._project_name)
+        if not os.path.isdir(dirname):
+            os.makedirs(dirname, exist_ok=True)
+        return dirname
+
+    def _get_trial_dir(self, trial_id):
+        dirname = os.path.join(self._project_dir, f"trial_{trial_id}")
+        if not os.path.isdir(dirname):
+            os.makedirs(dirname, exist_ok=True)
+        return dirname
+
     def _state_file(self) -> journal.JournaledState:
         path = self._get_oracle_fname()
         if self._journal is None or self._journal.path != path:

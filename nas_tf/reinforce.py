@@ -222,10 +222,16 @@ def _loss(policy, config, weights, idx, depth, log_q, advantage, pg_weight, mle_
 
 
 def _gradients(policy, config, weights, batch):
-    """(loss, gradients clipped as configured, norm before clipping, entropy) of a batch."""
+    """(loss, gradients clipped as configured, norm before clipping, entropy) of a batch.
+
+    `batch` is (idx, depth, columns) as `Reinforce._batch` makes it: the
+    per-row floats of `_loss` (log_q, advantage, pg_weight, mle_weight,
+    ent_weight) come stacked as one [5, rows] tensor, one input instead of five.
+    """
+    idx, depth, columns = batch
     variables = controller_lib.trainables(weights)
     with tf.GradientTape() as tape:
-        loss, entropy = _loss(policy, config, weights, *batch)
+        loss, entropy = _loss(policy, config, weights, idx, depth, *tf.unstack(columns))
     grads = tape.gradient(loss, variables)
     grads = [tf.zeros_like(v) if g is None else g for g, v in zip(grads, variables)]
     norm = tf.linalg.global_norm(grads)
@@ -377,7 +383,7 @@ class Reinforce:
             rows = self._padded_rows(1)
             depth = max(self.controller.space.max_depth, 1) if self.controller.space.uses_depth else 0
             tensors = [tf.zeros([rows, width], tf.int32), tf.fill([rows], depth)]
-            tensors += [tf.zeros([rows], tf.float32)] * 5
+            tensors.append(tf.zeros([5, rows], tf.float32))  # The five columns of `_batch`.
             try:
                 self._train_fn(*tensors)
                 self.optimizer.iterations.assign_sub(1)
@@ -553,8 +559,8 @@ class Reinforce:
         idx, depth = self.controller.encode(rows)
         idx = np.concatenate([idx, np.repeat(idx[:1], pad, axis=0)])
         depth = np.concatenate([depth, np.repeat(depth[:1], pad)])
-        tensors = [tf.constant(idx), tf.constant(depth)]
-        tensors += [tf.constant(np.asarray(x, np.float32)) for x in columns]
+        tensors = [tf.constant(idx), tf.constant(depth),
+                   tf.constant(np.asarray(columns, np.float32))]
         return tensors, adv
 
     # -- state -------------------------------------------------------------------

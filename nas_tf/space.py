@@ -159,9 +159,18 @@ class Architecture:
         return self.values[name]
 
     def to_json(self) -> str:
-        return json.dumps(
-            {"depth": self.depth, "values": _json_values(self.values)}, sort_keys=True
-        )
+        """Canonical JSON (sorted keys): the architecture's identity for hashing and equality.
+
+        Computed once per object (an architecture is immutable): the oracle
+        compares, hashes and logs the same architectures many times a trial.
+        """
+        text = self.__dict__.get("_json")
+        if text is None:
+            text = json.dumps(
+                {"depth": self.depth, "values": _json_values(self.values)}, sort_keys=True
+            )
+            object.__setattr__(self, "_json", text)  # A cache, not a field: frozen allows it.
+        return text
 
     @classmethod
     def from_json(cls, text: str) -> "Architecture":

@@ -168,10 +168,9 @@ class ControllerSummaries:
         its values.
         """
         from tensorboard.compat.proto import event_pb2, summary_pb2
-        from tensorboard.summary.writer.event_file_writer import EventFileWriter
 
         if self._writer is None:
-            self._writer = EventFileWriter(os.path.join(self.logdir, CONTROLLER_RUN))
+            self._writer = _EventWriter(os.path.join(self.logdir, CONTROLLER_RUN))
         summary = summary_pb2.Summary()
         for name, value in scalars.items():
             item = summary.value.add(tag=f"controller/{name}", tensor=_tensor_proto(
@@ -183,13 +182,47 @@ class ControllerSummaries:
             item = summary.value.add(tag=f"decisions/{d.name}", tensor=_tensor_proto(
                 histogram_tensor(counts[d.name])))
             item.metadata.CopyFrom(metadata)
-        self._writer.add_event(event_pb2.Event(wall_time=time.time(), step=step, summary=summary))
-        self._writer.flush()
+        self._writer.write(event_pb2.Event(wall_time=time.time(), step=step, summary=summary))
 
     def close(self):
         if self._writer is not None:
             self._writer.close()
             self._writer = None
+
+
+class _EventWriter:
+    """A TensorBoard event file written synchronously, each event flushed as it comes.
+
+    TensorBoard's own `EventFileWriter` hands events to a thread that frames
+    them with a checksum computed in Python, and its `flush` waits for that
+    thread: about 0.4 ms an event. TensorFlow's record writer frames them in
+    C++ (about 0.01 ms). The file is a new one per writer, named as
+    TensorBoard's (`events.out.tfevents.<time>.<host>.<pid>.<n>`), and
+    starts with the file-version event that TensorBoard expects.
+    """
+
+    _count = 0
+
+    def __init__(self, run_dir: str):
+        import socket
+
+        import tensorflow as tf
+        from tensorboard.compat.proto import event_pb2
+
+        os.makedirs(run_dir, exist_ok=True)
+        _EventWriter._count += 1
+        name = (f"events.out.tfevents.{int(time.time()):010d}.{socket.gethostname()}"
+                f".{os.getpid()}.{_EventWriter._count}")
+        self.path = os.path.join(run_dir, name)
+        self._records = tf.io.TFRecordWriter(self.path)
+        self.write(event_pb2.Event(wall_time=time.time(), file_version="brain.Event:2"))
+
+    def write(self, event):
+        self._records.write(event.SerializeToString())
+        self._records.flush()  # On disk as it happens: a killed search keeps its events.
+
+    def close(self):
+        self._records.close()
 
 
 def _tensor_proto(value: np.ndarray):

@@ -288,3 +288,16 @@ def test_flat_call_gives_the_functions_results_for_each_nest_and_shape():
     np.testing.assert_array_equal(call(first, tf.constant(np.zeros((3, 2), np.float32)))[0],
                                   np.full((3, 2), 5.0))  # fmt: skip
     assert fn.experimental_get_tracing_count() <= 2
+
+
+def test_encoding_is_cached_by_architecture_and_still_validates():
+    controller = Controller(layered_space(), ControllerConfig(), seed=5)
+    archs = controller.sample(4, depth=3)
+    first = controller.encode(archs)
+    again = controller.encode(list(reversed(archs)))  # From the cache, in the asked order.
+    np.testing.assert_array_equal(again[0], first[0][::-1])
+    np.testing.assert_array_equal(again[1], first[1][::-1])
+    bad = space_lib.Architecture(dict(archs[0].values, **{"layer_0/size": 2}), archs[0].depth)
+    for _ in range(2):  # A rejected architecture is never cached.
+        with pytest.raises(space_lib.ArchitectureError, match="layer_0/size"):
+            controller.encode([bad])

@@ -145,3 +145,27 @@ def test_atomic_writes_replace_the_file_whole_or_leave_it_as_it_was(tmp_path):
         open(tmp, "w").write("weights")
     assert open(path).read() == "new" and open(tmp_path / "model.keras").read() == "weights"
     assert sorted(os.listdir(tmp_path)) == ["model.keras", "state.json"]
+
+
+def test_in_place_changes_of_plain_values_are_journaled_after_unchanged_saves(tmp_path):
+    """A save keeps unchanged parts of its last copy; later in-place edits still show."""
+    f = journal.JournaledState(str(tmp_path / "s.json"))
+    queue = {"key": [1, 0], "next": 0, "rng": [7, 8]}
+    state = {"queue": queue, "config": {"space": [{"name": "a", "values": [1, 2]}]},
+             "order": [1, 2], "n": 1}
+    f.save(state)  # Snapshot.
+    f.save(state)  # Unchanged: nothing written.
+    assert os.path.getsize(f.journal_path) == 0
+    queue["next"] = 3
+    queue["rng"][1] = 9
+    state["config"]["space"][0]["values"].append(3)
+    state["order"].append(3)
+    f.save(state)
+    queue["key"][0] = 2  # In place again, in a list the last save kept as it was.
+    state["order"][0] = 5  # Not an extension: the list is set whole.
+    f.save(state)
+    ops = [line["op"] for line in _lines(f)]
+    assert ops[0]["keys"]["order"] == {"extend": [3]}
+    assert ops[1]["keys"] == {"queue": {"keys": {"key": {"set": [2, 0]}}, "drop": []},
+                              "order": {"set": [5, 2, 3]}}
+    assert journal.JournaledState(f.path).load() == json.loads(journal.dumps(state))
