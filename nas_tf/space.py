@@ -23,7 +23,7 @@ so does an `Architecture` sampled from it.
 
 import dataclasses
 import json
-from typing import Any, Mapping, Optional, Sequence, Union
+from typing import Any, Mapping, Optional, Union
 
 Value = Union[bool, int, float, str]
 _VALUE_TYPES = (bool, int, float, str)

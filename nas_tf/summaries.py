@@ -30,7 +30,7 @@ import json
 import math
 import os
 import time
-from typing import Dict, Iterable, List, Mapping, Optional, Sequence
+from typing import Dict, Iterable, List, Mapping, Sequence
 
 import numpy as np
 
