@@ -498,12 +498,18 @@ class _Policy:
         if active is not None:  # None: known to be active (see `_step`).
             local = tf.where(active, local, 0)
         pick = local if static else local + off
-        lp = tf.gather(log_p, pick, batch_dims=1)
+        # The chosen value's log-probability and embedding, through its one-hot
+        # row rather than gathers: the same numbers (one term is nonzero), and
+        # gradients that are products instead of sparse updates densified
+        # again (about a tenth of the training step's time).
+        chosen = tf.one_hot(pick, log_p.shape[1], dtype=log_p.dtype)
+        lp = tf.reduce_sum(chosen * log_p, axis=1)
+        next_inp = tf.matmul(chosen, embeddings)
         if static:
-            return lp, ent, tf.gather(embeddings, pick), local[:, None], p
+            return lp, ent, next_inp, local[:, None], p
         record = tf.one_hot(0, table.num_anchors, dtype=tf.int32) * local[:, None]
         p = tf.pad(p, [[0, 0], [0, table.prob_width - table.cat_width]])
-        return lp, ent, tf.gather(embeddings, pick), record, p
+        return lp, ent, next_inp, record, p
 
     def _attention_step(self, h, row, active, carry, params, forced, noise, static):
         """Set-selection attention over the earlier anchors (sec. 3.3), masked to the sources."""

@@ -23,6 +23,7 @@ so does an `Architecture` sampled from it.
 
 import dataclasses
 import json
+import numbers
 from typing import Any, Mapping, Optional, Union
 
 Value = Union[bool, int, float, str]
@@ -256,6 +257,10 @@ class Space:
         for d in self.decisions:
             if d.name in seen:
                 raise ValueError(f"Space {self.name!r}: decision {d.name!r} is repeated.")
+            if (isinstance(d.min_depth, bool) or not isinstance(d.min_depth, numbers.Integral)
+                    or d.min_depth < 0):
+                raise ValueError(f"Decision {d.name!r}: min_depth must be an integer >= 0, "
+                                 f"got {d.min_depth!r}.")
             for cond in d.when:
                 parent = seen.get(cond.decision)
                 if not isinstance(parent, Categorical):
@@ -282,14 +287,20 @@ class Space:
                         f"{d.kind!r} but not values."
                     )
             seen[d.name] = d
+        # Looked up for every decision of every architecture validated or
+        # encoded: kept, not recomputed (caches, not fields).
+        object.__setattr__(self, "_by_name", seen)
+        object.__setattr__(self, "_uses_depth", any(d.min_depth > 0 for d in self.decisions))
+        object.__setattr__(self, "_max_depth",
+                           max((d.min_depth for d in self.decisions), default=0) or None)
 
     # -- structure -----------------------------------------------------------
 
     def __getitem__(self, name: str) -> Decision:
-        for d in self.decisions:
-            if d.name == name:
-                return d
-        raise KeyError(f"Space {self.name!r} has no decision {name!r}.")
+        try:
+            return self._by_name[name]
+        except KeyError:
+            raise KeyError(f"Space {self.name!r} has no decision {name!r}.") from None
 
     @property
     def names(self):
@@ -297,11 +308,11 @@ class Space:
 
     @property
     def uses_depth(self) -> bool:
-        return any(d.min_depth > 0 for d in self.decisions)
+        return self._uses_depth
 
     @property
     def max_depth(self) -> Optional[int]:
-        return max((d.min_depth for d in self.decisions), default=0) or None
+        return self._max_depth
 
     def is_active(self, decision: Decision, values: Mapping, depth: Optional[int]) -> bool:
         """Whether `decision` exists, given earlier `values` and `depth`."""

@@ -94,3 +94,8 @@ def test_bad_spaces_are_rejected():
         space_lib.Categorical("a", (1, 1))
     with pytest.raises(ValueError, match="must be bool, int, float or str"):
         space_lib.Categorical("a", ((1, 2),))
+    for depth in (-1, 1.5, True):
+        with pytest.raises(ValueError, match=r"'a': min_depth must be an integer >= 0"):
+            space_lib.Space((space_lib.Categorical("a", (1, 2), min_depth=depth),))
+    with pytest.raises(KeyError, match="has no decision 'b'"):
+        space_lib.Space((space_lib.Categorical("a", (1, 2)),))["b"]
