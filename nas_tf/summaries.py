@@ -161,8 +161,8 @@ class ControllerSummaries:
     def _write_tensorboard(self, step, scalars, counts, space):
         """One event of the update's scalars and histograms.
 
-        Written as TensorBoard protos by its own event writer, without
-        TensorFlow ops: the same records `tf.summary.scalar` / `write` make,
+        Built as TensorBoard protos, without TensorFlow ops, and written by
+        `_EventWriter`: the same records `tf.summary.scalar` / `write` make,
         at about a tenth of the oracle's time per update (docs/report.md).
         The tags' metadata is built once per space; each update only fills in
         its values.
