@@ -79,7 +79,7 @@ def main(argv=None):
     start = time.perf_counter()
     ctx = multiprocessing.get_context("spawn")
     results = {}
-    print(f"| setting | " + " | ".join(f"{b}" for b in budgets) + " | ms/trial | updates |")
+    print("| setting | " + " | ".join(f"{b}" for b in budgets) + " | ms/trial | updates |")
     print("|---" * (len(budgets) + 3) + "|", flush=True)
     summary = {}
     with ctx.Pool(args.workers, initializer=_init, initargs=(args.table,), maxtasksperchild=40) as pool:

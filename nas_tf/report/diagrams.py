@@ -161,7 +161,6 @@ def cell(arch, path: str, title: Optional[str] = None) -> str:
     plt = plots.pyplot()
     step = 4.2  # Vertical distance between tree levels.
     depth = max(level.values())
-    width = (description.base - 1) * 3.2
     fig, ax = plt.subplots(
         figsize=(max(6.5, 1.25 * description.base + 2.5), 1.7 * (depth + 2) + 1.0), dpi=plots.DPI
     )

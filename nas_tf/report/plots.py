@@ -5,7 +5,6 @@ when the search has nothing to draw yet (no child, no update).
 """
 
 import math
-import os
 from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
