@@ -38,6 +38,7 @@ from typing import Callable, Optional, Union
 import keras_tuner
 import numpy as np
 from keras_tuner.engine import trial as trial_module
+from keras_tuner.src import utils as kt_utils
 from keras_tuner.src.distribute import utils as dist_utils
 
 from nas_tf import controller as controller_lib
@@ -120,6 +121,15 @@ def _complete(space, values, depth, rng):
         else:
             out[d.name] = d.values[rng.integers(d.num_choices)]
     return out
+
+
+def _local_directory(dirname: str) -> str:
+    """`dirname`, created if missing: one `stat` for a local path, TensorFlow's file system for a URL."""
+    if "://" in dirname:
+        kt_utils.create_directory(dirname)  # Keras Tuner's own way (gs://...).
+    elif not os.path.isdir(dirname):
+        os.makedirs(dirname, exist_ok=True)
+    return dirname
 
 
 class NASRLOracle(keras_tuner.Oracle):
@@ -702,16 +712,10 @@ class NASRLOracle(keras_tuner.Oracle):
         `stat`. The oracle writes its files through the local file system
         (`nas_tf.durable`) either way.
         """
-        dirname = os.path.join(str(self._directory), self._project_name)
-        if not os.path.isdir(dirname):
-            os.makedirs(dirname, exist_ok=True)
-        return dirname
+        return _local_directory(os.path.join(str(self._directory), self._project_name))
 
     def _get_trial_dir(self, trial_id):
-        dirname = os.path.join(self._project_dir, f"trial_{trial_id}")
-        if not os.path.isdir(dirname):
-            os.makedirs(dirname, exist_ok=True)
-        return dirname
+        return _local_directory(os.path.join(self._project_dir, f"trial_{trial_id}"))
 
     def _state_file(self) -> journal.JournaledState:
         path = self._get_oracle_fname()
