@@ -37,7 +37,10 @@ def extract_baseline(commit: str, directory: str) -> None:
     with open(archive, "wb") as f:
         subprocess.run(["git", "archive", commit, "nas_tf"], stdout=f, check=True)
     with tarfile.open(archive) as tar:
-        tar.extractall(directory, filter="data")
+        if hasattr(tarfile, "data_filter"):  # Python 3.11.4+: refuse odd members.
+            tar.extractall(directory, filter="data")
+        else:
+            tar.extractall(directory)  # Our own commit's sources.
     os.rename(os.path.join(directory, "nas_tf"), os.path.join(directory, BASELINE_PACKAGE))
     for root, _, files in os.walk(os.path.join(directory, BASELINE_PACKAGE)):
         for name in files:
