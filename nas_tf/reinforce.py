@@ -232,8 +232,9 @@ def _gradients(policy, config, weights, batch):
     variables = controller_lib.trainables(weights)
     with tf.GradientTape() as tape:
         loss, entropy = _loss(policy, config, weights, idx, depth, *tf.unstack(columns))
+    # None for a variable this space's graph never uses (e.g. the attention
+    # weights of a space without anchors): no gradient, so no Adam step.
     grads = tape.gradient(loss, variables)
-    grads = [tf.zeros_like(v) if g is None else g for g, v in zip(grads, variables)]
     norm = tf.linalg.global_norm(grads)
     if config.clip_norm is not None:
         grads, _ = tf.clip_by_global_norm(grads, config.clip_norm, use_norm=norm)
@@ -256,6 +257,11 @@ def _apply_adam(config, adam, variables, grads):
     beta_2_power = tf.pow(tf.constant(c.adam_beta_2, tf.float32), step)
     lr = tf.cast(adam["lr"], tf.float32)
     for var, m, v, g in zip(variables, adam["m"], adam["v"], grads):
+        if g is None:
+            # Never used by the graph: its slots stay zero, and Adam's step on
+            # a zero gradient with zero slots is zero, so leaving it out
+            # changes nothing but the ops run.
+            continue
         tf.raw_ops.ResourceApplyAdam(
             var=var.handle, m=m.handle, v=v.handle,
             beta1_power=beta_1_power, beta2_power=beta_2_power, lr=lr,
@@ -445,7 +451,10 @@ class Reinforce:
         batch, _ = self._batch(archs, rewards, log_q)
         loss, grads, norm, _ = _gradients(self.controller.policy, self.config,
                                           self.controller.weights, batch)
-        return float(loss), [tf.convert_to_tensor(g).numpy() for g in grads], float(norm)
+        variables = controller_lib.trainables(self.controller.weights)
+        return float(loss), [np.zeros(v.shape, v.dtype.as_numpy_dtype) if g is None
+                             else tf.convert_to_tensor(g).numpy()
+                             for g, v in zip(grads, variables)], float(norm)
 
     # -- feeding -------------------------------------------------------------------
 

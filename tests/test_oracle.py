@@ -173,7 +173,7 @@ def test_non_finite_scores_are_never_rewards_nor_best(tmp_path):
     assert statuses[:4] == ["FAILED", "FAILED", "COMPLETED", "FAILED"]
     assert all(math.isfinite(t.score) for t in oracle.get_best_trials(3))
     assert len(oracle._rewarded) == 3
-    assert all(math.isfinite(r) for _, r in oracle.learner.pending)
+    assert all(math.isfinite(r) for _, r, _ in oracle.learner.pending)
 
 
 class _FakeTrainer(nas_tf.NASRL):
@@ -415,3 +415,39 @@ def test_a_user_hyperparameter_named_depth_is_an_ordinary_decision():
     reserved.Choice("nas_tf/mine", [1, 2])
     with pytest.raises(ValueError, match="reserved"):
         hp_space.space_from_hyperparameters(reserved)
+
+
+def test_progress_reports_of_a_running_trial_are_not_rewritten_but_its_start_and_end_are(
+        tmp_path, monkeypatch):
+    from nas_tf import durable
+
+    oracle = _oracle(tmp_path)
+    writes = []
+    atomic_write_text = durable.atomic_write_text
+    monkeypatch.setattr(durable, "atomic_write_text", lambda path, text: (
+        writes.append((os.path.basename(os.path.dirname(path)), json.loads(text)["status"]))
+        if path.endswith("trial.json") else None, atomic_write_text(path, text)))
+    first = oracle.create_trial("tuner0")
+    for step in range(3):
+        oracle.update_trial(first.trial_id, {"score": float(step)}, step=step)
+    first.status = "COMPLETED"
+    oracle.end_trial(first)
+    folder = f"trial_{first.trial_id}"
+    assert writes == [(folder, "RUNNING"), (folder, "COMPLETED")]
+    with open(tmp_path / "project" / folder / "trial.json") as f:
+        assert len(json.load(f)["metrics"]["metrics"]["score"]["observations"]) == 3
+
+    # Killed while the next trial runs: its file says RUNNING, so a resume retries it.
+    second = oracle.create_trial("tuner0")
+    oracle.update_trial(second.trial_id, {"score": 1.0})
+    del oracle
+    resumed = _oracle(tmp_path, seed=None)
+    resumed.reload()
+    retried = resumed.create_trial("tuner0")
+    assert retried.trial_id == second.trial_id
+    assert retried.hyperparameters.values == second.hyperparameters.values
+    writes.clear()
+    resumed.update_trial(retried.trial_id, {"score": 2.0})
+    retried.status = "COMPLETED"
+    resumed.end_trial(retried)
+    assert writes == [(f"trial_{second.trial_id}", "COMPLETED")]
