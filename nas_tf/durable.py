@@ -15,8 +15,8 @@ counts.
 
 import collections
 import contextlib
-import os
 import itertools
+import os
 import signal
 import socket
 from typing import Callable, IO

@@ -329,8 +329,9 @@ class NASRLOracle(keras_tuner.Oracle):
         """Up to `max_resamples + 1` (architecture, log q) samples of the current policy.
 
         Samples come from a queue drawn m at a time in one batched call
-        (about as costly as a single sample) and valid until the policy changes: the next
-        update, another curriculum depth, or a grown space empties it. Every
+        (about as costly as a single sample) and valid until the policy
+        changes: the next update, another curriculum depth, or a grown space
+        empties it. Every
         queued sample is an independent draw of the policy that is current
         when it is used, with the log-probability it has under that policy,
         so the queue changes the cost of sampling, not what is sampled. The
@@ -347,9 +348,10 @@ class NASRLOracle(keras_tuner.Oracle):
                 # m feeds end a policy, and every sample drawn is fed (a known
                 # architecture at once, a new one when its trial ends), so one
                 # search process uses about m samples per policy. When more
-                # are needed (a sample whose trial is still running or
-                # failed is not fed), another m come. (Drawing m (max_resamples + 1) at once cost about
-                # 0.4 ms more per update, for samples never used.)
+                # are needed (a sample whose trial is still running or failed
+                # is not fed), another m come. Drawing m (max_resamples + 1)
+                # at once cost about 0.5 ms more per update, for samples
+                # never used.
                 size = self.reinforce_config.batch_size
                 self._sample_queue = queue = {"key": key, "rng": controller.get_rng_state().tolist(),
                                               "size": size, "next": 0}
@@ -738,14 +740,18 @@ class NASRLOracle(keras_tuner.Oracle):
 
         Keras Tuner writes a trial's file when it starts, at every step it
         reports (each epoch, through the tuner's callback) and when it ends.
-        What a resume needs of a running trial is its start (it is retried
-        from scratch: its values and that it ran); its reports until it ends
-        live in memory. So a running trial whose file already says so is not
-        written again until its status changes (one durable write a trial
-        instead of one per reported step).
+        In one process, what a resume needs of a running trial is its start
+        (it is retried from scratch: its values and that it ran); its reports
+        until it ends live in memory. So a running trial whose file already
+        says so is not written again until its status changes (one durable
+        write a trial instead of one per reported step). A chief keeps
+        writing them: its workers outlive a restart of the chief and end
+        their trials afterwards, and Keras Tuner scores a trial from the
+        reports the chief holds, not from the worker's copy.
         """
         running = trial.status == trial_module.TrialStatus.RUNNING
-        if running and trial.trial_id in self._running_on_disk:
+        if (running and trial.trial_id in self._running_on_disk
+                and not dist_utils.is_chief_oracle()):
             return
         durable.atomic_write_text(
             os.path.join(self._get_trial_dir(trial.trial_id), "trial.json"),

@@ -258,8 +258,9 @@ def _apply_adam(config, adam, variables, grads):
     lr = tf.cast(adam["lr"], tf.float32)
     for var, m, v, g in zip(variables, adam["m"], adam["v"], grads):
         if g is None:
-            # Never used by the graph: its slots stay zero, and Adam's step on
-            # a zero gradient with zero slots is zero, so leaving it out
+            # Never used by this space's graph (nor by an earlier, smaller
+            # space's: spaces only grow), so its slots are zero, and Adam's
+            # step on a zero gradient with zero slots is zero: leaving it out
             # changes nothing but the ops run.
             continue
         tf.raw_ops.ResourceApplyAdam(

@@ -10,7 +10,6 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from nas_tf import data
-from nas_tf.data import cifar10
 
 
 def _images(n, h=6, w=6, c=3, seed=0):

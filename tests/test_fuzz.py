@@ -5,7 +5,6 @@ list flags, and the history reader with broken input.
 """
 
 import json
-import os
 
 import hypothesis
 import hypothesis.strategies as st

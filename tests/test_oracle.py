@@ -3,7 +3,6 @@
 import json
 import math
 import os
-import shutil
 
 import keras
 import keras_tuner as kt
@@ -451,3 +450,13 @@ def test_progress_reports_of_a_running_trial_are_not_rewritten_but_its_start_and
     retried.status = "COMPLETED"
     resumed.end_trial(retried)
     assert writes == [(f"trial_{second.trial_id}", "COMPLETED")]
+
+    # A chief writes every report: its workers outlive its restarts, and Keras
+    # Tuner scores a worker's trial from the reports the chief holds.
+    monkeypatch.setenv("KERASTUNER_ORACLE_IP", "127.0.0.1")
+    monkeypatch.setenv("KERASTUNER_ORACLE_PORT", "8000")
+    monkeypatch.setenv("KERASTUNER_TUNER_ID", "chief")
+    third = resumed.create_trial("tuner0")
+    writes.clear()
+    resumed.update_trial(third.trial_id, {"score": 3.0})
+    assert writes == [(f"trial_{third.trial_id}", "RUNNING")]
