@@ -16,7 +16,6 @@ import sys
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import keras_tuner as kt  # noqa: E402
-import numpy as np  # noqa: E402
 
 import nas_tf  # noqa: E402
 from nas_tf import durable  # noqa: E402
