@@ -24,6 +24,7 @@ import hashlib
 import json
 import re
 import threading
+import zlib
 from typing import Dict, List, Optional, Sequence
 
 import keras
@@ -98,6 +99,70 @@ def _slug(kind: str) -> str:
 
 def _accelerator_present() -> bool:
     return bool(tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("TPU"))
+
+
+class WeightLayout:
+    """Where each named weight of a controller lives in its one flat weight vector.
+
+    The controller keeps every weight (LSTM cells, attention, embeddings,
+    heads) in a single Keras variable, and every graph splits it into the
+    named tensors as its first step. A graph then takes 2 variables (weights
+    and the sampling generator's state) instead of one per weight, and the
+    training step runs one clip, one Adam kernel and one read instead of one
+    per weight: on NAS-Bench-201's controller (28 weights) building the
+    controller and its optimizer took about 135 ms with a Keras layer per
+    weight, which a 200-trial search paid once per search
+    (docs/nasbench201.md, "Where the oracle's time goes").
+
+    Args:
+      entries: (name, shape) pairs in vector order; names are the Keras
+        paths the weights had as layers ("lstm_0/kernel", "head_<kind>/bias"),
+        which checkpoints keep.
+      kinds: decision kind -> its name slug in the entries.
+    """
+
+    def __init__(self, entries, kinds: Dict[str, str]):
+        self.entries = tuple((name, tuple(int(n) for n in shape)) for name, shape in entries)
+        self.kinds = dict(kinds)
+        self.names = [name for name, _ in self.entries]
+        self.sizes = [int(np.prod(shape)) for _, shape in self.entries]
+        self.offsets = dict(zip(self.names, np.cumsum([0] + self.sizes[:-1]).tolist()))
+        self.shapes = dict(self.entries)
+        self.size = int(sum(self.sizes))
+
+    def key(self) -> tuple:
+        return self.entries, tuple(sorted(self.kinds.items()))
+
+    def split(self, flat: np.ndarray) -> Dict[str, np.ndarray]:
+        """A flat vector as named arrays (copies)."""
+        return {name: np.array(flat[self.offsets[name] : self.offsets[name] + size]
+                                .reshape(self.shapes[name]))
+                for name, size in zip(self.names, self.sizes)}
+
+    def join(self, named: Dict[str, np.ndarray], into: np.ndarray) -> np.ndarray:
+        """Writes named arrays into their places of `into` (a flat vector); returns it."""
+        for name, value in named.items():
+            into[self.offsets[name] : self.offsets[name] + value.size] = np.ravel(value)
+        return into
+
+    def unpack(self, w):
+        """In a graph: the weight struct the policy reads (see `_Policy`) from dict(flat, rng)."""
+        pieces = tf.split(tf.convert_to_tensor(w["flat"]), self.sizes)
+        named = {name: x if len(shape) == 1 else tf.reshape(x, shape)
+                 for (name, shape), x in zip(self.entries, pieces)}
+        cells, i = [], 0
+        while f"lstm_{i}/kernel" in named:
+            cells.append(tuple(named[f"lstm_{i}/{part}"]
+                               for part in ("kernel", "recurrent_kernel", "bias")))
+            i += 1
+        return dict(
+            cells=cells, go=named["go/kernel"], w_prev=named["attention_prev/kernel"],
+            w_curr=named["attention_curr/kernel"], v=named["attention_v/kernel"],
+            heads={k: (named[f"head_{s}/kernel"], named[f"head_{s}/bias"])
+                   for k, s in self.kinds.items()},
+            embeddings={k: named[f"embed_{s}/embeddings"] for k, s in self.kinds.items()},
+            rng=w["rng"],
+        )
 
 
 def _lstm_step(weights, x, state):
@@ -276,16 +341,19 @@ class _Policy:
     """The policy's maths over one space's decision table, on weights given as arguments.
 
     It holds no weights: every graph takes the controller's weights (and its
-    sampling generator's state) as arguments, `w`, a dict with
-    "cells" [(kernel, recurrent kernel, bias)] per LSTM layer, "go",
-    "w_prev", "w_curr", "v", "heads" {kind: (kernel, bias)}, "embeddings"
-    {kind: table} and "rng". So one traced graph serves every controller of
-    the same space and configuration in a process (`_shared_graphs`).
+    sampling generator's state) as arguments, `w`, a dict with "flat" (the
+    weight vector, `WeightLayout`) and "rng". `rollout` splits the vector
+    into a dict with "cells" [(kernel, recurrent kernel, bias)] per LSTM
+    layer, "go", "w_prev", "w_curr", "v", "heads" {kind: (kernel, bias)},
+    "embeddings" {kind: table} and "rng". So one traced graph serves every
+    controller of the same space and configuration in a process
+    (`_shared_graphs`).
     """
 
-    def __init__(self, table, config: ControllerConfig):
+    def __init__(self, table, config: ControllerConfig, layout: WeightLayout):
         self._table = table
         self.config = config
+        self._layout = layout
 
     def _shape_logits(self, logits):
         if self.config.temperature is not None:
@@ -318,6 +386,7 @@ class _Policy:
           entropy [B], and (with_probs) a list of per-decision probabilities.
         """
         table = self._table
+        w = self._layout.unpack(w)
         batch = tf.shape(depth)[0]
         units = self.config.units
         num_steps, num_anchors = table.num_steps, table.num_anchors
@@ -575,12 +644,8 @@ def _shared_graphs(key, policy: _Policy, jit_compile: bool) -> _Graphs:
 
 
 def trainables(weights) -> list:
-    """A weight struct's trainable variables, in `Controller.trainable_variables` order."""
-    out = [x for cell in weights["cells"] for x in cell]
-    out += [weights["go"], weights["w_prev"], weights["w_curr"], weights["v"]]
-    out += [weights["embeddings"][k] for k in sorted(weights["embeddings"])]
-    out += [x for k in sorted(weights["heads"]) for x in weights["heads"][k]]
-    return out
+    """A weight struct's trainable variables: the one flat weight vector."""
+    return [weights["flat"]]
 
 
 class Controller:
@@ -604,28 +669,8 @@ class Controller:
     ):
         self.config = config
         self._seed = int(seed)
-        self._layers_made = 0
-        units = config.units
-        self._cells = [
-            keras.layers.LSTMCell(
-                units,
-                kernel_initializer=self._init(),
-                recurrent_initializer=self._init(),
-                bias_initializer=self._init(),
-                unit_forget_bias=False,  # The paper draws every weight uniformly.
-                name=f"lstm_{i}",
-            )
-            for i in range(config.num_layers)
-        ]
-        for cell in self._cells:
-            cell.build((None, units))
-        att = config.attention_units or units
-        self._go = self._dense(units, "go", input_dim=1, use_bias=False)
-        self._w_prev = self._dense(att, "attention_prev", use_bias=False)
-        self._w_curr = self._dense(att, "attention_curr", use_bias=False)
-        self._v = self._dense(1, "attention_v", input_dim=att, use_bias=False)
-        self._embeddings: Dict[str, keras.layers.Layer] = {}
-        self._heads: Dict[str, keras.layers.Dense] = {}
+        self._flat = None  # The weights (`WeightLayout`), made by `set_space`.
+        self.weight_layout = None
         self.rng = tf.random.Generator.from_seed(self._seed)
         self._rng_state = None  # numpy copy of rng.state, kept current by sampling
         self.space = None
@@ -633,21 +678,38 @@ class Controller:
 
     # -- construction ----------------------------------------------------------
 
-    def _init(self):
-        r = self.config.init_range
-        self._layers_made += 1
-        return keras.initializers.RandomUniform(-r, r, seed=self._seed * 1000 + self._layers_made)
+    def _entries(self, kinds: Dict[str, int]):
+        """(name, shape) of every weight, in vector order, for decision kinds -> widths.
 
-    def _dense(self, width, name, input_dim=None, use_bias=True):
-        layer = keras.layers.Dense(
-            width,
-            use_bias=use_bias,
-            kernel_initializer=self._init(),
-            bias_initializer=self._init(),
-            name=name,
-        )
-        layer.build((None, input_dim or self.config.units))
-        return layer
+        The names are the paths the weights had as Keras layers (an
+        `LSTMCell` per layer, `Dense` "go" and attention layers, an
+        `Embedding` and a `Dense` head per kind), so checkpoints keep them.
+        """
+        units = self.config.units
+        att = self.config.attention_units or units
+        entries = []
+        for i in range(self.config.num_layers):
+            entries += [(f"lstm_{i}/kernel", (units, 4 * units)),
+                        (f"lstm_{i}/recurrent_kernel", (units, 4 * units)),
+                        (f"lstm_{i}/bias", (4 * units,))]
+        entries += [("go/kernel", (1, units)), ("attention_prev/kernel", (units, att)),
+                    ("attention_curr/kernel", (units, att)), ("attention_v/kernel", (att, 1))]
+        slugs = {k: _slug(k) for k in kinds}
+        entries += [(f"embed_{slugs[k]}/embeddings", (kinds[k], units)) for k in sorted(kinds)]
+        for k in sorted(kinds):
+            entries += [(f"head_{slugs[k]}/kernel", (units, kinds[k])),
+                        (f"head_{slugs[k]}/bias", (kinds[k],))]
+        return entries, slugs
+
+    def _initial(self, name, shape) -> np.ndarray:
+        """A weight's initial value: uniform in [-init_range, init_range] (sec. 4.1).
+
+        Drawn from a stream of its own (the seed and the weight's name), so
+        a weight's start does not depend on which others exist.
+        """
+        r = self.config.init_range
+        rng = np.random.default_rng([self._seed & 0xFFFFFFFF, zlib.crc32(name.encode("utf-8"))])
+        return rng.uniform(-r, r, size=shape).astype(np.float32)
 
     def set_space(self, space: space_lib.Space):
         """Switches to `space`, keeping the weights of every kind already known.
@@ -656,45 +718,36 @@ class Controller:
         theirs, so a space that grows during a search (new hyperparameters, a
         deeper curriculum stage) keeps what the controller has learned.
         """
+        widths = {} if self.weight_layout is None else {
+            k: self.weight_layout.shapes[f"head_{s}/bias"][0]
+            for k, s in self.weight_layout.kinds.items()}
         for d in space.decisions:
-            if isinstance(d, space_lib.Anchor) or d.kind in self._heads:
-                continue
-            slug = _slug(d.kind)
-            emb = keras.layers.Embedding(
-                d.num_choices,
-                self.config.units,
-                embeddings_initializer=self._init(),
-                name=f"embed_{slug}",
-            )
-            emb.build((None,))
-            self._embeddings[d.kind] = emb
-            self._heads[d.kind] = self._dense(d.num_choices, f"head_{slug}")
+            if not isinstance(d, space_lib.Anchor):
+                widths.setdefault(d.kind, d.num_choices)
+        entries, slugs = self._entries(widths)
+        layout = WeightLayout(entries, slugs)
+        if self.weight_layout is None or layout.key() != self.weight_layout.key():
+            old = {} if self._flat is None else self.get_weights()
+            flat = np.empty(layout.size, np.float32)
+            layout.join({name: old[name] if name in old else self._initial(name, shape)
+                         for name, shape in layout.entries}, flat)
+            self._flat = keras.Variable(flat, name="controller_weights")
+            self.weight_layout = layout
         self.space = space
         self._layout = _Layout(space)
         kinds = sorted({d.kind for d in space.decisions if not isinstance(d, space_lib.Anchor)})
-        self._table = _Table(space, kinds, {k: self._heads[k].kernel.shape[1] for k in kinds})
-        self.policy = _Policy(self._table, self.config)
+        self._table = _Table(space, kinds, {k: widths[k] for k in kinds})
+        self.policy = _Policy(self._table, self.config, self.weight_layout)
         self.graph_key = (
             json.dumps(space.to_config(), sort_keys=True),
-            tuple((k, int(self._heads[k].kernel.shape[1])) for k in kinds),
+            tuple((k, int(widths[k])) for k in kinds),
+            self.weight_layout.key(),
             dataclasses.astuple(self.config),
             self.jit_compile,
         )
         self._graphs = _shared_graphs(self.graph_key, self.policy, self.jit_compile)
-        self.weights = self._weight_struct()
-
-    def _weight_struct(self):
-        """The weights as the graphs take them (see `_Policy`): TensorFlow variables."""
-        return dict(
-            cells=[(c.kernel.value, c.recurrent_kernel.value, c.bias.value) for c in self._cells],
-            go=self._go.kernel.value,
-            w_prev=self._w_prev.kernel.value,
-            w_curr=self._w_curr.kernel.value,
-            v=self._v.kernel.value,
-            heads={k: (h.kernel.value, h.bias.value) for k, h in self._heads.items()},
-            embeddings={k: e.embeddings.value for k, e in self._embeddings.items()},
-            rng=self.rng.state,
-        )
+        # The weights as the graphs take them (see `_Policy`): TensorFlow variables.
+        self.weights = dict(flat=self._flat.value, rng=self.rng.state)
 
     def _sample_fn(self, depth):
         return self._graphs.sample(self.weights, depth)
@@ -713,18 +766,9 @@ class Controller:
         return bool(self.config.jit_compile)
 
     @property
-    def layers(self) -> List[keras.layers.Layer]:
-        return (
-            list(self._cells)
-            + [self._go, self._w_prev, self._w_curr, self._v]
-            + [self._embeddings[k] for k in sorted(self._embeddings)]
-            + [self._heads[k] for k in sorted(self._heads)]
-        )
-
-    @property
     def trainable_variables(self):
-        """Every trainable weight, in an order fixed by layer names."""
-        return [v for layer in self.layers for v in layer.trainable_variables]
+        """The one trainable variable: every weight, laid out by `weight_layout`."""
+        return [self._flat]
 
     # -- public API --------------------------------------------------------------
 
@@ -823,21 +867,21 @@ class Controller:
 
     def get_weights(self) -> Dict[str, np.ndarray]:
         """Weights by stable name (layer/variable), independent of creation order."""
-        return {v.path: np.asarray(v.numpy()) for v in self.trainable_variables}
+        return self.weight_layout.split(self._flat.numpy())
 
     def set_weights(self, weights: Dict[str, np.ndarray]):
-        """Restores weights saved by `get_weights`; unknown names are an error."""
-        mine = {v.path: v for v in self.trainable_variables}
-        missing = sorted(set(weights) - set(mine))
+        """Restores weights saved by `get_weights` (all or some); unknown names are an error."""
+        layout = self.weight_layout
+        missing = sorted(set(weights) - set(layout.names))
         if missing:
             raise ValueError(f"Checkpoint has weights the controller lacks: {missing[:3]}")
         for name, value in weights.items():
-            if tuple(mine[name].shape) != tuple(value.shape):
+            if tuple(np.shape(value)) != layout.shapes[name]:
                 raise ValueError(
-                    f"Checkpoint weight {name} has shape {value.shape}, "
-                    f"expected {tuple(mine[name].shape)}."
+                    f"Checkpoint weight {name} has shape {np.shape(value)}, "
+                    f"expected {layout.shapes[name]}."
                 )
-            mine[name].assign(value)
+        self._flat.assign(layout.join(weights, self._flat.numpy().copy()))
 
     def get_rng_state(self) -> np.ndarray:
         """The sampling generator's state (a copy), as of the last sample or reset."""

@@ -255,6 +255,18 @@ class NASRLOracle(keras_tuner.Oracle):
         self._running_on_disk = set()
         self._track_containers()
 
+    @property
+    def hyperparameters(self) -> keras_tuner.HyperParameters:
+        return self._hyperparameters
+
+    @hyperparameters.setter
+    def hyperparameters(self, hps):
+        # Keras Tuner copies them for every trial: a copy without a
+        # serialisation round trip (`hp_space.QuickCopyHyperParameters`).
+        if hps is not None and not isinstance(hps, hp_space.QuickCopyHyperParameters):
+            hps = hp_space.QuickCopyHyperParameters.of(hps)
+        self._hyperparameters = hps
+
     # -- the controller ------------------------------------------------------------
 
     @property

@@ -232,8 +232,8 @@ def _gradients(policy, config, weights, batch):
     variables = controller_lib.trainables(weights)
     with tf.GradientTape() as tape:
         loss, entropy = _loss(policy, config, weights, idx, depth, *tf.unstack(columns))
-    # None for a variable this space's graph never uses (e.g. the attention
-    # weights of a space without anchors): no gradient, so no Adam step.
+    # The weights a space's graph never uses (e.g. the attention of a space
+    # without anchors) get zero gradients, and Adam's step on zero slots is zero.
     grads = tape.gradient(loss, variables)
     norm = tf.linalg.global_norm(grads)
     if config.clip_norm is not None:
@@ -242,14 +242,14 @@ def _gradients(policy, config, weights, batch):
 
 
 def _apply_adam(config, adam, variables, grads):
-    """Keras's Adam step, one fused kernel per variable.
+    """Keras's Adam step, one fused kernel per variable (the controller has one).
 
-    The same update as `optimizer.apply_gradients` (alpha = lr sqrt(1 -
+    The same update as `keras.optimizers.Adam` (alpha = lr sqrt(1 -
     beta2^t) / (1 - beta1^t); m, v moving averages; var -= alpha m /
-    (sqrt(v) + eps)) on the optimizer's own slots and step counter (`adam`:
-    "m", "v", "iterations", "lr"), but traced as one `ResourceApplyAdam` per
-    variable instead of Keras's per-variable graph: tracing it was a third of
-    the controller's start-up time.
+    (sqrt(v) + eps)) on the learner's slots and step counter (`adam`: "m",
+    "v", "iterations", "lr"), traced as one `ResourceApplyAdam` per variable
+    instead of Keras's per-variable graph: tracing that was a third of the
+    controller's start-up time.
     """
     c = config
     step = tf.cast(adam["iterations"] + 1, tf.float32)
@@ -257,12 +257,6 @@ def _apply_adam(config, adam, variables, grads):
     beta_2_power = tf.pow(tf.constant(c.adam_beta_2, tf.float32), step)
     lr = tf.cast(adam["lr"], tf.float32)
     for var, m, v, g in zip(variables, adam["m"], adam["v"], grads):
-        if g is None:
-            # Never used by this space's graph (nor by an earlier, smaller
-            # space's: spaces only grow), so its slots are zero, and Adam's
-            # step on a zero gradient with zero slots is zero: leaving it out
-            # changes nothing but the ops run.
-            continue
         tf.raw_ops.ResourceApplyAdam(
             var=var.handle, m=m.handle, v=v.handle,
             beta1_power=beta_1_power, beta2_power=beta_2_power, lr=lr,
@@ -272,6 +266,21 @@ def _apply_adam(config, adam, variables, grads):
             grad=tf.convert_to_tensor(g),
         )
     adam["iterations"].assign_add(1)
+
+
+@dataclasses.dataclass
+class AdamState:
+    """Adam's state for the controller's weight vector: step counter, rate, m and v.
+
+    Keras variables laid out like the weights (`controller.WeightLayout`);
+    `Reinforce.get_slots` names them as `keras.optimizers.Adam` did
+    ("controller_adam/<weight>_momentum", ...), so checkpoints keep their names.
+    """
+
+    iterations: keras.Variable
+    learning_rate: keras.Variable
+    m: keras.Variable
+    v: keras.Variable
 
 
 # Training steps by (controller graph key, learner configuration): like the
@@ -320,6 +329,8 @@ class Reinforce:
         (log_q None when the sample's drawing probability is not needed).
       topk: the best distinct (architecture, reward) pairs seen, best first.
       num_updates: updates applied so far.
+      adam: Adam's state (`AdamState`; its step counter counts gradient
+        steps, `update_epochs` per update).
       last_stats: the last update's figures (`nas_tf.summaries` logs them):
         loss and grad_norm (before clipping) of its first step, entropy (mean
         over the batch's samples), baseline (the one its advantages used),
@@ -340,28 +351,23 @@ class Reinforce:
     def _make_optimizer(self, slots: Optional[Dict[str, np.ndarray]] = None):
         self.wait_for_warm_up()
         c = self.config
-        self._variables = self.controller.trainable_variables
-        self.optimizer = keras.optimizers.Adam(
-            learning_rate=c.learning_rate,
-            beta_1=c.adam_beta_1,
-            beta_2=c.adam_beta_2,
-            epsilon=c.adam_epsilon,
-            name="controller_adam",
+        # The layout the slots follow: `refresh` reads them after the controller's changed.
+        self._slot_layout = layout = self.controller.weight_layout
+        self._names = list(layout.names)
+        zeros = np.zeros(layout.size, np.float32)
+        self.adam = AdamState(
+            iterations=keras.Variable(0, dtype="int64", name="iteration", trainable=False),
+            learning_rate=keras.Variable(c.learning_rate, dtype="float32", name="learning_rate",
+                                         trainable=False),
+            m=keras.Variable(zeros, name="momentum", trainable=False),
+            v=keras.Variable(zeros, name="velocity", trainable=False),
         )
-        self.optimizer.build(self._variables)
         if slots:
             self._set_slots(slots)
-        opt = self.optimizer
+        a = self.adam
         # Adam's state as the shared step takes it (TensorFlow variables).
-        self._adam = dict(
-            m=[x.value for x in opt._momentums],
-            v=[x.value for x in opt._velocities],
-            iterations=opt.iterations.value,
-            lr=opt.learning_rate.value,
-        )
-        if [id(v.value) for v in self._variables] != [
-                id(v) for v in controller_lib.trainables(self.controller.weights)]:
-            raise RuntimeError("Controller weight order differs from its trainable variables.")
+        self._adam = dict(m=[a.m.value], v=[a.v.value], iterations=a.iterations.value,
+                          lr=a.learning_rate.value)
         self._train_fn = self._compile_step()
 
     def _compile_step(self):
@@ -382,7 +388,7 @@ class Reinforce:
         updated already is warm. Every method that uses the step or the
         optimizer waits for the warm-up first.
         """
-        if self._warm_up_thread is not None or int(self.optimizer.iterations.numpy()) != 0:
+        if self._warm_up_thread is not None or int(self.adam.iterations.numpy()) != 0:
             return
 
         def run():
@@ -393,7 +399,7 @@ class Reinforce:
             tensors.append(tf.zeros([5, rows], tf.float32))  # The five columns of `_batch`.
             try:
                 self._train_fn(*tensors)
-                self.optimizer.iterations.assign_sub(1)
+                self.adam.iterations.assign_sub(1)
             except Exception as e:  # The first update traces again, and reports.
                 warnings.warn(f"Controller warm-up failed ({e!r}); the first update will trace.")
 
@@ -436,9 +442,7 @@ class Reinforce:
         self.wait_for_warm_up()
         self.pending = [item for item in self.pending if valid(item[0])]
         self.topk = [item for item in self.topk if valid(item[0])]
-        if [v.path for v in self.controller.trainable_variables] != [
-            v.path for v in self._variables
-        ]:
+        if self.controller.weight_layout.names != self._names:
             self._make_optimizer(self.get_slots())
         else:
             self._train_fn = self._compile_step()
@@ -452,10 +456,8 @@ class Reinforce:
         batch, _ = self._batch(archs, rewards, log_q)
         loss, grads, norm, _ = _gradients(self.controller.policy, self.config,
                                           self.controller.weights, batch)
-        variables = controller_lib.trainables(self.controller.weights)
-        return float(loss), [np.zeros(v.shape, v.dtype.as_numpy_dtype) if g is None
-                             else tf.convert_to_tensor(g).numpy()
-                             for g, v in zip(grads, variables)], float(norm)
+        named = self._slot_layout.split(tf.convert_to_tensor(grads[0]).numpy())
+        return float(loss), [named[name] for name in self._names], float(norm)
 
     # -- feeding -------------------------------------------------------------------
 
@@ -576,14 +578,31 @@ class Reinforce:
     # -- state -------------------------------------------------------------------
 
     def get_slots(self) -> Dict[str, np.ndarray]:
+        """Adam's state by the names `keras.optimizers.Adam` gives it."""
         self.wait_for_warm_up()
-        return {v.path: np.asarray(v.numpy()) for v in self.optimizer.variables}
+        a, layout = self.adam, self._slot_layout
+        slots = {"controller_adam/iteration": np.asarray(a.iterations.numpy()),
+                 "controller_adam/learning_rate": np.asarray(a.learning_rate.numpy())}
+        m, v = layout.split(a.m.numpy()), layout.split(a.v.numpy())
+        for name in self._names:
+            slot = "controller_adam/" + name.replace("/", "_")
+            slots[slot + "_momentum"], slots[slot + "_velocity"] = m[name], v[name]
+        return slots
 
     def _set_slots(self, slots: Dict[str, np.ndarray]):
+        """Restores `get_slots()`; entries of other names or shapes are left as they are."""
         self.wait_for_warm_up()
-        for v in self.optimizer.variables:
-            if v.path in slots and tuple(v.shape) == tuple(np.shape(slots[v.path])):
-                v.assign(slots[v.path])
+        a, layout = self.adam, self._slot_layout
+        for name, var in (("iteration", a.iterations), ("learning_rate", a.learning_rate)):
+            if "controller_adam/" + name in slots:
+                var.assign(slots["controller_adam/" + name])
+        for suffix, var in (("_momentum", a.m), ("_velocity", a.v)):
+            found = {}
+            for name in self._names:
+                value = slots.get("controller_adam/" + name.replace("/", "_") + suffix)
+                if value is not None and tuple(np.shape(value)) == layout.shapes[name]:
+                    found[name] = value
+            var.assign(layout.join(found, var.numpy().copy()))
 
     def get_state(self) -> dict:
         """JSON-safe scalars and lists; arrays come from `get_arrays`."""

@@ -118,7 +118,7 @@ def test_resume_continues_exactly(tmp_path):
 def test_missing_checkpoint_is_replayed_to_the_same_weights(tmp_path):
     oracle = _oracle(tmp_path)
     oracle.checkpoint_every = oracle.checkpoint_trials = 2
-    _drive(oracle, 15)
+    _drive(oracle, 20)  # The policy re-draws trained architectures from about trial 15.
     loaded = _oracle(tmp_path)
     loaded.reload()
     weights = loaded.controller.get_weights()
@@ -134,7 +134,7 @@ def test_missing_checkpoint_is_replayed_to_the_same_weights(tmp_path):
     for name, value in weights.items():
         np.testing.assert_allclose(replayed.controller.get_weights()[name], value, atol=1e-6)
     # Re-used rewards of re-sampled duplicates were replayed too, and the RNG restored.
-    assert len(replayed._feeds) == len(loaded._feeds) > 15
+    assert len(replayed._feeds) == len(loaded._feeds) > 20
     assert _drive(replayed, 3) == _drive(loaded, 3)
 
 
@@ -460,3 +460,25 @@ def test_progress_reports_of_a_running_trial_are_not_rewritten_but_its_start_and
     writes.clear()
     resumed.update_trial(third.trial_id, {"score": 3.0})
     assert writes == [(f"trial_{third.trial_id}", "RUNNING")]
+
+
+def test_the_oracles_quick_copy_of_its_hyperparameters_is_keras_tuners_copy(tmp_path):
+    oracle = _oracle(tmp_path)
+    hps = oracle.hyperparameters
+    assert isinstance(hps, hp_space.QuickCopyHyperParameters)
+    hps.values = {"act": "tanh", "units": 4, "bias": True, "init": 0.1}
+    ours, theirs = hps.copy(), kt.HyperParameters.from_config(hps.get_config())
+    assert type(ours) is kt.HyperParameters
+    assert ours.get_config() == theirs.get_config()
+    assert ours.is_active("init") and not ours.is_active("nope")
+    # Independent of the original: new entries and values stay in the copy.
+    ours.Choice("late", [1, 2])
+    ours.values["act"] = "relu"
+    assert "late" not in hps.values and len(hps.space) == len(theirs.space)
+    assert hps.values["act"] == "tanh"
+    # A resumed oracle's hyperparameters come from Keras Tuner's state: copied quickly too.
+    _drive(oracle, 2)
+    resumed = _oracle(tmp_path)
+    resumed.reload()
+    assert isinstance(resumed.hyperparameters, hp_space.QuickCopyHyperParameters)
+    assert resumed.hyperparameters.get_config() == oracle.hyperparameters.get_config()

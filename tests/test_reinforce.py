@@ -2,6 +2,7 @@
 
 import math
 
+import keras
 import numpy as np
 import pytest
 
@@ -131,8 +132,9 @@ def test_entropy_gradient_raises_entropy_and_clipping_bounds_the_gradient():
     assert norm > 0
     # A small step along the negative gradient raises the sampled paths' entropy.
     before = learner.controller.log_prob_and_entropy(archs)[1].mean()
-    for v, g in zip(learner.controller.trainable_variables, grads):
-        v.assign(v.numpy() - 0.01 / norm * g)
+    weights = learner.controller.get_weights()
+    learner.controller.set_weights({name: weights[name] - 0.01 / norm * g
+                                    for name, g in zip(weights, grads)})
     assert learner.controller.log_prob_and_entropy(archs)[1].mean() > before
     clipped = _learner(space, seed=2, ratio_clip=None, entropy_weight=1.0, clip_norm=norm / 10)
     clipped.baseline = 0.0
@@ -149,7 +151,7 @@ def test_several_epochs_take_several_steps_per_batch():
     archs, log_prob, _ = _batch(learner, 2)
     learner.add(archs[0], 1.0, log_prob[0])
     learner.add(archs[1], 0.0, log_prob[1])
-    assert learner.num_updates == 1 and int(learner.optimizer.iterations.numpy()) == 3
+    assert learner.num_updates == 1 and int(learner.adam.iterations.numpy()) == 3
 
 
 # -- feeding ---------------------------------------------------------------------------
@@ -298,14 +300,19 @@ def test_fused_adam_step_equals_keras_adam():
     keras_way = _learner(space, seed=6, ratio_clip=None, clip_norm=None, learning_rate=0.05)
     archs, _, _ = _batch(ours, 4)
     rewards = [0.9, 0.1, 0.4, 0.6]
+    # Keras's own Adam on one Keras variable per named weight.
+    variables = {name: keras.Variable(value, name=name.replace("/", "_"))
+                 for name, value in keras_way.controller.get_weights().items()}
+    optimizer = keras.optimizers.Adam(learning_rate=0.05)
     for _ in range(3):
         ours.baseline = keras_way.baseline = 0.5
         _, grads, _ = keras_way.loss_and_gradients(archs, rewards)
-        keras_way.optimizer.apply_gradients(zip(grads, keras_way.controller.trainable_variables))
+        optimizer.apply_gradients(zip(grads, variables.values()))
+        keras_way.controller.set_weights({name: v.numpy() for name, v in variables.items()})
         ours.update(archs, rewards)
     for name, value in keras_way.controller.get_weights().items():
         np.testing.assert_allclose(ours.controller.get_weights()[name], value, atol=2e-5)  # float32 rounding
-    assert int(ours.optimizer.iterations.numpy()) == 3
+    assert int(ours.adam.iterations.numpy()) == 3
 
 
 def test_warm_up_in_the_background_changes_nothing_and_first_update_is_exact():
@@ -317,14 +324,14 @@ def test_warm_up_in_the_background_changes_nothing_and_first_update_is_exact():
     archs, log_q = warm.controller.sample_with_log_prob(4)  # Sampling runs meanwhile.
     assert cold.controller.sample(4) == archs
     warm.wait_for_warm_up()
-    assert int(warm.optimizer.iterations.numpy()) == 0
+    assert int(warm.adam.iterations.numpy()) == 0
     for name, value in warm.controller.get_weights().items():
         np.testing.assert_array_equal(value, before[name])
     assert all(not np.any(v) for v in warm.get_slots().values() if v.ndim)
     rewards = [0.2, 0.9, 0.4, 0.6]
     for learner in (warm, cold):
         learner.update(archs, rewards, log_q.tolist())
-    assert int(warm.optimizer.iterations.numpy()) == 1
+    assert int(warm.adam.iterations.numpy()) == 1
     for name, value in cold.controller.get_weights().items():
         np.testing.assert_array_equal(warm.controller.get_weights()[name], value)
     assert warm.last_stats == cold.last_stats
