@@ -61,6 +61,7 @@ PRESETS = {
         reinforce_config=reinforce_lib.ReinforceConfig,
         reuse_rewards=True,
         max_resamples=2,
+        mutate_best=0.5,
     ),
     # Zoph & Le 2017 exactly: plain REINFORCE with Adam 0.0006 and an EMA
     # baseline, every sampled architecture trained (duplicates too), nothing
@@ -70,6 +71,7 @@ PRESETS = {
         reinforce_config=reinforce_lib.ReinforceConfig.paper,
         reuse_rewards=False,
         max_resamples=0,
+        mutate_best=0.0,
     ),
 }
 
@@ -163,6 +165,12 @@ class NASRLOracle(keras_tuner.Oracle):
         untried (exploring next to a converged policy; such an architecture
         joins the top-K buffer but never the policy-gradient batch); it stops
         only if the space looks exhausted. Default: the preset's (2).
+      mutate_best: the share of trials, once m have started, that change
+        random decisions of the best architecture found so far until it is
+        untried, instead of drawing from the policy (a local search beside
+        the policy; like any mutated architecture it joins the top-K buffer,
+        whose maximum-likelihood term pulls the policy towards it, but never
+        the policy-gradient batch). Default: the preset's (0.5; paper: 0).
       preset: "default" (measured best at tens to hundreds of trials) or
         "paper" (Zoph & Le 2017 exactly); the arguments above override it.
     """
@@ -199,6 +207,7 @@ class NASRLOracle(keras_tuner.Oracle):
         depth_schedule: Optional[Callable[[int], int]] = None,
         reuse_rewards: Optional[bool] = None,
         max_resamples: Optional[int] = None,
+        mutate_best: Optional[float] = None,
         preset: str = "default",
     ):
         if preset not in PRESETS:
@@ -210,6 +219,9 @@ class NASRLOracle(keras_tuner.Oracle):
         max_resamples = chosen["max_resamples"] if max_resamples is None else int(max_resamples)
         if max_resamples < 0:
             raise ValueError(f"max_resamples must be >= 0, got {max_resamples}.")
+        mutate_best = chosen["mutate_best"] if mutate_best is None else float(mutate_best)
+        if not 0.0 <= mutate_best <= 1.0:
+            raise ValueError(f"mutate_best must be in [0, 1], got {mutate_best}.")
         self._space_name, self._kinds = "hyperparameters", {}
         if space is not None:
             if hyperparameters is not None:
@@ -239,6 +251,7 @@ class NASRLOracle(keras_tuner.Oracle):
         self.depth_schedule = depth_schedule
         self.reuse_rewards = reuse_rewards
         self.max_resamples = max_resamples
+        self.mutate_best = mutate_best
         # Built lazily: Keras Tuner workers construct the oracle only to proxy it.
         self._learner: Optional[reinforce_lib.Reinforce] = None
         self._space_config = None
@@ -318,6 +331,10 @@ class NASRLOracle(keras_tuner.Oracle):
             # Nothing to decide yet (the HyperModel declares its entries later).
             return {"status": trial_module.TrialStatus.RUNNING, "values": dict(self._fixed)}
         depth = self._depth()
+        values = self._mutated_best(space, depth)
+        if values is not None:
+            self._behaviour[trial_id] = None  # Not drawn by the policy: top-K only.
+            return {"status": trial_module.TrialStatus.RUNNING, "values": values}
         arch = None
         for arch, log_q in self._samples(learner.controller, depth):
             values = hp_space.architecture_to_values(space, arch, self._fixed)
@@ -389,7 +406,31 @@ class NASRLOracle(keras_tuner.Oracle):
         controller.set_rng_state(after)
         return list(zip(archs, log_q.tolist()))
 
-    def _mutate_until_new(self, space, arch):
+    def _mutated_best(self, space, depth):
+        """The values of a mutation of the best architecture so far, for `mutate_best` of trials.
+
+        None (draw from the policy) for the other trials, before m trials
+        have started or any has a reward, and when the best architecture is
+        of another depth than the curriculum's current one or no longer an
+        architecture of the space. The draw comes from the seed and the
+        trial count, so a resumed search makes the same choices.
+        """
+        if self.mutate_best <= 0 or self._best is None:
+            return None
+        if len(self.start_order) < self.reinforce_config.batch_size:
+            return None
+        rng = np.random.default_rng([self.seed, len(self.start_order), 1])
+        if rng.random() >= self.mutate_best:
+            return None
+        try:
+            best = space.architecture_from_json(self._best[0])
+        except (space_lib.ArchitectureError, KeyError, ValueError):
+            return None
+        if space.uses_depth and best.depth != depth:
+            return None
+        return self._mutate_until_new(space, best, warn=False)
+
+    def _mutate_until_new(self, space, arch, warn=True):
         """A random walk from `arch`, one decision at a time, to an untried architecture.
 
         Each step changes one active decision (or one anchor bit); decisions
@@ -428,6 +469,8 @@ class NASRLOracle(keras_tuner.Oracle):
             out = hp_space.architecture_to_values(space, candidate, self._fixed)
             if not self._duplicate(out):
                 return out
+        if not warn:
+            return None
         warnings.warn(
             "NASRLOracle: no untried architecture found near the controller's samples; "
             "the space looks exhausted. Stopping."
@@ -497,6 +540,7 @@ class NASRLOracle(keras_tuner.Oracle):
         """
         arch_json = arch.to_json()
         self._feeds.append([arch_json, reward, log_q, on_policy])
+        self._note_best(arch_json, reward)
         learner = self._learner
         reused = self.reuse_rewards and arch_json in self._fed_archs
         self._fed_archs.add(arch_json)
@@ -507,6 +551,11 @@ class NASRLOracle(keras_tuner.Oracle):
             self._log_update((waiting + [arch])[:m], flags[:m])
         elif len(learner.pending) > len(waiting):
             self._pending_reused.append(reused)
+
+    def _note_best(self, arch_json, reward):
+        """Keeps the best (architecture JSON, reward) fed so far; the first of equals."""
+        if self._best is None or reward > self._best[1]:
+            self._best = (arch_json, reward)
 
     def _restore_reuse_marks(self, feeds):
         """The re-use marks of the feeds a checkpoint includes (see `_learn`)."""
@@ -651,6 +700,8 @@ class NASRLOracle(keras_tuner.Oracle):
         # The checkpoint holds the learner after `done` feeds; the same feeds
         # after it give the same updates, so the controller is exactly restored.
         self._feeds = feeds[:done]
+        for arch_json, reward, _, _ in self._feeds:
+            self._note_best(arch_json, reward)
         self._restore_reuse_marks(self._feeds)
         self._replay(feeds[done:])
         if learner.num_updates != nasrl["num_updates"]:
@@ -685,6 +736,7 @@ class NASRLOracle(keras_tuner.Oracle):
         self._rewarded, self._rewarded_order = set(), []
         self._known_rewards, self._behaviour = journal.TrackedDict(), journal.TrackedDict()
         self._feeds = []
+        self._best = None  # (architecture JSON, reward) of the best feed (`_note_best`).
         # Architectures fed so far; re-use marks of the pending samples (see `_learn`).
         self._fed_archs, self._pending_reused = set(), []
         # (checkpoint file name or None, feeds it includes); None: replay from the seed.
@@ -856,7 +908,7 @@ class NASRL(keras_tuner.Tuner):
         default: `NAS_TF_CHIEF_TIMEOUT`, else 600.
       **kwargs: `NASRLOracle` options (`space`, `controller_config`,
         `reinforce_config`, `reward`, `depth_schedule`, `reuse_rewards`,
-        `max_resamples`, `preset`) and `keras_tuner.Tuner` options (`directory`,
+        `max_resamples`, `mutate_best`, `preset`) and `keras_tuner.Tuner` options (`directory`,
         `project_name`, `overwrite`, ...).
     """
 
@@ -868,6 +920,7 @@ class NASRL(keras_tuner.Tuner):
         "depth_schedule",
         "reuse_rewards",
         "max_resamples",
+        "mutate_best",
         "preset",
     )
 

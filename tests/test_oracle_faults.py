@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 DRIVER = os.path.join(os.path.dirname(__file__), "oracle_fault_driver.py")
-TRIALS = 14
+TRIALS = 30
 
 
 def _run(project, fault=None):
