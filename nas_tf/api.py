@@ -63,6 +63,7 @@ def make_config(output_dir: str, **settings):
         defaults["reinforce"] = dataclasses.replace(defaults["reinforce"], learning_rate=0.0005)
     settings.setdefault("reuse_rewards", chosen["reuse_rewards"])
     settings.setdefault("max_resamples", chosen["max_resamples"])
+    settings.setdefault("mutate_best", chosen["mutate_best"])
     for name in _NESTED:
         value = settings.get(name)
         if value is None or isinstance(value, dict):

@@ -158,6 +158,8 @@ class SearchConfig:
       reuse_rewards: do not retrain an architecture already trained.
       max_resamples: with `reuse_rewards`, draws of trained architectures per
         trial before the oracle mutates the last one.
+      mutate_best: the share of trials that mutate the best architecture
+        found so far instead of drawing from the controller (`NASRLOracle`).
       isolate_children: train children in a worker process replaced every
         `children_per_worker` children, so that the search's memory stays
         flat and a crashing child fails only its trial. False trains them in
@@ -191,6 +193,7 @@ class SearchConfig:
     preset: str = "default"
     reuse_rewards: bool = True
     max_resamples: int = 2
+    mutate_best: float = 0.5
     isolate_children: bool = True
     children_per_worker: int = 20
     child_timeout: Optional[float] = worker.DAY
@@ -698,6 +701,7 @@ def run(config: SearchConfig, data=None, after_child=None) -> Optional[dict]:
         depth_schedule=config.curriculum,
         reuse_rewards=config.reuse_rewards,
         max_resamples=config.max_resamples,
+        mutate_best=config.mutate_best,
         preset=config.preset,
         isolate_children=config.isolate_children,
         children_per_worker=config.children_per_worker,

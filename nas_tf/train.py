@@ -61,6 +61,9 @@ define.integer("search_max_trials", 10, "Children to train in all (paper: 12,800
 define.integer("search_max_resamples", None, "With reuse: draws of already-trained "
                "architectures per trial before the oracle mutates the last one (preset "
                "default: 2).", lower_bound=0)
+define.float("search_mutate_best", None, "Share of trials that mutate the best architecture "
+             "found so far instead of drawing from the controller (unset: the preset's; "
+             "default 0.5, paper 0).", lower_bound=0.0, upper_bound=1.0)
 define.boolean("search_reuse_rewards", None, "Never retrain an architecture already trained "
                "(unset: the preset's; paper: retrain). Otherwise: "
                "its recorded reward is fed to the controller again instead.")
@@ -92,7 +95,7 @@ define.enum("controller_preset", "default", ["default", "paper"],
             "0.0006, or 0.0005 for ptb_cell; duplicates retrained; no mutation, clipping "
             "or logit bounding). 'default': what measured best at hundreds of trials "
             "(docs/search_brain.md). The controller_* and search_reuse_rewards / "
-            "search_max_resamples flags below override the preset's values.")
+            "search_max_resamples / search_mutate_best flags override the preset's values.")
 define.float("controller_learning_rate", None, "Controller Adam learning rate (paper: "
              "0.0006 for CIFAR-10, 0.0005 for the PTB cell).", lower_bound=1e-8)
 define.integer("controller_batch_size", None, "Rewards per update, m (paper: 8).",
@@ -355,6 +358,8 @@ def config_from_flags():
             else FLAGS.search_reuse_rewards,
             max_resamples=_preset()["max_resamples"] if FLAGS.search_max_resamples is None
             else FLAGS.search_max_resamples,
+            mutate_best=_preset()["mutate_best"] if FLAGS.search_mutate_best is None
+            else FLAGS.search_mutate_best,
             overwrite=FLAGS.overwrite,
             top_k=FLAGS.search_top_k,
             verbose=FLAGS.verbose,

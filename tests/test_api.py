@@ -66,7 +66,7 @@ def test_settings_as_keywords_build_the_command_lines_config(tmp_path):
     config = api.make_config(str(tmp_path), preset="paper", space="ptb_cell",
                              space_overrides={"base": 4}, dataset="text", reinforce={"batch_size": 4})
     assert config.reinforce == nas_tf.ReinforceConfig.paper(learning_rate=0.0005, batch_size=4)
-    assert config.reuse_rewards is False and config.max_resamples == 0
+    assert config.reuse_rewards is False and config.max_resamples == 0 and config.mutate_best == 0
     assert config.controller == nas_tf.ControllerConfig.paper()
     default = api.make_config(str(tmp_path), child={"epochs": 7})
     assert default.child.epochs == 7 and default.reinforce == nas_tf.ReinforceConfig()

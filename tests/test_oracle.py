@@ -483,3 +483,28 @@ def test_the_oracles_quick_copy_of_its_hyperparameters_is_keras_tuners_copy(tmp_
     resumed.reload()
     assert isinstance(resumed.hyperparameters, hp_space.QuickCopyHyperParameters)
     assert resumed.hyperparameters.get_config() == oracle.hyperparameters.get_config()
+
+
+def test_mutate_best_trials_are_untried_neighbours_of_the_best_fed_to_top_k_only(tmp_path):
+    with pytest.raises(ValueError, match="mutate_best"):
+        _oracle(tmp_path, mutate_best=1.5)
+    oracle = _oracle(tmp_path, mutate_best=1.0)
+    seen = [json.dumps(v, sort_keys=True) for v in _drive(oracle, 3)]  # m = 3: the controller's.
+    learner, space = oracle.learner, oracle.controller.space
+    assert learner.num_updates == 1 and not learner.pending
+    for _ in range(5):
+        best = space.architecture_from_json(oracle._best[0])
+        (values,) = _drive(oracle, 1)
+        arch = hp_space.values_to_architecture(space, values)
+        changed = {k for k in set(arch.values) | set(best.values)
+                   if arch.values.get(k) != best.values.get(k)}
+        assert 1 <= len(changed) <= 4, changed  # A step or two of the walk, and what they toggle.
+        seen.append(json.dumps(values, sort_keys=True))
+        # Not a sample of the policy: the top-K buffer has it, the batch does not.
+        assert learner.num_updates == 1 and not learner.pending
+        assert any(a.to_json() == arch.to_json() for a, _ in learner.topk) or len(learner.topk) == 5
+    assert len(set(seen)) == len(seen)  # Every trial untried.
+    # The best is the first of the highest rewards fed.
+    rewards = [r for _, r, _, _ in oracle._feeds]
+    assert oracle._best[1] == max(rewards)
+    assert oracle._best[0] == oracle._feeds[rewards.index(max(rewards))][0]

@@ -328,7 +328,7 @@ def test_paper_flag_files_run_the_papers_method_exactly():
 
     _parse(["--flagfile=experiments/cifar.flags"])
     config = train.config_from_flags()
-    assert config.preset == "paper" and not config.reuse_rewards
+    assert config.preset == "paper" and not config.reuse_rewards and config.mutate_best == 0
     assert config.reinforce == nas_tf.ReinforceConfig.paper()
     assert config.controller == nas_tf.ControllerConfig.paper()
     _parse(["--flagfile=experiments/ptb.flags"])
@@ -339,6 +339,9 @@ def test_paper_flag_files_run_the_papers_method_exactly():
             "--controller_ratio_clip=0", "--controller_topk_size=3", "--controller_topk_weight=2"])
     config = train.config_from_flags()
     assert config.preset == "default" and config.reuse_rewards and config.max_resamples == 2
+    assert config.mutate_best == 0.5
+    _parse(["--flagfile=experiments/cifar_quick.flags", "--search_mutate_best=0.2"])
+    assert train.config_from_flags().mutate_best == 0.2
     assert config.controller.tanh_constant is None and config.reinforce.ratio_clip is None
     assert (config.reinforce.topk_size, config.reinforce.topk_weight) == (3, 2.0)
 
