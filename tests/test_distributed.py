@@ -17,7 +17,11 @@ def test_chief_and_two_workers_run_every_trial_once(tmp_path):
     assert set(done) == cluster.trial_ids()  # No trial lost...
     assert max(started.values()) == 1 and max(done.values()) == 1  # ...and none run twice.
     state = cluster.check_complete()
-    assert state["nasrl"]["num_updates"] >= (max_trials // 2) - 1
+    # Every reward the workers sent reached the controller: one update per m = 2
+    # policy samples fed (mutations of the best feed the top-K buffer only).
+    samples = sum(1 for _, _, _, on_policy in state["nasrl"]["feeds"] if on_policy)
+    assert samples >= max_trials // 3
+    assert state["nasrl"]["num_updates"] == samples // 2
 
 
 def test_a_worker_that_cannot_reach_the_chief_stops_clearly_in_bounded_time(tmp_path, monkeypatch):
