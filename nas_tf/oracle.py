@@ -412,7 +412,8 @@ class NASRLOracle(keras_tuner.Oracle):
         None (draw from the policy) for the other trials, before m trials
         have started or any has a reward, and when the best architecture is
         of another depth than the curriculum's current one or no longer an
-        architecture of the space. The draw comes from the seed and the
+        architecture of the space (decisions that appeared since it was
+        trained get random values). The draws come from the seed and the
         trial count, so a resumed search makes the same choices.
         """
         if self.mutate_best <= 0 or self._best is None:
@@ -423,7 +424,10 @@ class NASRLOracle(keras_tuner.Oracle):
         if rng.random() >= self.mutate_best:
             return None
         try:
-            best = space.architecture_from_json(self._best[0])
+            # In a space that grew since, with random values for its new decisions.
+            best = space_lib.Architecture.from_json(self._best[0])
+            best = space.validate(space_lib.Architecture(
+                _complete(space, best.values, best.depth, rng), best.depth))
         except (space_lib.ArchitectureError, KeyError, ValueError):
             return None
         if space.uses_depth and best.depth != depth:

@@ -504,6 +504,10 @@ def test_mutate_best_trials_are_untried_neighbours_of_the_best_fed_to_top_k_only
         assert learner.num_updates == 1 and not learner.pending
         assert any(a.to_json() == arch.to_json() for a, _ in learner.topk) or len(learner.topk) == 5
     assert len(set(seen)) == len(seen)  # Every trial untried.
+    # A decision that appears mid-search gets a random value in the mutated best.
+    oracle.hyperparameters.Choice("late", [1, 2])
+    (values,) = _drive(oracle, 1)
+    assert values["late"] in (1, 2) and learner.num_updates == 1 and not learner.pending
     # The best is the first of the highest rewards fed.
     rewards = [r for _, r, _, _ in oracle._feeds]
     assert oracle._best[1] == max(rewards)
