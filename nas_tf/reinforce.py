@@ -353,7 +353,6 @@ class Reinforce:
         c = self.config
         # The layout the slots follow: `refresh` reads them after the controller's changed.
         self._slot_layout = layout = self.controller.weight_layout
-        self._names = list(layout.names)
         zeros = np.zeros(layout.size, np.float32)
         self.adam = AdamState(
             iterations=keras.Variable(0, dtype="int64", name="iteration", trainable=False),
@@ -442,7 +441,7 @@ class Reinforce:
         self.wait_for_warm_up()
         self.pending = [item for item in self.pending if valid(item[0])]
         self.topk = [item for item in self.topk if valid(item[0])]
-        if self.controller.weight_layout.names != self._names:
+        if self.controller.weight_layout.names != self._slot_layout.names:
             self._make_optimizer(self.get_slots())
         else:
             self._train_fn = self._compile_step()
@@ -457,7 +456,7 @@ class Reinforce:
         loss, grads, norm, _ = _gradients(self.controller.policy, self.config,
                                           self.controller.weights, batch)
         named = self._slot_layout.split(tf.convert_to_tensor(grads[0]).numpy())
-        return float(loss), [named[name] for name in self._names], float(norm)
+        return float(loss), list(named.values()), float(norm)
 
     # -- feeding -------------------------------------------------------------------
 
@@ -584,7 +583,7 @@ class Reinforce:
         slots = {"controller_adam/iteration": np.asarray(a.iterations.numpy()),
                  "controller_adam/learning_rate": np.asarray(a.learning_rate.numpy())}
         m, v = layout.split(a.m.numpy()), layout.split(a.v.numpy())
-        for name in self._names:
+        for name in layout.names:
             slot = "controller_adam/" + name.replace("/", "_")
             slots[slot + "_momentum"], slots[slot + "_velocity"] = m[name], v[name]
         return slots
@@ -598,7 +597,7 @@ class Reinforce:
                 var.assign(slots["controller_adam/" + name])
         for suffix, var in (("_momentum", a.m), ("_velocity", a.v)):
             found = {}
-            for name in self._names:
+            for name in layout.names:
                 value = slots.get("controller_adam/" + name.replace("/", "_") + suffix)
                 if value is not None and tuple(np.shape(value)) == layout.shapes[name]:
                     found[name] = value
