@@ -59,3 +59,68 @@ def conditional_space():
         ),
         name="conditional",
     )
+
+
+# A NASRLOracle driven through the Oracle API on a toy HyperModel space
+# (test_oracle.py, test_algorithms.py and its saved-state fixture use it).
+
+
+def toy_hyperparameters():
+    """A HyperModel-like space: choices, a condition, a fixed entry, three anchors."""
+    import keras_tuner
+
+    from nas_tf import hp_space
+
+    hps = keras_tuner.HyperParameters()
+    hps.Choice("act", ["relu", "tanh"])
+    hps.Int("units", 2, 8, step=2)
+    hps.Boolean("bias")
+    with hps.conditional_scope("bias", [True]):
+        hps.Float("init", 0.0, 0.3, step=0.1)
+    hps.Fixed("epochs", 1)
+    hp_space.anchor(hps, "l0", [])
+    hp_space.anchor(hps, "l1", ["l0"])
+    hp_space.anchor(hps, "l2", ["l0", "l1"])
+    return hps
+
+
+def toy_score(values):
+    """A synthetic objective that prefers many units, tanh, and skip connections."""
+    skips = sum(int(v) for k, v in values.items() if "@anchor:" in k)
+    return values["units"] + (values["act"] == "tanh") + skips + values.get("init", 0.0)
+
+
+def toy_oracle(directory, seed=7, **kwargs):
+    """A NASRLOracle on `toy_hyperparameters` in `directory`/project, m = 3."""
+    import keras_tuner
+
+    from nas_tf import oracle as oracle_lib
+    from nas_tf import reinforce
+
+    kwargs.setdefault("reinforce_config", reinforce.ReinforceConfig(batch_size=3, learning_rate=0.05))
+    oracle = oracle_lib.NASRLOracle(
+        objective=keras_tuner.Objective("score", "max"),
+        max_trials=200,
+        hyperparameters=toy_hyperparameters(),
+        seed=seed,
+        **kwargs,
+    )
+    oracle._set_project_dir(str(directory), "project")
+    oracle.verbose = 0
+    return oracle
+
+
+def toy_drive(oracle, num, score=toy_score):
+    """Runs `num` trials through the Oracle API; returns their values."""
+    out = []
+    for _ in range(num):
+        trial = oracle.create_trial("tuner0")
+        if trial.status == "STOPPED":
+            break
+        values = dict(trial.hyperparameters.values)
+        value = score(values)
+        oracle.update_trial(trial.trial_id, {"score": value})
+        trial.status = "COMPLETED"
+        oracle.end_trial(trial)
+        out.append(values)
+    return out

@@ -11,58 +11,12 @@ import pytest
 
 import nas_tf
 from conftest import layered_space
+from conftest import toy_drive as _drive
+from conftest import toy_hyperparameters as _space_hps
+from conftest import toy_oracle as _oracle
+from conftest import toy_score as _score
 from nas_tf import hp_space
 from nas_tf import space as space_lib
-
-
-def _space_hps():
-    hps = kt.HyperParameters()
-    hps.Choice("act", ["relu", "tanh"])
-    hps.Int("units", 2, 8, step=2)
-    hps.Boolean("bias")
-    with hps.conditional_scope("bias", [True]):
-        hps.Float("init", 0.0, 0.3, step=0.1)
-    hps.Fixed("epochs", 1)
-    nas_tf.anchor(hps, "l0", [])
-    nas_tf.anchor(hps, "l1", ["l0"])
-    nas_tf.anchor(hps, "l2", ["l0", "l1"])
-    return hps
-
-
-def _score(values):
-    """A synthetic objective that prefers many units, tanh, and skip connections."""
-    skips = sum(int(v) for k, v in values.items() if "@anchor:" in k)
-    return values["units"] + (values["act"] == "tanh") + skips + values.get("init", 0.0)
-
-
-def _oracle(directory, seed=7, **kwargs):
-    kwargs.setdefault("reinforce_config", nas_tf.ReinforceConfig(batch_size=3, learning_rate=0.05))
-    oracle = nas_tf.NASRLOracle(
-        objective=kt.Objective("score", "max"),
-        max_trials=200,
-        hyperparameters=_space_hps(),
-        seed=seed,
-        **kwargs,
-    )
-    oracle._set_project_dir(str(directory), "project")
-    oracle.verbose = 0
-    return oracle
-
-
-def _drive(oracle, num, score=_score):
-    """Runs `num` trials through the Oracle API; returns their values."""
-    out = []
-    for _ in range(num):
-        trial = oracle.create_trial("tuner0")
-        if trial.status == "STOPPED":
-            break
-        values = dict(trial.hyperparameters.values)
-        value = score(values)
-        oracle.update_trial(trial.trial_id, {"score": value})
-        trial.status = "COMPLETED"
-        oracle.end_trial(trial)
-        out.append(values)
-    return out
 
 
 def test_hyperparameters_map_onto_decisions_and_back():
@@ -134,8 +88,8 @@ def test_missing_checkpoint_is_replayed_to_the_same_weights(tmp_path):
     for name, value in weights.items():
         np.testing.assert_allclose(replayed.controller.get_weights()[name], value, atol=1e-6)
     # Re-used rewards of re-sampled duplicates were replayed too, and the RNG restored.
-    assert len(replayed._feeds) == len(loaded._feeds) > 30
-    assert replayed._best == loaded._best is not None
+    assert len(replayed.algorithm.feeds) == len(loaded.algorithm.feeds) > 30
+    assert replayed.algorithm.best == loaded.algorithm.best is not None
     assert _drive(replayed, 3) == _drive(loaded, 3)
 
 
@@ -143,11 +97,11 @@ def test_state_is_journaled_in_constant_bytes_per_trial(tmp_path):
     oracle = _oracle(tmp_path, reinforce_config=nas_tf.ReinforceConfig(batch_size=3))
     oracle.snapshot_min_bytes = 1 << 30  # One snapshot, then only the journal.
     _drive(oracle, 20)
-    early = oracle._journal.bytes_written
+    early = oracle.store.journal.bytes_written
     _drive(oracle, 40)
-    middle = oracle._journal.bytes_written
+    middle = oracle.store.journal.bytes_written
     _drive(oracle, 40)
-    late = oracle._journal.bytes_written
+    late = oracle.store.journal.bytes_written
     # Rewriting the whole state would grow the bytes per trial with the trial count.
     assert (late - middle) < 1.5 * (middle - early)
     state = nas_tf.journal.JournaledState(str(tmp_path / "project" / "oracle.json")).load()
@@ -285,7 +239,7 @@ def test_real_keras_search_then_resume_with_more_trials(tmp_path):
     second.search(x, y, validation_data=(x, y), epochs=1, verbose=0)
     assert len(second.oracle.trials) == 5
     # One update per 2 rewards fed: the 5 trials' plus any re-sampled known ones.
-    feeds = second.oracle._feeds
+    feeds = second.oracle.algorithm.feeds
     assert len(feeds) >= 5 and second.oracle.learner.num_updates == len(feeds) // 2
     assert all(t.status == "COMPLETED" for t in second.oracle.trials.values())
 
@@ -366,7 +320,7 @@ def test_paper_preset_retrains_duplicates_and_never_mutates(tmp_path):
     oracle.verbose = 0
     values = _drive(oracle, 12, lambda v: float(v["a"] + v["b"]))
     assert len(values) == 12  # Four architectures, twelve trials: duplicates retrained.
-    assert len(oracle._feeds) == 12 and all(f[3] for f in oracle._feeds)  # All on-policy.
+    assert len(oracle.algorithm.feeds) == 12 and all(f[3] for f in oracle.algorithm.feeds)  # All on-policy.
     assert oracle.learner.num_updates == 1
 
 
@@ -381,9 +335,9 @@ def test_default_preset_mutates_off_policy_and_stops_when_the_space_is_exhausted
     with pytest.warns(UserWarning, match="exhausted"):
         values = _drive(oracle, 12, lambda v: float(v["a"] * 10 + v["b"]))
     assert sorted((v["a"], v["b"]) for v in values) == [(1, 1), (1, 2), (2, 1), (2, 2)]
-    mutated = [f for f in oracle._feeds if not f[3]]
+    mutated = [f for f in oracle.algorithm.feeds if not f[3]]
     assert mutated  # With max_resamples=0 a known draw is mutated at once...
-    on_policy = [f for f in oracle._feeds if f[3]]
+    on_policy = [f for f in oracle.algorithm.feeds if f[3]]
     assert all(f[2] is not None for f in on_policy)  # ...and every PG sample carries its q.
     assert all(q is not None for _, _, q in oracle.learner.pending)
 
@@ -402,7 +356,7 @@ def test_cifar10_reward_reads_every_epoch_not_the_best_one(tmp_path):
     trial.status = "COMPLETED"
     oracle.end_trial(trial)
     assert oracle.trials[trial.trial_id].score == 0.9  # Keras Tuner's best epoch...
-    assert oracle._feeds[-1][1] == pytest.approx(0.8**3)  # ...the paper's last-5 maximum.
+    assert oracle.algorithm.feeds[-1][1] == pytest.approx(0.8**3)  # ...the paper's last-5 maximum.
 
 
 def test_a_user_hyperparameter_named_depth_is_an_ordinary_decision():
@@ -493,7 +447,7 @@ def test_mutate_best_trials_are_untried_neighbours_of_the_best_fed_to_top_k_only
     learner, space = oracle.learner, oracle.controller.space
     assert learner.num_updates == 1 and not learner.pending
     for _ in range(5):
-        best = space.architecture_from_json(oracle._best[0])
+        best = space.architecture_from_json(oracle.algorithm.best[0])
         (values,) = _drive(oracle, 1)
         arch = hp_space.values_to_architecture(space, values)
         changed = {k for k in set(arch.values) | set(best.values)
@@ -509,6 +463,6 @@ def test_mutate_best_trials_are_untried_neighbours_of_the_best_fed_to_top_k_only
     (values,) = _drive(oracle, 1)
     assert values["late"] in (1, 2) and learner.num_updates == 1 and not learner.pending
     # The best is the first of the highest rewards fed.
-    rewards = [r for _, r, _, _ in oracle._feeds]
-    assert oracle._best[1] == max(rewards)
-    assert oracle._best[0] == oracle._feeds[rewards.index(max(rewards))][0]
+    rewards = [r for _, r, _, _ in oracle.algorithm.feeds]
+    assert oracle.algorithm.best[1] == max(rewards)
+    assert oracle.algorithm.best[0] == oracle.algorithm.feeds[rewards.index(max(rewards))][0]

@@ -64,7 +64,7 @@ def _batches(oracle):
     its architecture was fed before."""
     m = oracle.reinforce_config.batch_size
     seen, marked = set(), []
-    for arch_json, reward, log_q, on_policy in oracle._feeds:
+    for arch_json, reward, log_q, on_policy in oracle.algorithm.feeds:
         if on_policy and log_q is not None:
             marked.append((arch_json, reward, arch_json in seen))
         seen.add(arch_json)

@@ -1,0 +1,161 @@
+"""Every use of Keras Tuner's internals, in one place, for the tested versions only.
+
+nas_tf's oracle relies on Keras Tuner attributes that are not public API
+(the per-trial containers an oracle keeps, its lock tables, the chief's
+role). They are read and patched here and nowhere else, and the installed
+version is checked once, at import, against the range the tests pass with
+(`setup.py` bounds `keras-tuner` the same way). `tests/test_kt_compat.py`
+pins each internal this module relies on.
+"""
+
+import collections
+import os
+import threading
+import weakref
+
+import keras_tuner
+from keras_tuner.engine import trial as trial_module
+from keras_tuner.src import utils as kt_utils
+from keras_tuner.src.distribute import utils as dist_utils
+from keras_tuner.src.engine import oracle as kt_oracle
+
+from nas_tf import journal
+
+# The Keras Tuner versions the tests pass with (both ends included).
+TESTED_VERSIONS = ((1, 4, 7), (1, 4, 8))
+# Set to 1 to try an untested Keras Tuner version at your own risk.
+ALLOW_UNTESTED = "NAS_TF_ALLOW_UNTESTED_KERAS_TUNER"
+
+TrialStatus = trial_module.TrialStatus
+Trial = trial_module.Trial
+
+
+def _version(text: str) -> tuple:
+    parts = []
+    for piece in text.split(".")[:3]:
+        digits = "".join(c for c in piece if c.isdigit())
+        parts.append(int(digits or 0))
+    return tuple(parts + [0] * (3 - len(parts)))
+
+
+def check_version(version: str = keras_tuner.__version__) -> None:
+    """Raises ImportError for a Keras Tuner outside `TESTED_VERSIONS`."""
+    low, high = TESTED_VERSIONS
+    if low <= _version(version) <= high or os.environ.get(ALLOW_UNTESTED) == "1":
+        return
+    raise ImportError(
+        f"nas_tf supports keras-tuner {'.'.join(map(str, low))} to "
+        f"{'.'.join(map(str, high))}; {version} is installed. Install a supported one "
+        f"(pip install 'keras-tuner>={'.'.join(map(str, low))},<={'.'.join(map(str, high))}') "
+        f"or set {ALLOW_UNTESTED}=1 to try it anyway."
+    )
+
+
+class _WeakDefaultDict(weakref.WeakKeyDictionary):
+    """A `defaultdict` whose keys do not keep their objects alive."""
+
+    def __init__(self, factory):
+        super().__init__()
+        self._factory = factory
+
+    def __getitem__(self, key):
+        try:
+            return super().__getitem__(key)
+        except KeyError:
+            value = self[key] = self._factory()
+            return value
+
+
+def let_oracles_be_freed() -> None:
+    """Gives `@synchronized`'s per-oracle lock tables weak keys.
+
+    Keras Tuner keys a lock per oracle in module-level defaultdicts, which
+    keep every oracle ever used alive (with its trials and the controller's
+    TensorFlow graphs). Weak keys give the same locking without the leak.
+    """
+    for name, factory in (("LOCKS", threading.Lock), ("THREADS", lambda: None)):
+        table = getattr(kt_oracle, name, None)
+        if isinstance(table, collections.defaultdict):
+            weak = _WeakDefaultDict(factory)
+            weak.update(table)
+            setattr(kt_oracle, name, weak)
+
+
+def is_chief() -> bool:
+    """Whether this process is the chief of a distributed search."""
+    return dist_utils.is_chief_oracle()
+
+
+def create_directory(dirname: str) -> None:
+    """Keras Tuner's way of making a directory (works for gs://... too)."""
+    kt_utils.create_directory(dirname)
+
+
+def track_containers(oracle: keras_tuner.Oracle) -> None:
+    """Keras Tuner's per-trial dicts and set as journal-tracked containers.
+
+    They grow by one entry a trial; tracked, a save writes that entry
+    without comparing or copying the rest (O(1) per trial, not O(n)).
+    """
+    oracle._run_times = journal.TrackedDict(oracle._run_times, default=int)
+    oracle._id_to_hash = journal.TrackedDict(oracle._id_to_hash, default=lambda: None)
+    oracle._tried_so_far = journal.TrackedSet(oracle._tried_so_far)
+    oracle._display.trial_start = journal.TrackedDict(oracle._display.trial_start)
+    oracle._display.trial_number = journal.TrackedDict(oracle._display.trial_number)
+
+
+def oracle_state(oracle: keras_tuner.Oracle) -> dict:
+    """`Oracle.get_state`'s keys, tracked containers by reference (what a save journals).
+
+    Keras Tuner's own `get_state` copies and converts its per-trial
+    containers on every call (O(n) a trial).
+    """
+    display = oracle._display
+    return {
+        "ongoing_trials": {
+            tuner_id: trial.trial_id for tuner_id, trial in oracle.ongoing_trials.items()
+        },
+        "hyperparameters": oracle.hyperparameters.get_config(),
+        "start_order": oracle.start_order,
+        "end_order": oracle.end_order,
+        "run_times": oracle._run_times,
+        "retry_queue": oracle._retry_queue,
+        "seed": oracle.seed,
+        "seed_state": oracle._seed_state,
+        "tried_so_far": oracle._tried_so_far,
+        "id_to_hash": oracle._id_to_hash,
+        "display": {
+            "search_start": display.search_start and display.search_start.isoformat(),
+            "trial_start": display.trial_start,  # datetimes: the journal writes ISO strings.
+            "trial_number": display.trial_number,
+        },
+    }
+
+
+def is_duplicate(oracle: keras_tuner.Oracle, values: dict) -> bool:
+    """Whether these hyperparameter values were tried (Keras Tuner's own record)."""
+    return oracle._duplicate(values)
+
+
+def check_consecutive_failures(oracle: keras_tuner.Oracle) -> None:
+    """Keras Tuner's stop after `max_consecutive_failed_trials`, from the end of the log.
+
+    Keras Tuner re-counts over every ended trial (O(n) a trial); only the
+    streak at the end can be new, so counting back to the last success
+    finds the same.
+    """
+    streak, last = 0, None
+    for trial_id in reversed(oracle.end_order):
+        trial = oracle.trials[trial_id]
+        if trial.status != TrialStatus.FAILED:
+            break
+        streak, last = streak + 1, last or trial
+        if streak == oracle.max_consecutive_failed_trials:
+            raise RuntimeError(
+                "Number of consecutive failures exceeded the limit "
+                f"of {oracle.max_consecutive_failed_trials}.\n" + (last.message or "")
+            )
+
+
+check_version()
+let_oracles_be_freed()
