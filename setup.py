@@ -17,7 +17,8 @@ setuptools.setup(
     install_requires=[
         "tensorflow>=2.16",
         "keras>=3.0",
-        "keras-tuner>=1.4.7",
+        # nas_tf.kt_compat relies on Keras Tuner internals: the versions tested.
+        "keras-tuner>=1.4.7,<=1.4.8",
         "tensorflow-datasets>=4.9",
         "absl-py>=1.0",
         "numpy>=1.23",

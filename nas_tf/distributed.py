@@ -109,10 +109,10 @@ class _PatientStub:
 
 def make_patient(client, timeout: Optional[float] = None):
     """Gives Keras Tuner's `OracleClient` a patient stub (see the module doc); returns it."""
-    from keras_tuner.src import protos  # As Keras Tuner does: not at import time.
+    from nas_tf import kt_compat
 
     address = f"{os.environ['KERASTUNER_ORACLE_IP']}:{os.environ['KERASTUNER_ORACLE_PORT']}"
     channel = grpc.insecure_channel(address, options=_CHANNEL_OPTIONS)
-    stub = protos.get_service_grpc().OracleStub(channel)
+    stub = kt_compat.oracle_stub(channel)
     client.stub = _PatientStub(stub, address, chief_timeout(timeout))
     return client

@@ -86,6 +86,18 @@ def is_chief() -> bool:
     return dist_utils.is_chief_oracle()
 
 
+def has_chief() -> bool:
+    """Whether this process is part of a distributed search (chief or worker)."""
+    return dist_utils.has_chief_oracle()
+
+
+def oracle_stub(channel):
+    """Keras Tuner's gRPC stub of the chief's oracle service on `channel`."""
+    from keras_tuner.src import protos  # As Keras Tuner does: not at import time.
+
+    return protos.get_service_grpc().OracleStub(channel)
+
+
 def create_directory(dirname: str) -> None:
     """Keras Tuner's way of making a directory (works for gs://... too)."""
     kt_utils.create_directory(dirname)

@@ -18,7 +18,6 @@ import warnings
 from typing import Callable, Optional, Union
 
 import keras_tuner
-import numpy as np
 
 from nas_tf import distributed
 from nas_tf import hp_space
@@ -184,24 +183,12 @@ class NASRLOracle(keras_tuner.Oracle):
             warnings.warn(f"Trial {trial.trial_id} is not a point of the search space ({e}); "
                           "its score is not used as a reward.")
             return
-        reward = self._reward_of(trial)
+        reward = rewards_lib.trial_reward(trial, self.reward, self.objective)
         if not math.isfinite(reward):
             return
         self._rewarded.add(trial.trial_id)
         self._rewarded_order.append(trial.trial_id)
         algorithm.feedback(trial.trial_id, arch, reward)
-
-    def _reward_of(self, trial) -> float:
-        if callable(self.reward):
-            return float(self.reward(trial))
-        score = float(trial.score)
-        if self.reward == "identity":
-            return score if self.objective.direction == "max" else -score
-        if self.reward == "ptb":
-            return rewards_lib.ptb_reward(score)
-        # The paper's CIFAR-10 reward needs every epoch's accuracy, in epoch order.
-        history = sorted(trial.metrics.get_history(self.objective.name), key=lambda o: o.step)
-        return rewards_lib.cifar10_reward([float(np.mean(o.value)) for o in history] or [score])
 
     def _on_update(self, stats, batch):
         """Writes a controller update's figures (a replayed update is not written again)."""

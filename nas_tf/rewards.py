@@ -51,3 +51,24 @@ REWARDS: Dict[str, Callable] = {
     "cifar10": cifar10_reward,
     "ptb": ptb_reward,
 }
+
+
+def trial_reward(trial, reward, objective) -> float:
+    """A completed Keras Tuner trial's reward (higher is better).
+
+    Args:
+      trial: the trial (its `score`, and its metrics for "cifar10").
+      reward: a `REWARDS` name or a callable taking the trial.
+      objective: the search's `keras_tuner.Objective`.
+    """
+    if callable(reward):
+        return float(reward(trial))
+    score = float(trial.score)
+    if reward == "identity":
+        return score if objective.direction == "max" else -score
+    if reward == "ptb":
+        return ptb_reward(score)
+    # The paper's CIFAR-10 reward needs every epoch's value in epoch order;
+    # Keras Tuner's score is the best epoch only.
+    history = sorted(trial.metrics.get_history(objective.name), key=lambda o: o.step)
+    return cifar10_reward([float(sum(o.value) / len(o.value)) for o in history] or [score])

@@ -123,6 +123,10 @@ def test_keras_tuner_internals_the_shim_relies_on_are_there():
     assert hasattr(oracle._display, "trial_start") and hasattr(oracle._display, "trial_number")
     assert set(kt_compat.oracle_state(oracle)) == set(oracle.get_state())
     assert isinstance(kt_oracle.LOCKS, kt_compat._WeakDefaultDict)  # Patched once, at import.
+    assert kt_compat.has_chief() is False and kt_compat.is_chief() is False
+    import grpc
+
+    assert hasattr(kt_compat.oracle_stub(grpc.insecure_channel("127.0.0.1:1")), "CreateTrial")
 
 
 def test_an_untested_keras_tuner_is_refused_with_the_way_out(monkeypatch):
