@@ -159,6 +159,7 @@ def append_line(path: str, line: str) -> None:
     if "\n" in line:
         raise ValueError("append_line takes a single line without newlines.")
     data = (line + "\n").encode("utf-8")
+    created = not os.path.exists(path)
     with open(path, "a+b") as f:
         size = f.seek(0, os.SEEK_END)
         if size:
@@ -166,9 +167,20 @@ def append_line(path: str, line: str) -> None:
             if f.read(1) != b"\n":
                 f.seek(0)
                 content = f.read()
-                cut = content.rfind(b"\n") + 1
-                f.truncate(cut)
-                f.seek(cut)
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
+                size = content.rfind(b"\n") + 1
+                f.truncate(size)
+                f.seek(size)
+        try:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        except OSError:
+            # A failed append (a full disk) leaves no part of the line behind, so
+            # the caller may write it again: the file holds whole records only.
+            try:
+                f.truncate(size)
+            except OSError:
+                pass  # The next append cuts a torn tail anyway.
+            raise
+    if created:
+        fsync_directory(os.path.dirname(os.path.abspath(path)))  # The new file's name.

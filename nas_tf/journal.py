@@ -97,12 +97,16 @@ class TrackedDict(dict):
         self._dropped.add(key)
         return key, value
 
-    def take_changes(self) -> Optional[dict]:
-        """The changes since the last call as a `diff` op (None if none), and forgets them."""
+    def changes(self) -> Optional[dict]:
+        """The changes since the last `forget_changes` as a `diff` op (None if none)."""
         if not self._changed and not self._dropped:
             return None
-        op = {"keys": {k: {"set": _copy(self[k])} for k in self._changed},
-              "drop": sorted(self._dropped, key=str)}
+        return {"keys": {k: {"set": _copy(self[k])} for k in self._changed},
+                "drop": sorted(self._dropped, key=str)}
+
+    def take_changes(self) -> Optional[dict]:
+        """`changes()`, then forgets them."""
+        op = self.changes()
         self.forget_changes()
         return op
 
@@ -147,10 +151,15 @@ class TrackedSet(set):
         self._added.clear()
         super().clear()
 
-    def take_changes(self) -> Optional[dict]:
+    def changes(self) -> Optional[dict]:
+        """Members added and removed since the last `forget_changes` (None if none)."""
         if not self._added and not self._removed:
             return None
-        op = {"add": sorted(self._added, key=str), "remove": sorted(self._removed, key=str)}
+        return {"add": sorted(self._added, key=str), "remove": sorted(self._removed, key=str)}
+
+    def take_changes(self) -> Optional[dict]:
+        """`changes()`, then forgets them."""
+        op = self.changes()
         self.forget_changes()
         return op
 
@@ -224,7 +233,7 @@ def _diff_copy(old, new, unordered, key):
     """
     if isinstance(new, _TRACKED):
         if new is old:
-            return new.take_changes(), new
+            return new.changes(), new  # Forgotten once the save is on disk.
         return {"set": sorted(new, key=str) if isinstance(new, set) else dict(new)}, new
     if key in unordered and isinstance(old, list) and isinstance(new, list):
         old_set, new_set = set(old), set(new)
@@ -313,46 +322,52 @@ class JournaledState:
         self._journal_bytes = 0
         self.bytes_written = 0
 
-    def save(self, state: Dict[str, Any], before_snapshot=None) -> None:
-        """Records `state`: a journal line, or a new snapshot when the journal is large."""
+    def save(self, state: Dict[str, Any]) -> None:
+        """Records `state`: a journal line, or a new snapshot when the journal is large.
+
+        A save is all or nothing: if a write fails (a full disk), the error
+        propagates and nothing in memory changes, so the next save writes
+        the same changes again and the files stay a valid history.
+        """
         if self._last is not None and self._journal_bytes < max(
             self._snapshot_bytes, self.min_snapshot_bytes
         ):
-            rest, tails = self._split(state)
+            rest, tails, lengths = self._split(state)
             op, copy = _diff_copy(self._last, rest, self.unordered, "")
             if tails:
                 op = op or {"keys": {}, "drop": []}
                 op["tails"] = tails
             if op is None:
                 return
-            self._seq += 1
-            line = dumps({"seq": self._seq, "op": op})
+            line = dumps({"seq": self._seq + 1, "op": op})
             durable.append_line(self.journal_path, line)
             self._journal_bytes += len(line) + 1
             self.bytes_written += len(line) + 1
         else:
-            self._seq += 1
-            text = dumps(dict(state, **{SEQ: self._seq}))
+            text = dumps(dict(state, **{SEQ: self._seq + 1}))
             durable.atomic_write_text(self.path, text)
+            self._snapshot_bytes, self._journal_bytes = len(text), 0
+            self.bytes_written += len(text)
+            rest, _, lengths = self._split(state, record_only=True)
+            copy = _copy(rest)
+        self._seq += 1
+        self._lengths, self._last = lengths, copy
+        _forget_tracked_changes(state)  # Whatever they logged is now on disk.
+        if self._journal_bytes == 0:
             durable.fault_point("oracle_save_snapshot")
             # Entries up to _seq are in the snapshot; the journal restarts empty.
+            # (Should this fail, the next line, numbered after the snapshot, still loads.)
             durable.atomic_write_text(self.journal_path, "")
-            self._snapshot_bytes = len(text)
-            self._journal_bytes = 0
-            self.bytes_written += len(text)
-            rest, _ = self._split(state, record_only=True)
-            copy = _copy(rest)
-        _forget_tracked_changes(state)  # Whatever they logged is now on disk.
-        self._last = copy
 
     def _split(self, state, record_only=False):
-        """(state without the appendable lists, [[path, start, tail], ...]).
+        """(state without the appendable lists, [[path, start, tail], ...], their lengths).
 
-        The appendable lists' lengths are remembered; with `record_only` no
+        The lengths (with each list's last element) are what the next save
+        compares against, once this one is on disk; with `record_only` no
         tails are computed (after a snapshot, which holds them whole).
         """
         rest = dict(state)
-        tails = []
+        tails, lengths = [], dict(self._lengths)
         for path in self.appendable:
             parent, holder = state, rest
             for key in path[:-1]:
@@ -373,8 +388,8 @@ class JournaledState:
                 # the key must exist in the loaded state.
                 if len(value) > start or not unchanged or not seen:
                     tails.append(["/".join(path), start, value[start:]])
-            self._lengths[path] = (len(value), _copy(value[-1]) if value else None)
-        return rest, tails
+            lengths[path] = (len(value), _copy(value[-1]) if value else None)
+        return rest, tails, lengths
 
     def load(self) -> Optional[Dict[str, Any]]:
         """The last saved state, or None if there is none."""
@@ -415,7 +430,7 @@ class JournaledState:
             seq = entry["seq"]
         _sets_to_lists(state)
         self._seq = seq
-        rest, _ = self._split(state, record_only=True)
+        rest, _, self._lengths = self._split(state, record_only=True)
         self._last = _copy(rest)
         return state
 

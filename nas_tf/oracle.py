@@ -20,6 +20,7 @@ from typing import Callable, Optional, Union
 import keras_tuner
 
 from nas_tf import distributed
+from nas_tf import durable
 from nas_tf import hp_space
 from nas_tf import journal
 from nas_tf import kt_compat
@@ -294,6 +295,7 @@ class NASRLOracle(keras_tuner.Oracle):
             return
         self.store.write_trial(self._get_trial_dir(trial.trial_id), trial)
         (self._running_on_disk.add if running else self._running_on_disk.discard)(trial.trial_id)
+        durable.fault_point("oracle_save_trial")  # Before the oracle's own save.
 
     def save(self):
         """Saves the state, after a controller checkpoint when one is due."""
@@ -310,6 +312,12 @@ class NASRLOracle(keras_tuner.Oracle):
         if state is None:
             raise journal.CorruptStateError(f"{self._get_oracle_fname()} is missing although "
                                             "the project exists; start afresh with --overwrite.")
+        # A kill between a new trial's file and the save that starts it: the
+        # saved state never proposed it, so it is dropped and proposed again.
+        started = set(state["start_order"])
+        for trial_id in [t for t, trial in self.trials.items()
+                         if trial.status == _RUNNING and t not in started]:
+            self.store.remove_trial(self._get_trial_dir(self.trials.pop(trial_id).trial_id))
         self.set_state(state)
         if kt_compat.is_chief():
             # A restarted chief: its workers may still run these trials (they

@@ -19,6 +19,7 @@ kill between any two writes leaves a state whose checkpoint exists.
 import glob
 import json
 import os
+import shutil
 import warnings
 import zipfile
 from typing import Optional
@@ -141,6 +142,10 @@ class OracleStore:
     def write_trial(self, trial_dir: str, trial) -> None:
         durable.atomic_write_text(os.path.join(trial_dir, "trial.json"),
                                   json.dumps(trial.get_state()))
+
+    def remove_trial(self, trial_dir: str) -> None:
+        """Removes a trial's folder (a trial that never started)."""
+        shutil.rmtree(trial_dir, ignore_errors=True)
 
     def load_trials(self, trial_class):
         """Every `trial_<id>/trial.json` of the project, loaded with `trial_class.load`."""

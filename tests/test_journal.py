@@ -169,3 +169,79 @@ def test_in_place_changes_of_plain_values_are_journaled_after_unchanged_saves(tm
     assert ops[1]["keys"] == {"queue": {"keys": {"key": {"set": [2, 0]}}, "drop": []},
                               "order": {"set": [5, 2, 3]}}
     assert journal.JournaledState(f.path).load() == json.loads(journal.dumps(state))
+
+
+def _failing_disk(monkeypatch, after_bytes):
+    """`os.fsync` fails like a full disk once the file holds more than `after_bytes`."""
+    real = os.fsync
+
+    def fsync(fd):
+        if os.fstat(fd).st_size > after_bytes:
+            raise OSError(28, "No space left on device")
+        real(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+
+
+def test_a_failed_append_changes_nothing_and_the_next_save_writes_it(tmp_path, monkeypatch):
+    tried = journal.TrackedSet()
+    state = {"order": [], "tried": tried, "n": 0}
+    f = journal.JournaledState(str(tmp_path / "s.json"), appendable=("order",))
+    f.save(state)  # The snapshot.
+    state["order"].append(1)
+    tried.add("a")
+    f.save(state)
+    size = os.path.getsize(f.journal_path)
+    state["order"].append(2)
+    tried.add("b")
+    state["n"] = 2
+    with monkeypatch.context() as m:
+        _failing_disk(m, size)
+        with pytest.raises(OSError, match="No space"):
+            f.save(state)
+    assert os.path.getsize(f.journal_path) == size  # The torn line was cut back.
+    state["order"].append(3)
+    f.save(state)  # The disk has room again: one line with both saves' changes.
+    loaded = journal.JournaledState(f.path, appendable=("order",)).load()
+    assert loaded == {"order": [1, 2, 3], "tried": ["a", "b"], "n": 2}
+    assert [line["seq"] for line in _lines(f)] == [2, 3]
+
+
+def test_a_failed_snapshot_changes_nothing(tmp_path, monkeypatch):
+    f = journal.JournaledState(str(tmp_path / "s.json"), min_snapshot_bytes=0)
+    state = {"log": journal.TrackedDict(), "n": 0}
+    f.save(state)
+    state["log"]["x"] = 1
+    with monkeypatch.context() as m:
+        _failing_disk(m, 0)
+        with pytest.raises(OSError):
+            f.save(state)
+    f.save(state)
+    assert journal.JournaledState(f.path).load() == {"log": {"x": 1}, "n": 0}
+
+
+def test_recovery_paths_torn_last_line_sequence_gap_corrupt_middle_line(tmp_path):
+    f = journal.JournaledState(str(tmp_path / "s.json"))
+    state = {"n": 0}
+    f.save(state)
+    for n in range(1, 4):
+        state["n"] = n
+        f.save(state)
+    with open(f.journal_path, "rb") as fh:
+        lines = fh.read().split(b"\n")[:-1]
+    assert len(lines) == 3
+
+    def load_with(content):
+        with open(f.journal_path, "wb") as fh:
+            fh.write(content)
+        return journal.JournaledState(f.path).load()
+
+    # A kill mid-append: the torn last line is dropped, with a warning.
+    with pytest.warns(UserWarning, match="incomplete last line"):
+        assert load_with(b"\n".join(lines[:2]) + b"\n" + lines[2][:7]) == {"n": 2}
+    # A lost line: the next one does not follow, and the error names the file and line.
+    with pytest.raises(journal.CorruptStateError, match=r"line 2: save 4 follows save 2"):
+        load_with(lines[0] + b"\n" + lines[2] + b"\n")
+    # A damaged line that is not the last one.
+    with pytest.raises(journal.CorruptStateError, match=r"line 2: unreadable"):
+        load_with(lines[0] + b"\n" + b"{not json" + b"\n" + lines[2] + b"\n")

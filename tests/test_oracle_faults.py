@@ -50,7 +50,9 @@ def _check_fault(project, fault, uninterrupted):
     assert sorted(evaluated) == sorted(uninterrupted["trials"])  # Each trial evaluated once.
 
 
-@pytest.mark.parametrize("fault", ["controller_update:3"])
+# oracle_save_trial:9 is the start of the fifth trial: its file is written, the
+# oracle's state that starts it is not.
+@pytest.mark.parametrize("fault", ["controller_update:3", "oracle_save_trial:9"])
 def test_kill_then_resume_equals_an_uninterrupted_search(tmp_path, fault, uninterrupted):
     _check_fault(tmp_path / "project", fault, uninterrupted)
 
@@ -59,7 +61,8 @@ def test_kill_then_resume_equals_an_uninterrupted_search(tmp_path, fault, uninte
 @pytest.mark.parametrize(
     "fault",
     ["controller_update:1", "oracle_save_checkpoint:2", "oracle_save_state:7", "oracle_save_state:20",
-     "oracle_save_snapshot:2", "oracle_save_checkpoint:1"],
+     "oracle_save_snapshot:2", "oracle_save_checkpoint:1", "oracle_save_trial:10",
+     "oracle_save_trial:31"],
 )
 def test_kill_anywhere_in_the_oracle_then_resume(tmp_path, fault, uninterrupted):
     _check_fault(tmp_path / "project", fault, uninterrupted)
