@@ -9,6 +9,7 @@ pins each internal this module relies on.
 """
 
 import collections
+import copy
 import os
 import threading
 import weakref
@@ -86,6 +87,11 @@ def is_chief() -> bool:
     return dist_utils.is_chief_oracle()
 
 
+def is_worker() -> bool:
+    """Whether this process is a worker of a distributed search."""
+    return dist_utils.has_chief_oracle() and not dist_utils.is_chief_oracle()
+
+
 def has_chief() -> bool:
     """Whether this process is part of a distributed search (chief or worker)."""
     return dist_utils.has_chief_oracle()
@@ -142,6 +148,37 @@ def oracle_state(oracle: keras_tuner.Oracle) -> dict:
             "trial_number": display.trial_number,
         },
     }
+
+
+class QuickCopyHyperParameters(keras_tuner.HyperParameters):
+    """`keras_tuner.HyperParameters` whose `copy()` skips the serialisation round trip.
+
+    Keras Tuner copies the oracle's hyperparameters for every trial through
+    `from_config(get_config())`, which rebuilds each one through Keras's
+    deserialisation. This copy makes the same plain `HyperParameters`: new
+    containers, a shallow copy of each hyperparameter (they are not changed
+    after they are made: conditional scopes make new ones), the values copied.
+    """
+
+    @classmethod
+    def of(cls, hps: keras_tuner.HyperParameters) -> "QuickCopyHyperParameters":
+        """A copy of `hps` (any `HyperParameters`) of this class."""
+        out = cls()
+        _copy_into(out, hps)
+        return out
+
+    def copy(self) -> keras_tuner.HyperParameters:
+        out = keras_tuner.HyperParameters()
+        _copy_into(out, self)
+        return out
+
+
+def _copy_into(out: keras_tuner.HyperParameters, hps: keras_tuner.HyperParameters):
+    for p in hps.space:
+        p = copy.copy(p)
+        out._hps[p.name].append(p)
+        out._space.append(p)
+    out.values = dict(hps.values)
 
 
 def is_duplicate(oracle: keras_tuner.Oracle, values: dict) -> bool:

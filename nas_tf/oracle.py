@@ -371,5 +371,17 @@ class NASRL(keras_tuner.Tuner):
             allow_new_entries=allow_new_entries, max_retries_per_trial=max_retries_per_trial,
             max_consecutive_failed_trials=max_consecutive_failed_trials, **oracle_kwargs)
         super().__init__(oracle, hypermodel, **kwargs)
-        if self._is_worker():  # Keras Tuner made `self.oracle` a proxy of the chief's.
+        if kt_compat.is_worker():  # Keras Tuner made `self.oracle` a proxy of the chief's.
             distributed.make_patient(self.oracle, chief_timeout)
+
+    def save(self):
+        """Keras Tuner's save, with the tuner's own file written atomically."""
+        if not kt_compat.is_worker():
+            self.oracle.save()
+        oracle_store.save_tuner_state(self._get_tuner_fname(), self.get_state())
+
+    def reload(self):
+        """Keras Tuner's reload, tolerating a damaged tuner file (it holds no search state)."""
+        if not kt_compat.is_worker():
+            self.oracle.reload()
+        self.set_state(oracle_store.load_tuner_state(self._get_tuner_fname()))

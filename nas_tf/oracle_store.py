@@ -161,3 +161,40 @@ class OracleStore:
                     "let Keras Tuner give its id to the next trial)."
                 ) from e
         return trials
+
+
+def save_tuner_state(path: str, state: dict) -> None:
+    """Writes a tuner's own `<tuner_id>.json` atomically (its existence makes a run reload)."""
+    if "://" in path:
+        with tf_io_open(path, "w") as f:
+            f.write(json.dumps(state))
+        return
+    durable.atomic_write_text(path, json.dumps(state))
+
+
+def load_tuner_state(path: str) -> dict:
+    """A tuner's own state; a damaged file (written by Keras Tuner before nas_tf wrote
+    it atomically) is replaced by an empty state, with a warning: Keras Tuner's tuners
+    keep nothing in it."""
+    try:
+        if "://" in path:
+            with tf_io_open(path, "r") as f:
+                text = f.read()
+        else:
+            with open(path, encoding="utf-8") as f:
+                text = f.read()
+        state = json.loads(text)
+        if not isinstance(state, dict):
+            raise ValueError("not a JSON object")
+        return state
+    except (ValueError, UnicodeDecodeError) as e:
+        warnings.warn(f"Tuner file {path} is unreadable ({e}); it holds no search state, "
+                      "so the search resumes and rewrites it.")
+        return {}
+
+
+def tf_io_open(path: str, mode: str):
+    """A file of a URL path (gs://...) through TensorFlow's file system."""
+    import tensorflow as tf
+
+    return tf.io.gfile.GFile(path, mode)

@@ -235,7 +235,13 @@ def test_real_keras_search_then_resume_with_more_trials(tmp_path):
     best = first.get_best_models(1)[0]
     assert best.predict(x, verbose=0).shape == (16, 1)
 
-    second = tuner(5, overwrite=False)
+    # Keras Tuner's own file decides whether a run reloads; torn (before nas_tf
+    # wrote it atomically, or outside nas_tf) it no longer stops the resume.
+    tuner_file = tmp_path / "mlp" / f"{first.tuner_id}.json"
+    assert json.loads(tuner_file.read_text()) == {}
+    tuner_file.write_text("{")
+    with pytest.warns(UserWarning, match="unreadable"):
+        second = tuner(5, overwrite=False)
     second.search(x, y, validation_data=(x, y), epochs=1, verbose=0)
     assert len(second.oracle.trials) == 5
     # One update per 2 rewards fed: the 5 trials' plus any re-sampled known ones.
