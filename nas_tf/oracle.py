@@ -130,16 +130,21 @@ class NASRLOracle(keras_tuner.Oracle):
             self.hyperparameters, self._space_name, self._kinds)
         config = space.to_config()
         if self._algorithm is None:
-            self._algorithm = controller_search.ControllerSearch(
-                space, self.seed, controller_config=self.controller_config,
-                reinforce_config=self.reinforce_config, reuse_rewards=self.reuse_rewards,
-                max_resamples=self.max_resamples, mutate_best=self.mutate_best,
-                depth_schedule=self.depth_schedule, tried=self._tried, on_update=self._on_update)
+            self._algorithm = self.make_algorithm(space)
         elif config != self._space_config:
             self._algorithm.set_space(space)
         self._algorithm.space_version = size
         self._space_size, self._space_config = size, config
         return self._algorithm
+
+    def make_algorithm(self, space: space_lib.Space):
+        """The search algorithm; a subclass may return any `nas_tf.algorithms.SearchAlgorithm`
+        built with `tried=self._tried` (Keras Tuner's record of what was tried)."""
+        return controller_search.ControllerSearch(
+            space, self.seed, controller_config=self.controller_config,
+            reinforce_config=self.reinforce_config, reuse_rewards=self.reuse_rewards,
+            max_resamples=self.max_resamples, mutate_best=self.mutate_best,
+            depth_schedule=self.depth_schedule, tried=self._tried, on_update=self._on_update)
 
     @property
     def controller(self):
@@ -200,7 +205,7 @@ class NASRLOracle(keras_tuner.Oracle):
             self._summaries = summaries_lib.ControllerSummaries(
                 os.path.join(self._project_dir, summaries_lib.CONTROLLER_LOG), logdir)
         algorithm = self._algorithm
-        self._summaries.write(algorithm.learner.num_updates, stats, algorithm.space, batch)
+        self._summaries.write(algorithm.num_updates, stats, algorithm.space, batch)
 
     # -- state --------------------------------------------------------------------------
 

@@ -74,7 +74,7 @@ class OracleStore:
         if algorithm is None or not self._checkpoint_due(algorithm, trials_started):
             return
         arrays, feeds = algorithm.checkpoint()
-        updates = algorithm.learner.num_updates
+        updates = algorithm.num_updates
         arrays["learner_state"] = np.array(json.dumps(arrays["learner_state"]))
         name = CHECKPOINT.format(updates)
         durable.atomic_write(os.path.join(self.project_dir, name), lambda f: np.savez(f, **arrays))
@@ -91,7 +91,7 @@ class OracleStore:
         self._superseded = None
 
     def _checkpoint_due(self, algorithm, trials_started: int) -> bool:
-        updates = algorithm.learner.num_updates
+        updates = algorithm.num_updates  # 0 forever for an algorithm without a model.
         since = updates if self.checkpoint[0] is None else updates - self._at_checkpoint[0]
         return (since >= self.checkpoint_every
                 and trials_started - self._at_checkpoint[1] >= self.checkpoint_trials)

@@ -172,3 +172,32 @@ def test_a_truncated_checkpoint_is_replayed_from_the_feed_log(tmp_path):
         resumed.reload()
     assert resumed.store.checkpoint == (None, 0)
     assert _drive(resumed, 8) == expected
+
+
+def test_another_algorithm_through_the_keras_tuner_adapter_resumes_exactly(tmp_path):
+    from conftest import toy_drive as _drive, toy_hyperparameters
+
+    import keras_tuner as kt
+
+    class RandomOracle(nas_tf.NASRLOracle):
+        def make_algorithm(self, space):
+            return algorithms.RandomSearch(space, self.seed, tried=self._tried)
+
+    def oracle(directory, seed=5):
+        o = RandomOracle(objective=kt.Objective("score", "max"), max_trials=50,
+                         hyperparameters=toy_hyperparameters(), seed=seed)
+        o._set_project_dir(str(directory), "project")
+        o.verbose = 0
+        return o
+
+    straight = oracle(tmp_path / "a")
+    first = _drive(straight, 6)
+    expected = _drive(straight, 4)
+    assert len({json.dumps(v, sort_keys=True) for v in first + expected}) == 10
+    assert not any(name.endswith(".npz") for name in os.listdir(tmp_path / "a" / "project"))
+
+    interrupted = oracle(tmp_path / "b")
+    assert _drive(interrupted, 6) == first
+    resumed = oracle(tmp_path / "b", seed=None)
+    resumed.reload()
+    assert _drive(resumed, 4) == expected

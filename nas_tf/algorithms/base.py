@@ -68,13 +68,35 @@ class SearchAlgorithm(abc.ABC):
     def feedback(self, key: str, architecture: space_lib.Architecture, reward: float) -> None:
         """Reports `architecture`'s reward (finite; higher is better)."""
 
+    def set_space(self, space: space_lib.Space) -> None:
+        """Continues in a space that grew (a HyperModel declared more entries)."""
+        self.space = space
+
+    @property
+    def num_updates(self) -> int:
+        """Updates of a learned model so far (0 for an algorithm without one)."""
+        return 0
+
+    def checkpoint(self):
+        """(arrays too large for `state`, feeds they include), or None if there are none."""
+        return None
+
     def state(self) -> dict:
         """Plain JSON values from which `restore` continues exactly."""
         return {"seen": sorted(self._seen)}
 
-    def restore(self, state: dict) -> None:
-        """Continues from `state()` of an object built with the same arguments."""
+    def restore(self, state: dict, checkpoint=None) -> bool:
+        """Continues from `state()` of an object built with the same arguments.
+
+        Args:
+          state: a `state()`.
+          checkpoint: a `checkpoint()` taken at or before `state`, or None.
+
+        Returns:
+          Whether `checkpoint` was used.
+        """
         self._seen = set(state.get("seen", []))
+        return False
 
 
 def random_architecture(space: space_lib.Space, rng: np.random.Generator,
@@ -136,8 +158,9 @@ class RandomSearch(SearchAlgorithm):
         return dict(super().state(), num_proposed=self.num_proposed,
                     best=None if self.best is None else list(self.best))
 
-    def restore(self, state):
+    def restore(self, state, checkpoint=None):
         super().restore(state)
         self.num_proposed = int(state["num_proposed"])
         self.best = None if state.get("best") is None else tuple(state["best"])
+        return False
 

@@ -10,13 +10,16 @@ library's additions to Zoph & Le 2017 (docs/search_brain.md):
   untried neighbour;
 * `mutate_best`: a share of the proposals are mutations of the best
   architecture so far (they feed the top-K buffer only, never the
-  policy-gradient batch).
+  policy-gradient batch), for the first `mutate_until` proposals;
+* `frozen`: the ablation of the learning itself (the policy stays at its
+  initial weights; `UniformMutationSearch` replaces it by uniform draws).
 
 Every feed is logged; `restore` replays the log after a learner checkpoint
 (or from the seed when there is none), which gives the same weights, so a
 restored search proposes exactly what an uninterrupted one would.
 """
 
+import math
 import warnings
 from typing import Callable, List, Optional
 
@@ -36,6 +39,7 @@ PRESETS = {
         reuse_rewards=True,
         max_resamples=2,
         mutate_best=0.5,
+        mutate_until=math.inf,
     ),
     # Zoph & Le 2017 where it is specified: plain REINFORCE with Adam 0.0006
     # and an EMA baseline, every sampled architecture trained (duplicates
@@ -46,12 +50,13 @@ PRESETS = {
         reuse_rewards=False,
         max_resamples=0,
         mutate_best=0.0,
+        mutate_until=math.inf,
     ),
 }
 
 
 def resolve(preset: str, controller_config=None, reinforce_config=None, reuse_rewards=None,
-            max_resamples=None, mutate_best=None) -> dict:
+            max_resamples=None, mutate_best=None, mutate_until=None) -> dict:
     """The preset's settings with the given ones (not None) over them, checked."""
     if preset not in PRESETS:
         raise ValueError(f"Unknown preset {preset!r}; use one of {sorted(PRESETS)}.")
@@ -62,11 +67,14 @@ def resolve(preset: str, controller_config=None, reinforce_config=None, reuse_re
         reuse_rewards=chosen["reuse_rewards"] if reuse_rewards is None else bool(reuse_rewards),
         max_resamples=chosen["max_resamples"] if max_resamples is None else int(max_resamples),
         mutate_best=chosen["mutate_best"] if mutate_best is None else float(mutate_best),
+        mutate_until=chosen["mutate_until"] if mutate_until is None else float(mutate_until),
     )
     if out["max_resamples"] < 0:
         raise ValueError(f"max_resamples must be >= 0, got {out['max_resamples']}.")
     if not 0.0 <= out["mutate_best"] <= 1.0:
         raise ValueError(f"mutate_best must be in [0, 1], got {out['mutate_best']}.")
+    if not out["mutate_until"] >= 0:
+        raise ValueError(f"mutate_until must be >= 0 (inf: no end), got {out['mutate_until']}.")
     return out
 
 
@@ -78,7 +86,15 @@ class ControllerSearch(base.SearchAlgorithm):
       seed: seeds the controller's weights and sampling and every mutation.
       controller_config, reinforce_config, reuse_rewards, max_resamples,
         mutate_best: as for `NASRLOracle` (None: the preset's).
+      mutate_until: the mutation rule applies to proposals before this
+        count only (math.inf: throughout; None: the preset's). After it the
+        controller alone proposes, so what the search finds late is what
+        its learning found.
       preset: "default" or "paper" (`PRESETS`).
+      frozen: an ablation: the learner is never fed, so the policy keeps
+        its initial weights exactly (every other rule unchanged). Comparing
+        a search with its frozen twin on the same seed measures what the
+        learning adds.
       depth_schedule: callable from the number of proposals so far to the
         depth of the next architecture (e.g. a `DepthCurriculum`); default:
         the deepest the space allows.
@@ -95,17 +111,20 @@ class ControllerSearch(base.SearchAlgorithm):
 
     def __init__(self, space: space_lib.Space, seed: int = 0, *, controller_config=None,
                  reinforce_config=None, reuse_rewards=None, max_resamples=None,
-                 mutate_best=None, preset: str = "default",
+                 mutate_best=None, mutate_until=None, preset: str = "default",
+                 frozen: bool = False,
                  depth_schedule: Optional[Callable[[int], int]] = None, tried=None,
                  on_update: Optional[Callable[[dict, List], None]] = None):
         super().__init__(space, seed, tried)
         settings = resolve(preset, controller_config, reinforce_config, reuse_rewards,
-                           max_resamples, mutate_best)
+                           max_resamples, mutate_best, mutate_until)
         self.controller_config = settings["controller_config"]
         self.reinforce_config = settings["reinforce_config"]
         self.reuse_rewards = settings["reuse_rewards"]
         self.max_resamples = settings["max_resamples"]
         self.mutate_best = settings["mutate_best"]
+        self.mutate_until = settings["mutate_until"]
+        self.frozen = bool(frozen)
         self.depth_schedule = depth_schedule
         self.on_update = on_update
         self.learner = self._new_learner(space)
@@ -117,7 +136,7 @@ class ControllerSearch(base.SearchAlgorithm):
     def _new_learner(self, space):
         controller = controller_lib.Controller(space, self.controller_config, seed=self.seed)
         learner = reinforce_lib.Reinforce(controller, self.reinforce_config)
-        if space.decisions:
+        if space.decisions and not self.frozen:
             learner.warm_up(background=True)  # Traces while the first children train.
         return learner
 
@@ -139,6 +158,10 @@ class ControllerSearch(base.SearchAlgorithm):
     @property
     def controller(self) -> controller_lib.Controller:
         return self.learner.controller
+
+    @property
+    def num_updates(self) -> int:
+        return self.learner.num_updates
 
     def set_space(self, space: space_lib.Space) -> None:
         """Continues in a space that grew (new decisions get fresh weights)."""
@@ -231,7 +254,8 @@ class ControllerSearch(base.SearchAlgorithm):
         """A mutation of the best architecture so far, for `mutate_best` of the proposals.
 
         None (draw from the policy) for the other proposals, before m have
-        been made or any has a reward, and when the best architecture is of
+        been made or any has a reward, from the `mutate_until`-th on, and
+        when the best architecture is of
         another depth than the current one or no longer an architecture of
         the space (decisions that appeared since get random values). The
         draws come from the seed and the proposal count, so a restored
@@ -239,7 +263,7 @@ class ControllerSearch(base.SearchAlgorithm):
         """
         if self.mutate_best <= 0 or self.best is None:
             return None
-        if self.num_proposed < self.reinforce_config.batch_size:
+        if not self.reinforce_config.batch_size <= self.num_proposed < self.mutate_until:
             return None
         rng = np.random.default_rng([self.seed, self.num_proposed, 1])
         if rng.random() >= self.mutate_best:
@@ -321,6 +345,8 @@ class ControllerSearch(base.SearchAlgorithm):
         arch_json = arch.to_json()
         self.feeds.append([arch_json, reward, log_q, on_policy])
         self._note_best(arch_json, reward)
+        if self.frozen:
+            return  # The ablation: the policy never changes.
         learner = self.learner
         reused = self.reuse_rewards and arch_json in self._fed_archs
         self._fed_archs.add(arch_json)
@@ -414,3 +440,28 @@ class ControllerSearch(base.SearchAlgorithm):
             self._fed_archs.add(arch_json)
         pending = len(self.learner.pending)
         self._pending_reused = flags[len(flags) - pending:] if pending else []
+
+
+class UniformMutationSearch(ControllerSearch):
+    """The mutation rule without a controller: an ablation of `ControllerSearch`.
+
+    The proposals that `ControllerSearch` draws from its policy are uniform
+    draws here (every active decision uniform, as `RandomSearch`); the rest
+    (the `mutate_best` rule and its schedule, re-draws of tried
+    architectures, the walk to an untried neighbour) is the same code with
+    the same seeds. Nothing is learned (`frozen`).
+
+    Args:
+      as for `ControllerSearch` (`frozen` is always True).
+    """
+
+    def __init__(self, space: space_lib.Space, seed: int = 0, **kwargs):
+        kwargs["frozen"] = True
+        super().__init__(space, seed, **kwargs)
+
+    def _samples(self, depth):
+        """Up to `max_resamples + 1` uniform draws (log q None: nothing learns from them)."""
+        left = self.max_resamples + 1 if self.reuse_rewards else 1
+        rng = np.random.default_rng([self.seed, self.num_proposed, 2])
+        for _ in range(left):
+            yield base.random_architecture(self.space, rng, depth), None
