@@ -12,7 +12,14 @@ side by side in one run, for the rollout unrolled over the decisions
 `jit_compile` off and (with --xla) on. The default (`unroll_steps=16`) unrolls
 NAS-Bench-201 and loops the CIFAR-10 spaces.
 
+With --reference (alone: --reference --spaces 2 --modes none), it also
+times the readable reference policy (`nas_tf.policy.ReferencePolicy`: Keras
+layers, eager, one architecture at a time) beside the fast path at its
+default settings: one batched sample and one paper REINFORCE update of m
+architectures, and their ratio.
+
   python experiments/controller_speed.py --batch_size=8 --repeats=20
+  python experiments/controller_speed.py --modes none --reference 1 --spaces 2
 """
 
 import argparse
@@ -49,11 +56,16 @@ def main():
     parser.add_argument("--xla", type=int, default=1, help="Also time with XLA (slow to compile).")
     parser.add_argument("--modes", default="unrolled,loop",
                         help="Rollouts to time: unrolled (every decision in the graph), loop.")
+    parser.add_argument("--reference", type=int, default=0,
+                        help="Also time the reference policy beside the fast path.")
     parser.add_argument("--warm_up", type=int, default=1,
                         help="Warm the training step up in the background, as the oracle does.")
     args = parser.parse_args()
 
     import tensorflow as tf
+
+    # A new space's graphs trace once each: not the retracing TensorFlow warns about.
+    tf.get_logger().setLevel("ERROR")
 
     from nas_tf.controller import Controller, ControllerConfig
     from nas_tf.reinforce import Reinforce, ReinforceConfig
@@ -73,7 +85,8 @@ def main():
         archs, log_q = warm.sample_with_log_prob(2)
         Reinforce(warm, ReinforceConfig(batch_size=2)).update(archs, [0.0, 1.0], log_q)
     for space in _spaces()[: args.spaces]:
-        for mode, jit in [(m, j) for m in args.modes.split(",") for j in (False, True)[: 1 + args.xla]]:
+        modes = [m for m in args.modes.split(",") if m in unroll]
+        for mode, jit in [(m, j) for m in modes for j in (False, True)[: 1 + args.xla]]:
             config = ControllerConfig(jit_compile=jit, unroll_steps=unroll[mode])
             # As the oracle starts: build, the training step warming up in the
             # background, the first sample (what the search waits for), then
@@ -101,6 +114,38 @@ def main():
                 f"{sample_ms:9.2f} {update_ms:9.2f} {first_sample[0]:9.1f} {first_sample[1]:7.1f} "
                 f"{first[0]:9.1f} {first[1]:7.1f} {second:9.2f}"
             , flush=True)
+    if args.reference:
+        _compare_reference(_spaces()[: args.spaces], args)
+
+
+def _compare_reference(spaces, args):
+    """Reference policy vs fast path (default settings): sample and update of m, in ms."""
+    from nas_tf.controller import Controller, ControllerConfig
+    from nas_tf.policy import ReferencePolicy
+    from nas_tf.reinforce import Reinforce, ReinforceConfig
+
+    m = args.batch_size
+    # The reference costs seconds a call on long spaces: fewer repetitions.
+    ref_repeats = max(1, args.repeats // 5)
+    print(f"\nreference policy vs fast path, m = {m} (ms per call; reference: mean of "
+          f"{ref_repeats})")
+    print(f"{'space':>12} {'decisions':>9} {'sample':>9} {'ref':>9} {'x':>6} "
+          f"{'update':>9} {'ref':>9} {'x':>6}")
+    for space in spaces:
+        config = ControllerConfig()
+        fast = Controller(space, config, seed=0)
+        learner = Reinforce(fast, ReinforceConfig.paper())
+        reference = ReferencePolicy(space, config, seed=0)
+        reference.set_weights(fast.get_weights())
+        archs, log_q = fast.sample_with_log_prob(m)
+        rewards = [float(i) for i in range(m)]
+        fast_sample = _time(lambda: fast.sample(m), args.repeats)
+        fast_update = _time(lambda: learner.update(archs, rewards, log_q), args.repeats)
+        ref_sample = _time(lambda: reference.sample(m), ref_repeats)
+        ref_update = _time(lambda: reference.update(archs, rewards), ref_repeats)
+        print(f"{space.name:>12} {len(space.decisions):9d} {fast_sample:9.2f} {ref_sample:9.1f} "
+              f"{ref_sample / fast_sample:6.0f} {fast_update:9.2f} {ref_update:9.1f} "
+              f"{ref_update / fast_update:6.0f}", flush=True)
 
 
 if __name__ == "__main__":

@@ -10,11 +10,24 @@ Methods:
                defaults; --nasrl_setting overrides them), driven through the
                Keras Tuner Oracle API.
   nasrl_paper  nas_tf.NASRLOracle(preset="paper"): Zoph & Le's method.
+  Ablations of nasrl (its setting, each with one change; driven as
+  nas_tf.algorithms objects without Keras Tuner, seeded as nasrl so that
+  each run pairs with nasrl's run of the same seed):
+  nasrl_frozen        the controller frozen at its initial policy (never
+                      updated), every other rule unchanged.
+  nasrl_alone         the controller alone: mutate_best=0.
+  nasrl_alone_frozen  the controller alone, frozen: its initial policy's
+                      draws (about uniform), repeats re-drawn.
+  mutate_uniform      the mutation rule over uniform draws, no controller
+                      (nas_tf.algorithms.UniformMutationSearch).
   random       random search without repeats (numpy).
   evolution    regularized evolution, population 10, sample 3 (numpy).
   kt_random    keras_tuner RandomSearchOracle (Oracle API).
   kt_bayes     keras_tuner BayesianOptimizationOracle (Oracle API; slow, so
                it runs on the first --bayes_seeds seeds only).
+
+After the table, "what learning adds" is each learned method minus its
+frozen twin, paired by seed (mean and standard error over seeds).
 
 Usage:
   python experiments/nasbench201.py \
@@ -39,9 +52,17 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 from nas_tf.benchmarks import nasbench201 as nb  # noqa: E402
 
 DEFAULT_TABLE = "../shared/data/nasbench201/nb201_cifar10.csv"
-ALL_METHODS = ("nasrl", "nasrl_paper", "random", "evolution", "kt_random", "kt_bayes")
-DEFAULT_METHODS = "nasrl,nasrl_paper,random,evolution,kt_random,kt_bayes"
-_ORACLE_METHODS = ("nasrl", "nasrl_paper", "kt_random", "kt_bayes")
+ABLATIONS = {  # Method -> (changes to nasrl's settings, frozen).
+    "nasrl_frozen": ({}, True),
+    "nasrl_alone": ({"mutate_best": 0.0}, False),
+    "nasrl_alone_frozen": ({"mutate_best": 0.0}, True),
+    "mutate_uniform": ({}, True),
+}
+ALL_METHODS = ("nasrl", "nasrl_paper") + tuple(ABLATIONS) + (
+    "random", "evolution", "kt_random", "kt_bayes")
+DEFAULT_METHODS = ",".join(ALL_METHODS)
+# (learned, frozen twin): "what learning adds" is their difference, paired by seed.
+LEARNING_PAIRS = (("nasrl", "nasrl_frozen"), ("nasrl_alone", "nasrl_alone_frozen"))
 
 @dataclasses.dataclass(frozen=True)
 class Task:
@@ -51,6 +72,7 @@ class Task:
     seed: int
     budget: int
     nasrl_options: Dict
+    direct: bool = False  # nasrl as a ControllerSearch without Keras Tuner (same proposals).
 
 
 def oracle_seed(seed: int) -> int:
@@ -65,12 +87,30 @@ def oracle_seed(seed: int) -> int:
 nasrl_options = nb.oracle_options
 
 
+def run_algorithm_task(task: Task, table: nb.Table) -> nb.SearchResult:
+    """Runs nasrl or one of its ablations as a `nas_tf.algorithms` object."""
+    from nas_tf import algorithms
+
+    options = nasrl_options(task.nasrl_options)
+    changes, frozen = ABLATIONS.get(task.method, ({}, False))
+    options.update(changes)
+    space, fixed = nb.search_space()
+    if task.method == "mutate_uniform":
+        algorithm = algorithms.UniformMutationSearch(space, oracle_seed(task.seed), **options)
+    else:
+        algorithm = algorithms.ControllerSearch(space, oracle_seed(task.seed), frozen=frozen,
+                                                **options)
+    return nb.run_algorithm(algorithm, table, task.budget, fixed)
+
+
 def run_task(task: Task, table: nb.Table) -> nb.SearchResult:
     """Runs one search."""
     if task.method == "random":
         return nb.random_search(table, task.budget, task.seed)
     if task.method == "evolution":
         return nb.regularized_evolution(table, task.budget, task.seed)
+    if task.method in ABLATIONS or (task.method == "nasrl" and task.direct):
+        return run_algorithm_task(task, table)
     options = {}
     oracle_method = task.method
     if task.method in ("nasrl", "nasrl_paper"):
@@ -109,6 +149,7 @@ def run_all(tasks: List[Task], table_path: str, workers: int, progress=True):
     """Runs the tasks on `workers` processes; returns (task, result) pairs."""
     # Slow methods first, so that the pool stays busy to the end.
     order = {"kt_bayes": 0, "nasrl": 1, "nasrl_paper": 1, "kt_random": 2}
+    order.update({m: 1 for m in ABLATIONS})
     tasks = sorted(tasks, key=lambda t: (order.get(t.method, 3), t.seed))
     results = []
     if workers <= 1:
@@ -166,6 +207,51 @@ def summarize(table: nb.Table, results, budgets: List[int]) -> Dict[str, Dict]:
     return summary
 
 
+def learning_adds(table: nb.Table, results, budgets: List[int]) -> Dict[str, Dict]:
+    """Per pair of `LEARNING_PAIRS` run: learned minus frozen, paired by seed.
+
+    Returns:
+      {"nasrl - nasrl_frozen": {"seeds": n, "mean": [per budget],
+      "se": [standard error over seeds]}, ...}.
+    """
+    by_key = {(task.method, task.seed): result for task, result in results}
+    out = {}
+    for learned, frozen in LEARNING_PAIRS:
+        seeds = sorted(s for m, s in by_key if m == learned and (frozen, s) in by_key)
+        if not seeds:
+            continue
+        diff = np.array([
+            np.subtract(nb.best_test_at(table, by_key[learned, s].codes, budgets),
+                        nb.best_test_at(table, by_key[frozen, s].codes, budgets))
+            for s in seeds])
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            n = np.sum(~np.isnan(diff), axis=0)
+            se = np.nanstd(diff, axis=0, ddof=1) / np.sqrt(np.maximum(n, 1))
+            out[f"{learned} - {frozen}"] = dict(
+                seeds=len(seeds), mean=np.nanmean(diff, axis=0).tolist(), se=se.tolist())
+    return out
+
+
+def format_learning_adds(adds: Dict[str, Dict], budgets: List[int]) -> str:
+    """A Markdown table of `learning_adds`."""
+    head = ["what learning adds (paired by seed)", "seeds"] + [f"budget {b}" for b in budgets]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for name, a in adds.items():
+        cells = [name, str(a["seeds"])]
+        cells += [f"{m:+.2f} ± {e:.2f}" for m, e in zip(a["mean"], a["se"])]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def write_per_seed(path: str, results) -> None:
+    """One JSON line per search: method, seed, and the distinct cells in evaluation order."""
+    with open(path, "w", encoding="utf-8") as f:
+        for task, result in sorted(results, key=lambda pair: (pair[0].method, pair[0].seed)):
+            f.write(json.dumps(dict(method=task.method, seed=task.seed,
+                                    codes=[int(c) for c in result.codes])) + "\n")
+
+
 def format_table(summary: Dict[str, Dict], budgets: List[int]) -> str:
     """A Markdown table of the summary."""
     head = ["method", "seeds"] + [f"budget {b}" for b in budgets]
@@ -193,6 +279,11 @@ def parse_args(argv=None):
     p.add_argument("--bayes_budget", type=int, default=50, help="Largest kt_bayes budget.")
     p.add_argument("--workers", type=int, default=2, help="Worker processes (<= cores).")
     p.add_argument("--json", default="", help="Also write the summary to this file.")
+    p.add_argument("--per_seed", default="",
+                   help="Also write each search's cells (JSON lines: method, seed, codes).")
+    p.add_argument("--direct", action="store_true",
+                   help="Run nasrl as a nas_tf.algorithms.ControllerSearch without Keras Tuner "
+                   "(the same proposals, a quarter of the time; for tuning sweeps).")
     p.add_argument(
         "--nasrl_setting", default="{}",
         help='JSON overrides of the library defaults for nasrl, e.g. '
@@ -218,7 +309,7 @@ def main(argv=None):
     seeds = range(args.first_seed, args.first_seed + args.seeds)
     bayes_budget = min(args.bayes_budget, budgets[-1])
     tasks = [
-        Task(m, s, bayes_budget if m == "kt_bayes" else budgets[-1], options)
+        Task(m, s, bayes_budget if m == "kt_bayes" else budgets[-1], options, args.direct)
         for m in methods
         for s in (seeds[: args.bayes_seeds] if m == "kt_bayes" else seeds)
     ]
@@ -229,13 +320,20 @@ def main(argv=None):
     summary = summarize(table, results, budgets)
     print()
     print(format_table(summary, budgets))
+    adds = learning_adds(table, results, budgets)
+    if adds:
+        print()
+        print(format_learning_adds(adds, budgets))
     for method, s in summary.items():
         if "updates_per_run" in s:
             print(f"{method}: {s['updates_per_run']:.0f} REINFORCE updates per run (mean)")
     print(f"\ntotal wall time: {wall:.1f} s")
     if args.json:
         with open(args.json, "w", encoding="utf-8") as f:
-            json.dump(dict(summary=summary, wall_s=wall, args=vars(args)), f, indent=1)
+            json.dump(dict(summary=summary, learning_adds=adds, wall_s=wall, args=vars(args)),
+                      f, indent=1)
+    if args.per_seed:
+        write_per_seed(args.per_seed, results)
 
 
 if __name__ == "__main__":

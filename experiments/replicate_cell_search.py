@@ -61,6 +61,7 @@ _HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(_HERE, ".."))
 
 from nas_tf import durable  # noqa: E402
+from nas_tf import history  # noqa: E402
 from nas_tf import space as space_lib  # noqa: E402
 
 PAPER_CELL = os.path.join(_HERE, "paper", "ptb_cell_base8.json")
@@ -256,13 +257,9 @@ def random_search(
     """
     from nas_tf.search import CHILD_FAILURES
 
-    path = os.path.join(output_dir, "history.jsonl")
+    path = history.path(output_dir)
     os.makedirs(output_dir, exist_ok=True)
-    done = []
-    if os.path.exists(path):
-        with open(path, encoding="utf-8") as f:
-            lines = f.read().split("\n")
-        done = [json.loads(line) for line in lines[:-1] if line.strip()]  # Last: torn or empty.
+    done = history.read(output_dir)  # By trial id; a line torn by a kill is left out.
     draws = random_architectures(space, seed)
     for index in range(budget):
         arch = next(draws)
@@ -280,7 +277,7 @@ def random_search(
         except CHILD_FAILURES as e:
             reason = getattr(e, "reason", None) or "oom"
             record.update(status="FAILED", reward=None, reason=reason, message=str(e)[:500])
-        durable.append_line(path, json.dumps(record, sort_keys=True))
+        history.append(path, record)
         done.append(record)
         if on_child is not None:
             on_child(record)

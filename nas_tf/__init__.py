@@ -38,8 +38,18 @@ def __getattr__(name):
     if module is None:
         raise AttributeError(f"module 'nas_tf' has no attribute {name!r}")
     value = getattr(importlib.import_module(module), name)
+    _register_families()
     globals()[name] = value  # Later lookups skip this function.
     return value
+
+
+def _register_families():
+    """Registers the built-in space families, so that `Architecture.summary()` and
+    `.build()` know them (`nas_tf.builtin_families`; no Keras is imported)."""
+    try:
+        importlib.import_module("nas_tf.builtin_families")
+    except ModuleNotFoundError:  # A build of nas_tf's core alone (Bazel's //nas_tf).
+        pass
 
 
 def __dir__():

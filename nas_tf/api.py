@@ -15,61 +15,31 @@ line does. `open_search(output_dir)` gives the same result object for a search
 that another process ran or is running.
 """
 
-import dataclasses
 import json
 import os
 from typing import List, Optional
 
 from nas_tf import space as space_lib
 
-# SearchConfig fields that hold a config dataclass: a dict given for one
-# overrides fields of its default.
-_NESTED = ("controller", "reinforce", "child", "lm_model", "lm_train")
-
-
 def make_config(output_dir: str, **settings):
     """A `SearchConfig` from keyword settings, as the command line builds it.
+
+    The same function as the flags' (`nas_tf.settings.search_config`).
 
     Args:
       output_dir: where the search writes.
       **settings: `SearchConfig` fields. `controller`, `reinforce`, `child`,
-        `lm_model` and `lm_train` take their dataclass or a dict of its
-        fields; `preset="paper"` starts the controller and REINFORCE settings
-        (and reward re-use) from the paper's values, as `--controller_preset`
-        does.
+        `lm_model`, `lm_train` and `curriculum` take their dataclass or a dict
+        of its fields; `preset="paper"` starts the controller and REINFORCE
+        settings (and reward re-use) from the paper's values, as
+        `--controller_preset` does.
 
     Raises:
       TypeError: naming a setting `SearchConfig` does not have.
     """
-    from nas_tf import oracle
-    from nas_tf import search as search_lib
+    from nas_tf import settings as settings_lib
 
-    fields = {f.name: f for f in dataclasses.fields(search_lib.SearchConfig)}
-    unknown = sorted(set(settings) - set(fields))
-    if unknown:
-        raise TypeError(
-            f"Unknown search setting {unknown[0]!r}; the settings are the fields of "
-            f"nas_tf.search.SearchConfig: {sorted(fields)}."
-        )
-    preset = settings.get("preset", "default")
-    if preset not in oracle.PRESETS:
-        raise ValueError(f"Unknown preset {preset!r}; use one of {sorted(oracle.PRESETS)}.")
-    chosen = oracle.PRESETS[preset]
-    defaults = {
-        "controller": chosen["controller_config"](),
-        "reinforce": chosen["reinforce_config"](),
-    }
-    if preset == "paper" and settings.get("space") == "ptb_cell":
-        defaults["reinforce"] = dataclasses.replace(defaults["reinforce"], learning_rate=0.0005)
-    settings.setdefault("reuse_rewards", chosen["reuse_rewards"])
-    settings.setdefault("max_resamples", chosen["max_resamples"])
-    settings.setdefault("mutate_best", chosen["mutate_best"])
-    for name in _NESTED:
-        value = settings.get(name)
-        if value is None or isinstance(value, dict):
-            base = defaults.get(name) or fields[name].default
-            settings[name] = dataclasses.replace(base, **(value or {}))
-    return search_lib.SearchConfig(output_dir=output_dir, **settings)
+    return settings_lib.search_config(output_dir, **settings)
 
 
 class Search:
@@ -173,6 +143,8 @@ class SearchResult:
     @property
     def best_architecture(self) -> Optional[space_lib.Architecture]:
         """The best child's `Architecture`: print it, or `.build()` a fresh model of it."""
+        from nas_tf import builtin_families  # noqa: F401 (its summary and build)
+
         best = self.best
         if best is None:
             return None

@@ -16,14 +16,24 @@ clashing flag names such as --output_dir:
 
 `cli.run` parses the command line (flag files included) into that registry
 and prints the module doc and the flags on --help / --helpfull.
+
+An entry point that loads TensorFlow calls `cli.quiet_tensorflow()` before
+anything imports it, so that a CPU-only machine prints no start-up log (such
+as "E0000 ... failed call to cuInit"); the user's own TF_CPP_MIN_LOG_LEVEL
+still decides.
 """
 
+import contextlib
 import math
+import os
+import re
 import sys
+import tempfile
 import types
 
 from absl import app
 from absl import flags
+from absl import logging
 
 
 AUTO_ON_OFF = ("auto", "on", "off")
@@ -101,8 +111,18 @@ def parse(flag_values: flags.FlagValues, argv) -> list:
     For tests and for programs that check another entry point's flags (the
     launcher): earlier values are forgotten first.
     """
-    flag_values.unparse_flags()
+    unparse(flag_values)
     return flag_values(list(argv))
+
+
+def unparse(flag_values: flags.FlagValues) -> None:
+    """`flag_values.unparse_flags()` without the INFO line absl logs for it."""
+    verbosity = logging.get_verbosity()
+    logging.set_verbosity(logging.WARNING)
+    try:
+        flag_values.unparse_flags()
+    finally:
+        logging.set_verbosity(verbosity)
 
 
 def exit_status(work, statuses) -> int:
@@ -125,3 +145,86 @@ def exit_status(work, statuses) -> int:
         print(f"nas_tf: {e}", file=sys.stderr, flush=True)
         return status
     return 0
+
+
+# TensorFlow's C++ log: 0 everything, 1 no INFO, 2 no WARNING, 3 no ERROR (FATAL only).
+LOG_LEVEL_ENV = "TF_CPP_MIN_LOG_LEVEL"
+_LOG_LINE = re.compile(rb"^([IWEF])\d{4} ")
+_SEVERITY = {b"I": 0, b"W": 1, b"E": 2, b"F": 3}
+_PRE_INIT = b"WARNING: All log messages before absl::InitializeLog() is called"
+_CONTINUATION = b"To enable the following instructions"  # cpu_feature_guard's second line.
+
+
+def _has_gpu_driver() -> bool:
+    return os.path.exists("/proc/driver/nvidia") or os.path.exists("/dev/kfd")
+
+
+def log_level() -> int:
+    """Sets `TF_CPP_MIN_LOG_LEVEL` unless the user has; returns it (0 if unreadable).
+
+    3 without a GPU driver (TensorFlow's failed CUDA probe logs an ERROR that
+    is no error there), 2 with one (its CUDA errors then matter). Errors still
+    reach Python as exceptions.
+    """
+    level = os.environ.setdefault(LOG_LEVEL_ENV, "2" if _has_gpu_driver() else "3")
+    try:
+        return int(level)
+    except ValueError:
+        return 0
+
+
+@contextlib.contextmanager
+def tensorflow_log_filtered():
+    """Holds back stderr in the block, then writes it without TensorFlow's log below `log_level()`.
+
+    TensorFlow's libraries log a few lines as they load, before the level
+    applies: a block that may import TensorFlow runs in this. Other output
+    to stderr passes, once the block ends.
+    """
+    min_level = log_level()
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError):
+        saved = None
+    if min_level <= 0 or saved is None:
+        if saved is not None:
+            os.close(saved)
+        yield
+        return
+    with tempfile.TemporaryFile() as held:
+        os.dup2(held.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            held.seek(0)
+            kept = _below_level(held.read(), min_level)
+            if kept:
+                os.write(2, kept)
+
+
+def quiet_tensorflow() -> None:
+    """Imports TensorFlow without its start-up log (`tensorflow_log_filtered`).
+
+    Does nothing if TensorFlow is loaded already.
+    """
+    if "tensorflow" not in sys.modules:
+        with tensorflow_log_filtered():
+            import tensorflow  # noqa: F401
+
+
+def _below_level(text: bytes, min_level: int) -> bytes:
+    """`text` without the log lines below `min_level` (a known second line goes with its first)."""
+    kept, dropped = [], False
+    for line in text.splitlines(keepends=True):
+        match = _LOG_LINE.match(line)
+        if match or line.startswith(_PRE_INIT):
+            dropped = (_SEVERITY[match.group(1)] if match else 1) < min_level
+        elif not (dropped and line.startswith(_CONTINUATION)):
+            dropped = False
+        if not dropped:
+            kept.append(line)
+    return b"".join(kept)

@@ -11,26 +11,34 @@ attention,
 where h_j is the LSTM output at anchor j's step (sec. 3.3). The next input after
 an anchor is the mean of the selected h_j (zeros when none is selected).
 
-The controller only walks a `Space`; it never builds child layers. A whole
-batch of architectures is sampled, or scored (log-probability and entropy), by
-one `tf.function` over the decision sequence, unrolled for short spaces and a
-`tf.while_loop` over a table of the decisions for long ones; per-sample
-activity masks make inactive decisions cost nothing and count for nothing, so
-one traced graph serves every depth and every branch of a conditional space.
+The controller only walks a `Space`; it never builds child layers. This is
+the fast path: the maths reads as the paper writes it in `nas_tf.policy`
+(Keras layers, one architecture at a time), and `tests/test_policy.py`
+checks that both agree. Here a whole batch of architectures is sampled, or
+scored (log-probability and entropy), by one `tf.function` over the decision
+sequence (`rollout.BatchedPolicy`), unrolled for short spaces and a
+`tf.while_loop` over a table of the decisions (`layouts.DecisionTable`) for
+long ones; per-sample activity masks make inactive decisions cost nothing and
+count for nothing, so one traced graph serves every depth and every branch of
+a conditional space; all weights live in one flat vector
+(`layouts.WeightLayout`). On NAS-Bench-201, where a trial costs milliseconds,
+this is a few hundred times faster than the reference
+(`experiments/controller_speed.py --reference 1`).
 """
 
 import dataclasses
-import hashlib
 import json
-import re
 import threading
 import zlib
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional
 
 import keras
 import numpy as np
 import tensorflow as tf
 
+from nas_tf import layouts
+from nas_tf import policy as policy_lib
+from nas_tf import rollout
 from nas_tf import space as space_lib
 from nas_tf.graph_call import FlatCall
 
@@ -91,527 +99,25 @@ class ControllerConfig:
             raise ValueError(f"tanh_constant must be positive, got {self.tanh_constant}.")
 
 
-def _slug(kind: str) -> str:
-    """A stable, Keras-safe layer name for a decision kind."""
-    digest = hashlib.sha1(kind.encode("utf-8")).hexdigest()[:8]
-    return re.sub(r"[^A-Za-z0-9_]", "_", kind)[:40] + "_" + digest
-
-
 def _accelerator_present() -> bool:
     return bool(tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("TPU"))
 
 
-class WeightLayout:
-    """Where each named weight of a controller lives in its one flat weight vector.
-
-    The controller keeps every weight (LSTM cells, attention, embeddings,
-    heads) in a single Keras variable, and every graph splits it into the
-    named tensors as its first step. A graph then takes 2 variables (weights
-    and the sampling generator's state) instead of one per weight, and the
-    training step runs one clip, one Adam kernel and one read instead of one
-    per weight: on NAS-Bench-201's controller (28 weights) building the
-    controller and its optimizer took about 135 ms with a Keras layer per
-    weight, which a 200-trial search paid once per search
-    (docs/nasbench201.md, "Where the oracle's time goes").
-
-    Args:
-      entries: (name, shape) pairs in vector order; names are the Keras
-        paths the weights had as layers ("lstm_0/kernel", "head_<kind>/bias"),
-        which checkpoints keep.
-      kinds: decision kind -> its name slug in the entries.
-    """
-
-    def __init__(self, entries, kinds: Dict[str, str]):
-        self.entries = tuple((name, tuple(int(n) for n in shape)) for name, shape in entries)
-        self.kinds = dict(kinds)
-        self.names = [name for name, _ in self.entries]
-        self.sizes = [int(np.prod(shape)) for _, shape in self.entries]
-        self.offsets = dict(zip(self.names, np.cumsum([0] + self.sizes[:-1]).tolist()))
-        self.shapes = dict(self.entries)
-        self.size = int(sum(self.sizes))
-
-    def key(self) -> tuple:
-        return self.entries, tuple(sorted(self.kinds.items()))
-
-    def split(self, flat: np.ndarray) -> Dict[str, np.ndarray]:
-        """A flat vector as named arrays (copies)."""
-        return {name: np.array(flat[self.offsets[name] : self.offsets[name] + size]
-                                .reshape(self.shapes[name]))
-                for name, size in zip(self.names, self.sizes)}
-
-    def join(self, named: Dict[str, np.ndarray], into: np.ndarray) -> np.ndarray:
-        """Writes named arrays into their places of `into` (a flat vector); returns it."""
-        for name, value in named.items():
-            into[self.offsets[name] : self.offsets[name] + value.size] = np.ravel(value)
-        return into
-
-    def unpack(self, w):
-        """In a graph: the weight struct the policy reads (see `_Policy`) from dict(flat, rng)."""
-        pieces = tf.split(tf.convert_to_tensor(w["flat"]), self.sizes)
-        named = {name: x if len(shape) == 1 else tf.reshape(x, shape)
-                 for (name, shape), x in zip(self.entries, pieces)}
-        cells, i = [], 0
-        while f"lstm_{i}/kernel" in named:
-            cells.append(tuple(named[f"lstm_{i}/{part}"]
-                               for part in ("kernel", "recurrent_kernel", "bias")))
-            i += 1
-        return dict(
-            cells=cells, go=named["go/kernel"], w_prev=named["attention_prev/kernel"],
-            w_curr=named["attention_curr/kernel"], v=named["attention_v/kernel"],
-            heads={k: (named[f"head_{s}/kernel"], named[f"head_{s}/bias"])
-                   for k, s in self.kinds.items()},
-            embeddings={k: named[f"embed_{s}/embeddings"] for k, s in self.kinds.items()},
-            rng=w["rng"],
-        )
-
-
-def _lstm_step(weights, x, state):
-    """One step of a Keras `LSTMCell`, written on its (kernel, recurrent kernel, bias).
-
-    The same maths as `cell(x, state)` (gates i, f, c, o; sigmoid recurrent
-    activation), without Keras's per-call machinery: the rollout unrolls
-    hundreds of steps, and tracing them is the controller's start-up cost.
-    """
-    kernel, recurrent_kernel, bias = weights
-    h, c = state
-    z = tf.matmul(x, kernel) + tf.matmul(h, recurrent_kernel) + bias
-    i, f, g, o = tf.split(z, 4, axis=1)
-    c = tf.sigmoid(f) * c + tf.sigmoid(i) * tf.tanh(g)
-    h = tf.sigmoid(o) * tf.tanh(c)
-    return h, [h, c]
-
-
-class _Layout:
-    """Where each decision's value lives in the integer encoding of a batch.
-
-    A categorical decision takes one column (the value's index); an anchor takes
-    one column per source (0/1). Inactive decisions hold zeros.
-    """
-
-    # Encoded rows kept by architecture (the top-K buffer's rows recur every
-    # update); cleared when it reaches this many.
-    cache_size = 4096
-
-    def __init__(self, space: space_lib.Space):
-        self.space = space
-        self._rows: Dict[str, tuple] = {}  # to_json -> (row, depth), validated
-        self.slot = {}
-        self.position = {}
-        width = 0
-        for k, d in enumerate(space.decisions):
-            self.slot[d.name] = width
-            self.position[d.name] = k
-            width += len(d.sources) if isinstance(d, space_lib.Anchor) else 1
-        self.width = width
-
-    def encode(self, archs: Sequence[space_lib.Architecture]):
-        idx = np.zeros((len(archs), self.width), np.int32)
-        depth = np.zeros((len(archs),), np.int32)
-        for b, arch in enumerate(archs):
-            idx[b], depth[b] = self._row(arch)
-        return idx, depth
-
-    def _row(self, arch: space_lib.Architecture):
-        """(encoded row, depth) of one architecture, validated; cached by its JSON."""
-        key = arch.to_json()
-        cached = self._rows.get(key)
-        if cached is not None:
-            return cached
-        arch = self.space.validate(arch)
-        row = np.zeros((self.width,), np.int32)
-        for name, value in arch.values.items():
-            d = self.space[name]
-            s = self.slot[name]
-            if isinstance(d, space_lib.Anchor):
-                row[s : s + len(value)] = value
-            else:
-                row[s] = d.index(value)
-        if len(self._rows) >= self.cache_size:
-            self._rows.clear()
-        self._rows[key] = cached = (row, arch.depth or 0)
-        return cached
-
-    def decode(self, idx: np.ndarray, active: np.ndarray, depth: np.ndarray):
-        archs = []
-        use_depth = self.space.uses_depth
-        for b in range(idx.shape[0]):
-            values = {}
-            for k, d in enumerate(self.space.decisions):
-                if not active[b, k]:
-                    continue
-                s = self.slot[d.name]
-                if isinstance(d, space_lib.Anchor):
-                    values[d.name] = tuple(int(x) for x in idx[b, s : s + len(d.sources)])
-                else:
-                    values[d.name] = d.values[int(idx[b, s])]
-            archs.append(
-                space_lib.Architecture(values=values, depth=int(depth[b]) if use_depth else None)
-            )
-        return archs
-
-
-class _Table:
-    """The space as arrays indexed by decision, for the rollout's loop body.
-
-    Every kind's values are laid end to end (`offset` is the kind's first
-    index in the concatenated heads and embeddings); anchors are numbered in
-    order (`anchor_index`), and an anchor's `sources` row marks its sources
-    among them. Each step's row of the rollout's record holds the chosen
-    value's index (column 0) or the anchor's bit per earlier anchor;
-    `columns` maps the encoding's columns (`_Layout`) back to (step, position).
-    """
-
-    def __init__(self, space: space_lib.Space, kinds: Sequence[str], sizes: Dict[str, int]):
-        decisions = space.decisions
-        anchors = [d.name for d in decisions if isinstance(d, space_lib.Anchor)]
-        anchor_index = {name: i for i, name in enumerate(anchors)}
-        position = {d.name: k for k, d in enumerate(decisions)}
-        self.kinds = list(kinds)
-        offsets, total = {}, 0
-        for kind in self.kinds:
-            offsets[kind], total = total, total + sizes[kind]
-        self.num_steps = len(decisions)
-        # The least depth a rollout is given: 1 when the space uses depth
-        # (`Controller._depths`, `Space.validate`), else 0.
-        self.least_depth = 1 if space.uses_depth else 0
-        self.num_anchors = max(len(anchors), 1)
-        self.max_conditions = max((len(d.when) for d in decisions), default=0)
-        max_values = max(sizes.values(), default=1)
-        self.cat_width = max(total, 1)
-        self.prob_width = max(self.cat_width, self.num_anchors)
-        n, k, a = self.num_steps, max(self.max_conditions, 1), self.num_anchors
-        arrays = dict(
-            min_depth=np.zeros(n, np.int32), is_anchor=np.zeros(n, bool),
-            offset=np.zeros(n, np.int32), slot=np.zeros(n, np.int32),
-            cat_mask=np.zeros((n, self.cat_width), bool), anchor_index=np.zeros(n, np.int32),
-            sources=np.zeros((n, a), bool), source_cols=np.zeros((n, a), np.int32),
-            cond_parent=np.zeros((n, k), np.int32), cond_used=np.zeros((n, k), bool),
-            cond_allowed=np.zeros((n, k, max_values), bool),
-        )
-        layout = _Layout(space)
-        columns, prob_columns, self.step_kinds = [], [], []
-        for t, d in enumerate(decisions):
-            arrays["min_depth"][t] = d.min_depth
-            for j, cond in enumerate(d.when):
-                parent = space[cond.decision]
-                arrays["cond_parent"][t, j] = position[cond.decision]
-                arrays["cond_used"][t, j] = True
-                for value in cond.values:
-                    arrays["cond_allowed"][t, j, parent.index(value)] = True
-            slot = layout.slot[d.name]
-            self.step_kinds.append(getattr(d, "kind", None))
-            if isinstance(d, space_lib.Anchor):
-                arrays["is_anchor"][t] = True
-                arrays["anchor_index"][t] = anchor_index[d.name]
-                for i, source in enumerate(d.sources):
-                    arrays["sources"][t, anchor_index[source]] = True
-                    arrays["source_cols"][t, anchor_index[source]] = slot + i
-                    columns.append((t, anchor_index[source]))
-                prob_columns.append([anchor_index[s] for s in d.sources])
-            else:
-                off = offsets[d.kind]
-                arrays["offset"][t], arrays["slot"][t] = off, slot
-                arrays["cat_mask"][t, off : off + d.num_choices] = True
-                columns.append((t, 0))
-                prob_columns.append(list(range(off, off + d.num_choices)))
-        self.arrays = arrays
-        self.columns = np.asarray(columns, np.int32).reshape(-1, 2)
-        self.prob_columns = [np.asarray(c, np.int32) for c in prob_columns]
-
-    def constants(self):
-        """The arrays as graph constants, for the loop body to index by step."""
-        return {name: tf.constant(value) for name, value in self.arrays.items()}
-
-
-def _uniform(state, shape, minval, maxval):
-    """`tf.random.Generator.uniform` on the generator's state variable (Philox).
-
-    The same draws and the same state afterwards as the generator's method,
-    with the state an argument of the graph rather than captured by it.
-    """
-    u = tf.raw_ops.StatefulUniform(resource=state.handle, algorithm=_PHILOX, shape=shape,
-                                   dtype=tf.float32)
-    return u * (maxval - minval) + minval
-
-
-_PHILOX = 1  # tf.random.Algorithm.PHILOX, the algorithm of Generator.from_seed.
-
-
-class _Policy:
-    """The policy's maths over one space's decision table, on weights given as arguments.
-
-    It holds no weights: every graph takes the controller's weights (and its
-    sampling generator's state) as arguments, `w`, a dict with "flat" (the
-    weight vector, `WeightLayout`) and "rng". `rollout` splits the vector
-    into a dict with "cells" [(kernel, recurrent kernel, bias)] per LSTM
-    layer, "go", "w_prev", "w_curr", "v", "heads" {kind: (kernel, bias)},
-    "embeddings" {kind: table} and "rng". So one traced graph serves every
-    controller of the same space and configuration in a process
-    (`_shared_graphs`).
-    """
-
-    def __init__(self, table, config: ControllerConfig, layout: WeightLayout):
-        self._table = table
-        self.config = config
-        self._layout = layout
-
-    def _shape_logits(self, logits):
-        if self.config.temperature is not None:
-            logits = logits / self.config.temperature
-        if self.config.tanh_constant is not None:
-            logits = self.config.tanh_constant * tf.tanh(logits)
-        return logits
-
-    def rollout(self, w, depth, forced, with_probs=False):
-        """Samples (forced is None) or scores (forced given) a batch.
-
-        The decisions are walked by one step function over the decision table
-        (`_Table`). A space of at most `config.unroll_steps` decisions is
-        unrolled: the step is traced once per decision, each building only
-        what its decision needs (fastest per call). A longer one runs in a
-        `tf.while_loop` whose body (a softmax over every kind's values masked
-        to the decision's own, and an attention over every earlier anchor
-        masked to its sources; the one the decision is kept) is traced once,
-        so the graphs and the REINFORCE step's gradient through them trace in
-        about the same time for 600 decisions as for 6 (docs/search_brain.md).
-        Both draw the same noise and compute the same policy.
-
-        Args:
-          depth: int32 [B], the depth of each network (0 if unused).
-          forced: int32 [B, width] encoded architectures, or None to sample.
-          with_probs: also return each decision's probabilities.
-
-        Returns:
-          idx [B, width], active [B, num_decisions] bool, log_prob [B],
-          entropy [B], and (with_probs) a list of per-decision probabilities.
-        """
-        table = self._table
-        w = self._layout.unpack(w)
-        batch = tf.shape(depth)[0]
-        units = self.config.units
-        num_steps, num_anchors = table.num_steps, table.num_anchors
-        zeros = tf.zeros([batch, units])
-        carry = dict(
-            inp=tf.tile(w["go"], [batch, 1]),  # go(ones): the first input.
-            states=tuple(zeros for _ in range(2 * len(w["cells"]))),
-            anchor_h=tf.zeros([batch, num_anchors, units]),
-            anchor_p=tf.zeros([batch, num_anchors, w["w_prev"].shape[1]]),
-            anchor_on=tf.zeros([batch, num_anchors], tf.bool),
-            log_prob=tf.zeros([batch]),
-            entropy=tf.zeros([batch]),
-        )
-        if num_steps <= self.config.unroll_steps:
-            # Each step's record (its encoding columns, activity, probabilities)
-            # is a Python list entry; the lists are joined once at the end.
-            carry.update(rows=[], actives=[], probs=[])
-            for t in range(num_steps):
-                carry = self._step(t, carry, dict(w=w), depth, forced, with_probs)
-            if num_steps:
-                idx = tf.concat(carry["rows"], axis=1)
-                active = tf.stack(carry["actives"], axis=1)
-            else:
-                idx, active = tf.zeros([batch, 0], tf.int32), tf.zeros([batch, 0], tf.bool)
-            out = (idx, active, carry["log_prob"], carry["entropy"])
-            return out + (carry["probs"],) if with_probs else out
-        # The record is a [B, steps, ...] tensor written one step at a time.
-        carry.update(
-            rows=tf.zeros([batch, num_steps, num_anchors], tf.int32),
-            actives=tf.zeros([batch, num_steps], tf.bool),
-            probs=tf.zeros([batch, num_steps, table.prob_width] if with_probs else []),
-        )
-        params = self._loop_params(w)
-        _, carry = tf.while_loop(
-            lambda t, _: t < num_steps,
-            lambda t, c: (t + 1, self._step(t, c, params, depth, forced, with_probs)),
-            (tf.constant(0), carry),
-            maximum_iterations=num_steps,
-        )
-        # The encoding's columns, gathered from (step, position in the step's row).
-        idx = tf.transpose(tf.gather_nd(tf.transpose(carry["rows"], [1, 2, 0]), table.columns))
-        out = (idx, carry["actives"], carry["log_prob"], carry["entropy"])
-        if with_probs:
-            probs = carry["probs"]
-            out += ([tf.gather(probs[:, t, :], cols, axis=1)
-                     for t, cols in enumerate(table.prob_columns)],)
-        return out
-
-    def _loop_params(self, w):
-        """For the loop body: every kind's head and embedding laid end to end, the table."""
-        table = self._table
-        if not table.kinds:  # Anchors only: a dummy head that no step uses.
-            return dict(w=w, kernel=tf.zeros([self.config.units, 1]), bias=tf.zeros([1]),
-                        embeddings=tf.zeros([1, self.config.units]), consts=table.constants())
-        heads = [w["heads"][k] for k in table.kinds]
-        return dict(
-            w=w,
-            kernel=tf.concat([kernel for kernel, _ in heads], axis=1),
-            bias=tf.concat([bias for _, bias in heads], axis=0),
-            embeddings=tf.concat([w["embeddings"][k] for k in table.kinds], axis=0),
-            consts=table.constants(),
-        )
-
-    def _step(self, t, carry, params, depth, forced, with_probs):
-        """One decision: its activity, the LSTM, its softmax or attention, the record.
-
-        `t` is a Python int when unrolled (the table row is then known and
-        only the decision's own kind of step is built; `params` holds the
-        weights `w` only) or a tensor in the loop (`params`: the weights and
-        the loop's concatenated heads and table constants).
-        """
-        table = self._table
-        static = isinstance(t, int)
-        if static:
-            row = {name: value[t] for name, value in table.arrays.items()}
-            row["step"] = t
-        else:
-            row = {name: tf.gather(value, t) for name, value in params["consts"].items()}
-        # Whether the decision exists: its depth, then each condition on an earlier value.
-        active = depth >= row["min_depth"]
-        conditions = int(np.sum(row["cond_used"])) if static else table.max_conditions
-        # Unrolled, a decision with no condition that every depth has is known
-        # to be active: its step leaves out the masks (and their gradients),
-        # about a sixth of NAS-Bench-201's training step.
-        always = static and conditions == 0 and int(row["min_depth"]) <= table.least_depth
-        for k in range(conditions):
-            parent = row["cond_parent"][k]
-            if static:  # The record so far is a list of steps.
-                value, parent_active = carry["rows"][parent][:, 0], carry["actives"][parent]
-            else:
-                value = tf.gather(carry["rows"][:, :, 0], parent, axis=1)
-                parent_active = tf.gather(carry["actives"], parent, axis=1)
-            ok = parent_active & tf.gather(row["cond_allowed"][k], value)
-            active &= ok if static else ok | ~row["cond_used"][k]
-        # The LSTM.
-        states = carry["states"]
-        x, new_states = carry["inp"], []
-        for i, cell in enumerate(params["w"]["cells"]):
-            x, (h_i, c_i) = _lstm_step(cell, x, states[2 * i : 2 * i + 2])
-            new_states += [h_i, c_i]
-        h = x
-        noise = None
-        if forced is None:
-            # One draw for both kinds of step, whichever is built: unrolled and
-            # looped rollouts then sample the same architectures.
-            width = table.cat_width + table.num_anchors
-            noise = _uniform(params["w"]["rng"], [tf.shape(h)[0], width], 1e-20, 1.0)
-        anchor = row["is_anchor"]
-        args = (h, row, None if always else active, carry, params, forced, noise, static)
-        if static:
-            lp, ent, next_inp, record, p = (
-                self._attention_step if anchor else self._softmax_step)(*args)
-        else:
-            both = zip(self._attention_step(*args), self._softmax_step(*args))
-            lp, ent, next_inp, record, p = [tf.where(anchor, a, b) for a, b in both]
-        out = dict(carry)
-        if static:
-            out["rows"] = carry["rows"] + [record]
-            out["actives"] = carry["actives"] + [active]
-            out["probs"] = carry["probs"] + [p] if with_probs else carry["probs"]
-        else:
-            here = tf.one_hot(t, table.num_steps, on_value=True, off_value=False, dtype=tf.bool)
-            out["rows"] = tf.where(here[None, :, None], record[:, None, :], carry["rows"])
-            out["actives"] = tf.where(here[None, :], active[:, None], carry["actives"])
-            if with_probs:
-                out["probs"] = tf.where(here[None, :, None], p[:, None, :], carry["probs"])
-        if not static or anchor:
-            # This anchor's output joins the attention's memory.
-            slot = tf.one_hot(row["anchor_index"], table.num_anchors, on_value=True,
-                              off_value=False, dtype=tf.bool) & anchor
-            slot = slot[None, :, None]
-            out["anchor_h"] = tf.where(slot, h[:, None, :], carry["anchor_h"])
-            proj = tf.matmul(h, params["w"]["w_prev"])[:, None, :]
-            out["anchor_p"] = tf.where(slot, proj, carry["anchor_p"])
-            out["anchor_on"] = tf.where(slot[..., 0], active[:, None], carry["anchor_on"])
-        if always:
-            out["log_prob"] = carry["log_prob"] + lp
-            out["entropy"] = carry["entropy"] + ent
-            out["states"], out["inp"] = tuple(new_states), next_inp
-            return out
-        out["log_prob"] = carry["log_prob"] + tf.where(active, lp, 0.0)
-        out["entropy"] = carry["entropy"] + tf.where(active, ent, 0.0)
-        keep = active[:, None]
-        out["states"] = tuple(tf.where(keep, n, o) for n, o in zip(new_states, states))
-        out["inp"] = tf.where(keep, next_inp, carry["inp"])
-        return out
-
-    def _softmax_step(self, h, row, active, carry, params, forced, noise, static):
-        """A value of the decision's kind.
-
-        Unrolled, the kind's own head; in the loop, the concatenated heads
-        with the other kinds' values masked out (the same distribution, and
-        the same Gumbel noise on the kind's columns: the same sample).
-        """
-        table = self._table
-        if static:
-            kind = table.step_kinds[row["step"]]
-            (kernel, bias), embeddings = params["w"]["heads"][kind], params["w"]["embeddings"][kind]
-            off, num = int(row["offset"]), kernel.shape[1]
-            logits = self._shape_logits(tf.matmul(h, kernel) + bias)
-            log_p = tf.nn.log_softmax(logits)
-            p = tf.exp(log_p)
-            ent = -tf.reduce_sum(p * log_p, axis=1)
-        else:
-            off, embeddings = row["offset"], params["embeddings"]
-            in_kind = row["cat_mask"][None, :]
-            logits = self._shape_logits(tf.matmul(h, params["kernel"]) + params["bias"])
-            logits = tf.where(in_kind, logits, -1e30)
-            log_p = tf.nn.log_softmax(logits)
-            p = tf.exp(log_p)
-            ent = -tf.reduce_sum(tf.where(in_kind, p * log_p, 0.0), axis=1)
-        if forced is None:
-            u = noise[:, off : off + num] if static else noise[:, : table.cat_width]
-            local = tf.argmax(logits - tf.math.log(-tf.math.log(u)), axis=1, output_type=tf.int32)
-            local = local if static else local - off
-        else:
-            local = tf.gather(forced, row["slot"], axis=1)
-        if active is not None:  # None: known to be active (see `_step`).
-            local = tf.where(active, local, 0)
-        pick = local if static else local + off
-        # The chosen value's log-probability and embedding, through its one-hot
-        # row rather than gathers: the same numbers (one term is nonzero), and
-        # gradients that are products instead of sparse updates densified
-        # again (about 5% of NAS-Bench-201's training step).
-        chosen = tf.one_hot(pick, log_p.shape[1], dtype=log_p.dtype)
-        lp = tf.reduce_sum(chosen * log_p, axis=1)
-        next_inp = tf.matmul(chosen, embeddings)
-        if static:
-            return lp, ent, next_inp, local[:, None], p
-        record = tf.one_hot(0, table.num_anchors, dtype=tf.int32) * local[:, None]
-        p = tf.pad(p, [[0, 0], [0, table.prob_width - table.cat_width]])
-        return lp, ent, next_inp, record, p
-
-    def _attention_step(self, h, row, active, carry, params, forced, noise, static):
-        """Set-selection attention over the earlier anchors (sec. 3.3), masked to the sources."""
-        table = self._table
-        query = tf.matmul(h, params["w"]["w_curr"])[:, None, :]
-        v = params["w"]["v"][:, 0]
-        logits = self._shape_logits(tf.reduce_sum(tf.tanh(carry["anchor_p"] + query) * v, axis=-1))
-        mask = carry["anchor_on"] & row["sources"][None, :]
-        if active is not None:  # None: known to be active (see `_step`).
-            mask &= active[:, None]
-        if forced is None:
-            bits = tf.cast(noise[:, table.cat_width :] < tf.sigmoid(logits), tf.int32)
-        else:
-            bits = tf.gather(forced, row["source_cols"], axis=1)
-        bits = tf.where(mask, bits, 0)
-        on = tf.cast(bits, tf.float32)
-        log_on, log_off = tf.math.log_sigmoid(logits), tf.math.log_sigmoid(-logits)
-        lp = tf.reduce_sum(tf.where(mask, on * log_on + (1.0 - on) * log_off, 0.0), axis=1)
-        p_on = tf.sigmoid(logits)
-        ent = tf.reduce_sum(tf.where(mask, -(p_on * log_on + (1.0 - p_on) * log_off), 0.0), axis=1)
-        count = tf.reduce_sum(on, axis=1, keepdims=True)
-        next_inp = tf.reduce_sum(on[..., None] * carry["anchor_h"], axis=1) / tf.maximum(count, 1.0)
-        if static:  # The bits and probabilities of the sources, in their order.
-            sources = table.prob_columns[row["step"]]
-            return lp, ent, next_inp, tf.gather(bits, sources, axis=1), tf.gather(p_on, sources, axis=1)
-        p_on = tf.pad(p_on, [[0, 0], [0, table.prob_width - table.num_anchors]])
-        return lp, ent, next_inp, bits, p_on
+# The fast path's parts, by the names they had here.
+WeightLayout = layouts.WeightLayout
+_Layout = layouts.ArchitectureEncoding
+_Table = layouts.DecisionTable
+_Policy = rollout.BatchedPolicy
+_lstm_step = rollout.lstm_step
+_uniform = rollout.stateful_uniform
+_PHILOX = rollout.PHILOX
+_slug = policy_lib.slug
 
 
 class _Graphs:
-    """The traced sampling, scoring and probability graphs of one `_Policy`."""
+    """The traced sampling, scoring and probability graphs of one `rollout.BatchedPolicy`."""
 
-    def __init__(self, policy: _Policy, jit_compile: bool):
+    def __init__(self, policy: rollout.BatchedPolicy, jit_compile: bool):
         # The rollout is an explicit tf.while_loop over the decision table;
         # AutoGraph would only add tracing time. reduce_retracing: a second
         # batch size traces once more, for every size.
@@ -636,7 +142,7 @@ _SHARED_GRAPHS: Dict[tuple, _Graphs] = {}
 _SHARED_LOCK = threading.Lock()
 
 
-def _shared_graphs(key, policy: _Policy, jit_compile: bool) -> _Graphs:
+def _shared_graphs(key, policy: rollout.BatchedPolicy, jit_compile: bool) -> _Graphs:
     with _SHARED_LOCK:
         if key not in _SHARED_GRAPHS:
             _SHARED_GRAPHS[key] = _Graphs(policy, jit_compile)
@@ -734,10 +240,10 @@ class Controller:
             self._flat = keras.Variable(flat, name="controller_weights")
             self.weight_layout = layout
         self.space = space
-        self._layout = _Layout(space)
+        self._layout = layouts.ArchitectureEncoding(space)
         kinds = sorted({d.kind for d in space.decisions if not isinstance(d, space_lib.Anchor)})
-        self._table = _Table(space, kinds, {k: widths[k] for k in kinds})
-        self.policy = _Policy(self._table, self.config, self.weight_layout)
+        self._table = layouts.DecisionTable(space, kinds, {k: widths[k] for k in kinds})
+        self.policy = rollout.BatchedPolicy(self._table, self.config, self.weight_layout)
         self.graph_key = (
             json.dumps(space.to_config(), sort_keys=True),
             tuple((k, int(widths[k])) for k in kinds),
@@ -746,7 +252,7 @@ class Controller:
             self.jit_compile,
         )
         self._graphs = _shared_graphs(self.graph_key, self.policy, self.jit_compile)
-        # The weights as the graphs take them (see `_Policy`): TensorFlow variables.
+        # The weights as the graphs take them (see `rollout.BatchedPolicy`): TensorFlow variables.
         self.weights = dict(flat=self._flat.value, rng=self.rng.state)
 
     def _sample_fn(self, depth):
@@ -892,3 +398,4 @@ class Controller:
     def set_rng_state(self, state):
         self._rng_state = np.array(state, dtype=np.int64)
         self.rng.reset(self._rng_state)
+

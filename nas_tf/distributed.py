@@ -66,8 +66,9 @@ def chief_timeout(value: Optional[float] = None) -> float:
 class _PatientStub:
     """The chief's gRPC stub: requests resent across a chief restart, waits bounded."""
 
-    def __init__(self, stub, address: str, timeout: float):
+    def __init__(self, stub, address: str, timeout: float, metadata=()):
         self._stub, self._address, self._timeout = stub, address, timeout
+        self._metadata = tuple(metadata)  # The chief's token, when the search has one.
 
     def __getattr__(self, method):
         call = getattr(self._stub, method)
@@ -79,7 +80,8 @@ class _PatientStub:
                 if left <= 0:
                     raise self._unreachable(method, "no answer")
                 try:
-                    return call(request, **dict(kwargs, wait_for_ready=True, timeout=left))
+                    return call(request, **dict(kwargs, wait_for_ready=True, timeout=left,
+                                                metadata=self._metadata))
                 except grpc.RpcError as e:
                     code = e.code() if callable(getattr(e, "code", None)) else None
                     details = e.details() if callable(getattr(e, "details", None)) else str(e)
@@ -109,10 +111,12 @@ class _PatientStub:
 
 def make_patient(client, timeout: Optional[float] = None):
     """Gives Keras Tuner's `OracleClient` a patient stub (see the module doc); returns it."""
-    from nas_tf import kt_compat
+    from nas_tf import chief, kt_compat
 
     address = f"{os.environ['KERASTUNER_ORACLE_IP']}:{os.environ['KERASTUNER_ORACLE_PORT']}"
     channel = grpc.insecure_channel(address, options=_CHANNEL_OPTIONS)
     stub = kt_compat.oracle_stub(channel)
-    client.stub = _PatientStub(stub, address, chief_timeout(timeout))
+    secret = chief.token()
+    metadata = [(chief.TOKEN_HEADER, secret)] if secret else []
+    client.stub = _PatientStub(stub, address, chief_timeout(timeout), metadata)
     return client

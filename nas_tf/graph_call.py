@@ -7,18 +7,16 @@ nested argument on every call: for NAS-Bench-201's controller that is about
 half the time of a sampling call and a third of a training step's, on a
 2-core CPU (`experiments/controller_speed.py`). The structure never changes
 between calls, so `FlatCall` keeps the concrete function of each input
-signature and hands it the flattened tensors directly.
+signature and hands it the flattened tensors directly, through the private
+call that `nas_tf.tf_compat` owns.
 """
 
 import threading
 from typing import Dict, Tuple
 
-import tensorflow as tf
+from nas_tf import tf_compat
 
-
-def _flat_inputs(args) -> list:
-    """The tensors of `args` in the order a concrete function takes them (variables as handles)."""
-    return [x.handle if isinstance(x, tf.Variable) else x for x in tf.nest.flatten(args)]
+_flat_inputs = tf_compat.flat_inputs
 
 
 def _signature(flat) -> Tuple:
@@ -51,7 +49,7 @@ class FlatCall:
     def __init__(self, function, weight_args: int = 0):
         self.function = function
         self.weight_args = weight_args
-        self._concrete: Dict[Tuple, object] = {}
+        self._concrete: Dict[Tuple, object] = {}  # signature -> (concrete, its flat call)
         self._weights = [(None, [])] * weight_args  # (nest, its flat handles) by position
         self._lock = threading.Lock()
 
@@ -67,14 +65,14 @@ class FlatCall:
     def __call__(self, *args):
         rest = _flat_inputs(args[self.weight_args:])
         key = _signature(rest)
-        concrete = self._concrete.get(key)
-        if concrete is None:
+        kept = self._concrete.get(key)
+        if kept is None:
             with self._lock:
                 out = self.function(*args)  # Traces once per signature.
-                self._concrete[key] = self.function.get_concrete_function(*args)
+                concrete = self.function.get_concrete_function(*args)
+                self._concrete[key] = (concrete, tf_compat.flat_caller(concrete))
             return out
-        call_flat = getattr(concrete, "_call_flat", None)
+        concrete, call_flat = kept
         if call_flat is None:  # A TensorFlow without it: the public structured call.
             return concrete(*args)
-        flat = self._flat_weights(args[: self.weight_args]) + rest
-        return call_flat(flat, concrete.captured_inputs)
+        return call_flat(self._flat_weights(args[: self.weight_args]) + rest)

@@ -19,12 +19,12 @@ from the controller. Names under `nas_tf/` are reserved, so a user's own
 hyperparameter named `depth` is an ordinary decision.
 """
 
-import copy
 import math
 from typing import Dict, List, Mapping, Optional, Sequence
 
 import keras_tuner
 
+from nas_tf import kt_compat
 from nas_tf import space as space_lib
 
 DEPTH = "nas_tf/depth"
@@ -241,35 +241,5 @@ def values_to_architecture(
     return space.validate(space_lib.Architecture(arch, depth if space.uses_depth else None))
 
 
-class QuickCopyHyperParameters(keras_tuner.HyperParameters):
-    """`keras_tuner.HyperParameters` whose `copy()` skips the serialisation round trip.
-
-    Keras Tuner copies the oracle's hyperparameters for every trial it
-    creates, through `from_config(get_config())`, which rebuilds each
-    hyperparameter through Keras's deserialisation. For NAS-Bench-201's six
-    choices that took 0.28 ms a trial, more than a third of what
-    `RandomSearchOracle` spends per trial. This copy makes the same object:
-    new containers, a shallow copy of each hyperparameter (they are not
-    changed after they are made: conditional scopes make new ones), the
-    values copied; it is a plain `HyperParameters`.
-    """
-
-    @classmethod
-    def of(cls, hps: keras_tuner.HyperParameters) -> "QuickCopyHyperParameters":
-        """A copy of `hps` (any `HyperParameters`) of this class."""
-        out = cls()
-        _copy_into(out, hps)
-        return out
-
-    def copy(self) -> keras_tuner.HyperParameters:
-        out = keras_tuner.HyperParameters()
-        _copy_into(out, self)
-        return out
-
-
-def _copy_into(out: keras_tuner.HyperParameters, hps: keras_tuner.HyperParameters):
-    for p in hps.space:
-        p = copy.copy(p)
-        out._hps[p.name].append(p)
-        out._space.append(p)
-    out.values = dict(hps.values)
+# Keras Tuner copies an oracle's hyperparameters per trial; the quick copy is a shim.
+QuickCopyHyperParameters = kt_compat.QuickCopyHyperParameters

@@ -9,7 +9,9 @@ pins each internal this module relies on.
 """
 
 import collections
+import contextlib
 import copy
+import io
 import os
 import threading
 import weakref
@@ -206,5 +208,72 @@ def check_consecutive_failures(oracle: keras_tuner.Oracle) -> None:
             )
 
 
+# -- the chief's service (nas_tf.chief) ---------------------------------------------------
+
+from keras_tuner.src.distribute import oracle_chief  # noqa: E402
+
+OracleServicer = oracle_chief.OracleServicer
+
+
+def add_oracle_servicer(servicer, server) -> None:
+    """Registers Keras Tuner's oracle service on a gRPC server."""
+    from keras_tuner.src import protos
+
+    protos.get_service_grpc().add_OracleServicer_to_server(servicer, server)
+
+
+def chief_may_exit(oracle) -> bool:
+    """Keras Tuner's rule: no trial running and every worker told to stop."""
+    return oracle_chief.exit_chief(oracle)
+
+
+@keras_tuner.synchronized
+def requeue_lost_trials(oracle, last_seen, since: float, now: float, lost_after: float):
+    """Queues for retry each running trial not heard of for `lost_after` seconds.
+
+    Its worker is forgotten (it no longer holds the chief), and the trial
+    goes to Keras Tuner's retry queue, where the next worker that asks takes
+    it. Returns the (trial id, tuner id) pairs requeued.
+    """
+    lost = [(tuner_id, trial) for tuner_id, trial in oracle.ongoing_trials.items()
+            if now - last_seen.get(trial.trial_id, since) >= lost_after]
+    for tuner_id, trial in lost:
+        oracle.ongoing_trials.pop(tuner_id)
+        oracle.tuner_ids.discard(tuner_id)
+        last_seen.pop(trial.trial_id, None)
+        if trial.trial_id not in oracle._retry_queue:
+            oracle._retry_queue.append(trial.trial_id)
+    if lost:
+        oracle.save()
+    return [(trial.trial_id, tuner_id) for tuner_id, trial in lost]
+
+
+def install_chief_server(serve) -> None:
+    """Makes Keras Tuner's chief run `serve(oracle)` instead of its own server."""
+    oracle_chief.start_server = serve
+
+
+def silence_condition_to_proto() -> None:
+    """Keras Tuner 1.4's `Parent.to_proto` prints its first value on every call.
+
+    A distributed search serialises the conditions of every trial it sends,
+    so the stray print fills the logs with lone values; this runs it with
+    stdout discarded.
+    """
+    from keras_tuner.src.engine import conditions
+
+    original = conditions.Parent.to_proto
+    if getattr(original, "_nas_tf_quiet", False):
+        return
+
+    def to_proto(self):
+        with contextlib.redirect_stdout(io.StringIO()):
+            return original(self)
+
+    to_proto._nas_tf_quiet = True
+    conditions.Parent.to_proto = to_proto
+
+
 check_version()
 let_oracles_be_freed()
+silence_condition_to_proto()

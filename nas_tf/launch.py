@@ -15,7 +15,13 @@ NVIDIA driver's list), or one on a machine without GPUs.
 * A process that dies before the search ends is restarted with the same id
   (at most --max_restarts times each): the chief gives a restarted worker the
   trial it was running, so that trial is retried, not lost; a restarted chief
-  reloads its state (never with --overwrite) and its workers reconnect.
+  reloads its state and its workers reconnect. A restart never deletes
+  anything: every restart, and every worker, gets `--nooverwrite` after the
+  train flags (absl's last value wins over any --overwrite spelling, flag
+  files included).
+* The launcher holds the output directory's lock (`nas_tf.dirlock`) for the
+  whole search and hands it to its chief: a second search started on the same
+  directory refuses before anything is written or deleted.
 * Ctrl-C (or SIGTERM) stops every process (SIGINT, then SIGKILL after
   --stop_grace seconds) and exits with status 130.
 
@@ -109,10 +115,22 @@ class Process:
     name: str
     argv: List[str]
     env: Dict[str, str]
-    restart_argv: Optional[List[str]] = None  # For restarts (the chief drops --overwrite).
+    restart_argv: Optional[List[str]] = None  # For restarts (the chief's never overwrites).
     popen: Optional[subprocess.Popen] = None
     starts: int = 0
     done: bool = False
+
+
+def never_overwrite(argv: Sequence[str]) -> List[str]:
+    """`argv` with `--nooverwrite` after every flag: absl's last value wins.
+
+    Whatever spelling turned --overwrite on (`=1`, `=t`, `=TRUE`, in a
+    --flagfile, nested), the process parses it as off. It goes before a `--`,
+    after which absl reads no flags.
+    """
+    argv = list(argv)
+    end = argv.index("--") if "--" in argv else len(argv)
+    return argv[:end] + ["--nooverwrite"] + argv[end:]
 
 
 def plan(
@@ -141,16 +159,14 @@ def plan(
     out = []
     if role in ("all", "chief"):
         env = dict(base, KERASTUNER_TUNER_ID="chief", CUDA_VISIBLE_DEVICES="")
-        resume = [a for a in command if a not in ("--overwrite", "--overwrite=true", "--overwrite=True")]
-        out.append(Process("chief", command, env, restart_argv=resume))
+        out.append(Process("chief", command, env, restart_argv=never_overwrite(command)))
     if role in ("all", "workers"):
         for i in range(first_worker, first_worker + workers):
             env = dict(base, KERASTUNER_TUNER_ID=f"worker{i}")
             if gpus:
                 env["CUDA_VISIBLE_DEVICES"] = gpus[(i - first_worker) % len(gpus)]
             # Only the chief may start afresh: a worker's --overwrite would delete its search.
-            argv = [a for a in command if not a.startswith("--overwrite")]
-            out.append(Process(f"worker{i}", argv, env))
+            out.append(Process(f"worker{i}", never_overwrite(command), env))
     for p in out:
         if p.name in faults:
             p.env[_FAULT_ENV] = faults[p.name]
@@ -314,7 +330,7 @@ def check_train_args(train_args: Sequence[str]):
         train.check_config(config)
         return config.output_dir, train.FLAGS.local_dir
     finally:
-        train.FLAGS.unparse_flags()
+        cli.unparse(train.FLAGS)
 
 
 def split_argv(argv: Sequence[str]):
@@ -334,10 +350,18 @@ def main(argv, train_args=()):
     if FLAGS.role == "workers" and FLAGS.port is None:
         raise app.UsageError("--role=workers needs --port (and --host): where the chief listens.")
     output_dir, local_dir = check_train_args(train_args)
-    from nas_tf import remote
+    from nas_tf import dirlock, remote
 
     if not remote.is_url(output_dir):
-        return _launch(train_args)
+        if FLAGS.role == "workers":  # Workers work in their chief's directory, unlocked.
+            return _launch(train_args)
+        # Held for the whole search and handed to the chief, across its restarts.
+        try:
+            with dirlock.acquire(output_dir) as lock:
+                return _launch(train_args, environ=dict(os.environ, **lock.child_env()))
+        except dirlock.LockedError as e:
+            print(f"[launch] {e}", file=sys.stderr, flush=True)
+            return 1
     if FLAGS.role != "all":
         raise app.UsageError(
             f"--output_dir {output_dir}: a URL works with --role=all only (the launcher mirrors "
@@ -346,21 +370,22 @@ def main(argv, train_args=()):
         )
     # The processes write to a local mirror of the URL that this process syncs (nas_tf.remote).
     try:
-        with remote.mirrored(output_dir, local_dir) as mirror:
-            status = _launch([*train_args, f"--output_dir={mirror.local}"], mirror.sync_or_warn)
-    except remote.SyncError as e:
+        with remote.mirrored(output_dir, local_dir) as mirror:  # Locks the mirror.
+            status = _launch([*train_args, f"--output_dir={mirror.local}"], mirror.sync_or_warn,
+                             environ=dict(os.environ, **mirror.lock.child_env()))  # fmt: skip
+    except (remote.SyncError, dirlock.LockedError) as e:
         print(f"[launch] {e}", file=sys.stderr, flush=True)
         return 1
     return status
 
 
-def _launch(train_args, sync=None) -> int:
+def _launch(train_args, sync=None, environ=None) -> int:
     """Plans, starts and watches the processes (`main` after the flags are checked)."""
     gpus = visible_gpus()
     workers = FLAGS.workers or max(1, len(gpus))
     port = FLAGS.port or free_port()
     processes = plan(
-        train_args, workers, FLAGS.role, FLAGS.host, port, FLAGS.first_worker, gpus
+        train_args, workers, FLAGS.role, FLAGS.host, port, FLAGS.first_worker, gpus, environ
     )
     names = ", ".join(p.name + (f" (GPU {p.env['CUDA_VISIBLE_DEVICES']})"
                                 if p.env.get("CUDA_VISIBLE_DEVICES") else "") for p in processes)  # fmt: skip
@@ -379,5 +404,4 @@ def _entry():
 
 
 if __name__ == "__main__":
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     _entry()

@@ -19,6 +19,7 @@ from typing import Callable, Optional, Union
 
 import keras_tuner
 
+from nas_tf import chief  # noqa: F401 (the chief's service: nas_tf.chief.serve)
 from nas_tf import distributed
 from nas_tf import durable
 from nas_tf import hp_space
@@ -47,7 +48,7 @@ class NASRLOracle(keras_tuner.Oracle):
       space: optional nas_tf `Space` to search; it becomes the oracle's
         hyperparameters (its depth, if any, the reserved `nas_tf/depth` entry).
       controller_config, reinforce_config, reuse_rewards, max_resamples,
-        mutate_best, preset: the search's settings (`ControllerSearch`;
+        mutate_best, mutate_until, preset: the search's settings (`ControllerSearch`;
         None: the preset's). `preset` is "default" (measured best at tens to
         hundreds of trials) or "paper" (Zoph & Le 2017 where it is specified).
       reward: how a completed trial becomes a reward: "identity" (the score,
@@ -75,9 +76,11 @@ class NASRLOracle(keras_tuner.Oracle):
                  reinforce_config=None, reward: Union[str, Callable] = "identity",
                  depth_schedule: Optional[Callable[[int], int]] = None,
                  reuse_rewards: Optional[bool] = None, max_resamples: Optional[int] = None,
-                 mutate_best: Optional[float] = None, preset: str = "default"):
+                 mutate_best: Optional[float] = None, preset: str = "default",
+                 mutate_until: Optional[float] = None):
         settings = controller_search.resolve(preset, controller_config, reinforce_config,
-                                             reuse_rewards, max_resamples, mutate_best)
+                                             reuse_rewards, max_resamples, mutate_best,
+                                             mutate_until)
         self._space_name, self._kinds = "hyperparameters", {}
         if space is not None:
             if hyperparameters is not None:
@@ -99,6 +102,7 @@ class NASRLOracle(keras_tuner.Oracle):
         self.reuse_rewards = settings["reuse_rewards"]
         self.max_resamples = settings["max_resamples"]
         self.mutate_best = settings["mutate_best"]
+        self.mutate_until = settings["mutate_until"]
         # Built lazily: Keras Tuner workers construct the oracle only to proxy it.
         self._algorithm: Optional[controller_search.ControllerSearch] = None
         self._space_size, self._space_config, self._fixed = None, None, {}
@@ -144,6 +148,7 @@ class NASRLOracle(keras_tuner.Oracle):
             space, self.seed, controller_config=self.controller_config,
             reinforce_config=self.reinforce_config, reuse_rewards=self.reuse_rewards,
             max_resamples=self.max_resamples, mutate_best=self.mutate_best,
+            mutate_until=self.mutate_until, preset=self.preset,
             depth_schedule=self.depth_schedule, tried=self._tried, on_update=self._on_update)
 
     @property
@@ -358,12 +363,12 @@ class NASRL(keras_tuner.Tuner):
         default: `NAS_TF_CHIEF_TIMEOUT`, else 600.
       **kwargs: `NASRLOracle` options (`space`, `controller_config`,
         `reinforce_config`, `reward`, `depth_schedule`, `reuse_rewards`,
-        `max_resamples`, `mutate_best`, `preset`) and `keras_tuner.Tuner`
+        `max_resamples`, `mutate_best`, `mutate_until`, `preset`) and `keras_tuner.Tuner`
         options (`directory`, `project_name`, `overwrite`, ...).
     """
 
     _ORACLE_ARGS = ("space", "controller_config", "reinforce_config", "reward", "depth_schedule",
-                    "reuse_rewards", "max_resamples", "mutate_best", "preset")
+                    "reuse_rewards", "max_resamples", "mutate_best", "mutate_until", "preset")
 
     def __init__(self, hypermodel=None, objective=None, max_trials=10, seed=None,
                  hyperparameters=None, tune_new_entries=True, allow_new_entries=True,

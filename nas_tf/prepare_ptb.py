@@ -33,6 +33,7 @@ def main(argv):
         raise app.UsageError(f"--levels must be word and/or char, got {bad}.")
     if FLAGS.manual_dir is not None and not os.path.isdir(FLAGS.manual_dir):
         raise app.UsageError(f"--manual_dir {FLAGS.manual_dir} is not a directory.")
+    cli.quiet_tensorflow()
     from nas_tf.data import ptb
 
     for level in FLAGS.levels:
@@ -46,5 +47,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     cli.run(main, FLAGS, __doc__)

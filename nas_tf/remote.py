@@ -33,13 +33,26 @@ Guarantees:
   when the same command runs again on the same machine) uploads what is
   missing. Failures after a child are reported as warnings and the program
   goes on; a failure of the final sync is an error naming the mirror;
-* one writer per URL: the mirror assumes nobody else changes the URL
-  meanwhile. A restore keeps the mirror's own files over the bucket's (the
-  mirror is at least as new), and downloads only what it lacks.
+* a stale mirror never wins over a newer bucket: every sync that changes
+  the bucket bumps a generation counter in the bucket's
+  `.nas_tf_manifest.json` and in the mirror's record. A restore keeps the
+  mirror's own files over the bucket's only while the bucket's generation is
+  the mirror's (nobody else synced since): if the bucket is newer (the search
+  was resumed on another machine meanwhile), the mirror's files are moved
+  aside to `<mirror>.stale-<generation>` with a warning and the bucket is
+  downloaded. A sync to a bucket that is newer than the mirror raises
+  `StaleMirrorError` and uploads nothing;
+* one writer at a time: two machines syncing one URL at the same moment are
+  not kept apart (an object store has no lock); the generation check catches
+  the second one's next sync. On one machine the mirror is locked
+  (`nas_tf.dirlock`) by whoever works in it;
+* a name in the bucket's listing that would leave the mirror (`..`, an
+  absolute path) is refused with a `SyncError`.
 
 Where the mirror lives: `local_dir` if given (the `--local_dir` flag), else
 `$XDG_CACHE_HOME/nas_tf/mirrors/<hash of the URL>` (`~/.cache/...` by
-default). What it last uploaded is kept in its `.nas_tf_sync.json`.
+default). What it last uploaded, and the generation it last synced, is kept
+in its `.nas_tf_sync.json`.
 
 Fault injection (tests): `NAS_TF_SYNC_FAULT=upload:n` makes the n-th upload of
 the process fail with an `OSError`, as a network error would.
@@ -47,6 +60,7 @@ the process fail with an `OSError`, as a network error would.
 
 import collections
 import contextlib
+import datetime
 import hashlib
 import json
 import os
@@ -58,9 +72,11 @@ from typing import Dict, List, Optional, Tuple
 
 import tensorflow as tf
 
+from nas_tf import dirlock
 from nas_tf import durable
 
 STATE = ".nas_tf_sync.json"
+MANIFEST = ".nas_tf_manifest.json"  # In the bucket: its generation and who synced it last.
 UPLOAD_PREFIX = ".nas_tf_upload."
 SYNC_FAULT_ENV = "NAS_TF_SYNC_FAULT"
 # The URL schemes TensorFlow Datasets opens a data directory on (etils.epath's
@@ -72,6 +88,10 @@ _passes = collections.Counter()
 
 class SyncError(RuntimeError):
     """The mirror could not be restored from, or synced to, its URL (the message says why)."""
+
+
+class StaleMirrorError(SyncError):
+    """The bucket was synced by another mirror after this one last synced: uploading would lose that work."""
 
 
 def is_url(path: Optional[str]) -> bool:
@@ -161,8 +181,21 @@ def _signature(path: str) -> List[int]:
 
 
 def _is_temporary(name: str) -> bool:
-    # durable's temporary files, our uploads in flight, and our own record.
-    return name.startswith(".tmp_") or name.startswith(UPLOAD_PREFIX) or name == STATE
+    # durable's temporary files, our uploads in flight, our own records and the mirror's lock.
+    return (name.startswith(".tmp_") or name.startswith(UPLOAD_PREFIX) or name in (STATE, MANIFEST)
+            or dirlock.is_lock_file(name))  # fmt: skip
+
+
+def _check_relative(rel: str, url: str) -> str:
+    """`rel` if it names a file inside the mirror; SyncError for `..` or an absolute path."""
+    parts = rel.replace("\\", "/").split("/")
+    if not rel or os.path.isabs(rel) or any(p in ("", ".", "..") for p in parts):
+        raise SyncError(
+            f"{url} lists an object named {rel!r}, which would be written outside the mirror "
+            "(an absolute path, '..' or an empty part); nothing was restored. Remove or rename "
+            "that object in the bucket."
+        )
+    return rel
 
 
 class Mirror:
@@ -185,12 +218,20 @@ class Mirror:
         self.uploads = 0
         self.deletions = 0
         self._state_path = os.path.join(local, STATE)
+        self.generation = 0  # The bucket generation this mirror last restored or synced.
+        self._pending = False  # Files went up that no manifest counts yet.
+        self.lock: Optional[dirlock.DirLock] = None  # Set by `mirrored`.
 
     def _remote(self, rel: str) -> str:
         return self.url + "/" + rel.replace(os.sep, "/")
 
     def _load_state(self) -> Dict[str, List[int]]:
-        """Relative path -> local [size, mtime_ns] of the version the URL holds."""
+        """Relative path -> local [size, mtime_ns] of the version the URL holds.
+
+        Also sets `generation` and `_pending` (files went up since the last
+        manifest) from the record; a record of before generations reads as 0.
+        """
+        self.generation, self._pending = 0, False
         try:
             with open(self._state_path, encoding="utf-8") as f:
                 state = json.load(f)
@@ -200,12 +241,74 @@ class Mirror:
             return {}  # Unreadable: everything is uploaded again (safe, only slower).
         if not isinstance(state, dict) or state.get("url") != self.url:
             return {}  # Another URL's record (a --local_dir reused): trust nothing.
+        generation = state.get("generation", 0)
+        self.generation = generation if isinstance(generation, int) and generation > 0 else 0
+        self._pending = state.get("pending") is True
         files = state.get("files")
         return dict(files) if isinstance(files, dict) else {}
 
     def _save_state(self, files: Dict[str, List[int]]) -> None:
-        text = json.dumps({"url": self.url, "files": files}, sort_keys=True)
-        durable.atomic_write_text(self._state_path, text + "\n")
+        record = {"url": self.url, "files": files, "generation": self.generation, "pending": self._pending}
+        durable.atomic_write_text(self._state_path, json.dumps(record, sort_keys=True) + "\n")
+
+    def _read_manifest(self) -> dict:
+        """The bucket's manifest ({} when it has none: a new bucket, or one synced before generations)."""
+        path = self._remote(MANIFEST)
+        if not tf.io.gfile.exists(path):
+            return {}
+        with tf.io.gfile.GFile(path, "r") as f:
+            text = f.read()
+        try:
+            manifest = json.loads(text)
+            generation = manifest["generation"]
+            if not isinstance(generation, int) or generation < 0:
+                raise ValueError(f"generation {generation!r}")
+        except (ValueError, KeyError, TypeError) as e:
+            raise SyncError(
+                f"{path} is unreadable ({e}), so whether the bucket is newer than {self.local} "
+                "is unknown; nothing was changed. Delete it only if no other machine works on "
+                "this URL."
+            ) from None
+        return manifest
+
+    def _write_manifest(self, generation: int) -> None:
+        """Writes the bucket's manifest whole (temporary name, then rename)."""
+        _fault("manifest")
+        record = {
+            "generation": generation,
+            "host": dirlock.host(),
+            "mirror": os.path.abspath(self.local),
+            "synced": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        }
+        tmp = self._remote(f"{UPLOAD_PREFIX}{uuid.uuid4().hex}.{MANIFEST}")
+        tf.io.gfile.makedirs(self.url)
+        with tf.io.gfile.GFile(tmp, "w") as f:
+            f.write(json.dumps(record, sort_keys=True) + "\n")
+        tf.io.gfile.rename(tmp, self._remote(MANIFEST), overwrite=True)
+
+    def _newer_bucket(self, manifest: dict) -> str:
+        """Why the bucket is newer than the mirror ("" when it is not)."""
+        generation = manifest.get("generation", 0)
+        if generation <= self.generation:
+            return ""
+        return (f"{self.url} was synced by {manifest.get('mirror', '?')} on host "
+                f"{manifest.get('host', '?')} at {manifest.get('synced', '?')} (generation "
+                f"{generation}) after {self.local} last synced (generation {self.generation})")  # fmt: skip
+
+    def _set_aside(self) -> Optional[str]:
+        """Moves the mirror's files to a sibling `<mirror>.stale-<generation>`; returns it (None if none)."""
+        names = [n for n in os.listdir(self.local) if not _is_temporary(n)]
+        if not names:
+            return None
+        base = f"{os.path.abspath(self.local).rstrip(os.sep)}.stale-{self.generation}"
+        aside, n = base, 1
+        while os.path.exists(aside):
+            aside, n = f"{base}.{n}", n + 1
+        os.makedirs(aside)
+        for name in names:
+            os.rename(os.path.join(self.local, name), os.path.join(aside, name))
+        durable.fsync_directory(self.local)
+        return aside
 
     def _local_files(self) -> Dict[str, List[int]]:
         out = {}
@@ -229,26 +332,41 @@ class Mirror:
                 if _is_temporary(name):
                     continue
                 full = root.rstrip("/") + "/" + name
-                out.append(full[len(self.url) + 1:].replace("/", os.sep))
+                out.append(_check_relative(full[len(self.url) + 1:], self.url).replace("/", os.sep))
         return out
 
     def restore(self) -> int:
         """Downloads the URL's files the mirror lacks; returns how many.
 
-        Files the mirror has are kept (it is at least as new as the URL), and
-        so are files it removed since its last sync (the next sync removes
-        them from the URL too).
+        While the bucket's generation is the mirror's, files the mirror has
+        are kept (it is at least as new as the URL), and so are files it
+        removed since its last sync (the next sync removes them from the URL
+        too). When the bucket is newer, the mirror's files are moved aside
+        (with a warning) and the bucket's are downloaded: the bucket wins.
 
         Raises:
-          SyncError: when the URL cannot be listed or read.
+          SyncError: when the URL cannot be listed or read, or lists a name
+            outside the mirror.
         """
         os.makedirs(self.local, exist_ok=True)
         if self.url is None:
             return 0
         state = self._load_state()
         count = 0
+        changed = False
         try:
-            for rel in self._remote_files():
+            manifest = self._read_manifest()
+            listed = self._remote_files()  # Checked whole before anything changes here.
+            newer = self._newer_bucket(manifest)
+            if newer:
+                aside = self._set_aside()
+                if aside is not None:
+                    print(f"nas_tf: warning: {newer}: the bucket wins. This mirror's files were "
+                          f"moved to {aside}; resuming from the bucket.", file=sys.stderr, flush=True)  # fmt: skip
+                state, self._pending = {}, False
+                self.generation = manifest["generation"]
+                changed = True
+            for rel in listed:
                 path = os.path.join(self.local, rel)
                 if os.path.exists(path) or rel in state:
                     continue
@@ -263,7 +381,7 @@ class Mirror:
                 "Check that the URL is readable from this machine; nothing was changed there."
             ) from e
         finally:
-            if count:
+            if count or changed:
                 self._save_state(state)
         if self.verbose and count:
             print(f"nas_tf: restored {count} files from {self.url} into {self.local}", flush=True)
@@ -281,19 +399,34 @@ class Mirror:
         state = self._load_state()
         local = self._local_files()
         uploaded = removed = 0
+        bumped = False
         try:
+            newer = self._newer_bucket(self._read_manifest())
+            if newer:
+                raise StaleMirrorError(
+                    f"{newer}; uploading {self.local} would overwrite that work, so nothing was "
+                    "uploaded. Stop this run; running the same command again restores the "
+                    "bucket's newer state (this mirror's files are kept aside)."
+                )
             for rel, signature in sorted(local.items()):
                 if state.get(rel) == signature:
                     continue
                 self._upload(rel)
                 state[rel] = signature  # The version measured before it was read.
                 uploaded += 1
+                self._pending = True  # The bucket is ahead of its manifest until it is written.
             for rel in sorted(set(state) - set(local)):
                 remote = self._remote(rel)
                 if tf.io.gfile.exists(remote):
                     tf.io.gfile.remove(remote)
                 del state[rel]
                 removed += 1
+                self._pending = True
+            if self._pending:
+                self._write_manifest(self.generation + 1)
+                self.generation += 1
+                self._pending = False
+                bumped = True
         except (tf.errors.OpError, OSError) as e:
             raise SyncError(
                 f"Could not sync {self.local} to {self.url}: {_message(e)}. Nothing is lost: "
@@ -302,7 +435,7 @@ class Mirror:
                 "is missing."
             ) from e
         finally:
-            if uploaded or removed:
+            if uploaded or removed or bumped:
                 self._save_state(state)
             self.uploads += uploaded
             self.deletions += removed
@@ -311,8 +444,8 @@ class Mirror:
     def clear(self) -> None:
         """Deletes everything in the mirror (`--overwrite`); the next sync deletes it at the URL too."""
         for name in os.listdir(self.local):
-            if name == STATE:
-                continue  # What the URL holds: the next sync removes it there.
+            if name == STATE or dirlock.is_lock_file(name):
+                continue  # What the URL holds (the next sync removes it there), and the held lock.
             path = os.path.join(self.local, name)
             if os.path.isdir(path) and not os.path.islink(path):
                 shutil.rmtree(path)
@@ -320,10 +453,16 @@ class Mirror:
                 os.remove(path)
 
     def sync_or_warn(self) -> bool:
-        """`sync`, reporting a failure on stderr instead of raising; True if it succeeded."""
+        """`sync`, reporting a failure on stderr instead of raising; True if it succeeded.
+
+        Raises:
+          StaleMirrorError: the bucket is newer: going on would waste the run's work.
+        """
         try:
             self.sync()
             return True
+        except StaleMirrorError:
+            raise
         except SyncError as e:
             print(f"nas_tf: warning: {e}", file=sys.stderr, flush=True)
             return False
@@ -363,25 +502,39 @@ def mirror_for(output_dir: str, local_dir: Optional[str] = None, verbose: int = 
 
 
 @contextlib.contextmanager
-def mirrored(output_dir: str, local_dir: Optional[str] = None, verbose: int = 1):
+def mirrored(output_dir: str, local_dir: Optional[str] = None, verbose: int = 1, lock: bool = True):
     """Yields the `Mirror` of `output_dir`, restored; syncs it when the block ends.
 
     The final sync runs after an error too (the finished work reaches the
     bucket); its own failure is then only reported, so that the first error
     is the one raised.
 
+    Args:
+      output_dir, local_dir, verbose: as `mirror_for`.
+      lock: hold the directory's lock (`nas_tf.dirlock`; the mirror's for a
+        URL) from before the restore until the final sync ends, as
+        `mirror.lock`. False for a Keras Tuner worker, which works in its
+        chief's directory.
+
     Raises:
       ValueError: for a URL whose scheme TensorFlow cannot open.
       SyncError: when the restore, or the final sync after success, fails.
+      nas_tf.dirlock.LockedError: another process holds the directory.
     """
     mirror = mirror_for(output_dir, local_dir, verbose)
-    mirror.restore()
-    if mirror.url is not None and verbose:
-        print(f"nas_tf: {mirror.url} is worked on in {mirror.local} and synced after every "
-              "child and at the end", flush=True)  # fmt: skip
-    try:
-        yield mirror
-    except BaseException:
-        mirror.sync_or_warn()
-        raise
-    mirror.sync()
+    with contextlib.ExitStack() as stack:
+        if lock:
+            mirror.lock = stack.enter_context(dirlock.acquire(mirror.local))
+        mirror.restore()
+        if mirror.url is not None and verbose:
+            print(f"nas_tf: {mirror.url} is worked on in {mirror.local} and synced after every "
+                  "child and at the end", flush=True)  # fmt: skip
+        try:
+            yield mirror
+        except BaseException:
+            try:
+                mirror.sync_or_warn()
+            except SyncError as e:  # A stale mirror: reported; the first error is raised.
+                print(f"nas_tf: warning: {e}", file=sys.stderr, flush=True)
+            raise
+        mirror.sync()

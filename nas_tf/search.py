@@ -2,8 +2,8 @@
 
 `run(config)` is what `python -m nas_tf.train` calls (and what tests call
 directly): it loads the data, builds the named search space and its task
-(`nas_tf.tasks`: convolutional children on images, or recurrent-cell language
-models on text), and runs a `ChildSearch` (a `NASRL` tuner whose trials train
+(from the space's family, `nas_tf.families`: convolutional children on images,
+recurrent-cell language models on text, or a family of one's own), and runs a `ChildSearch` (a `NASRL` tuner whose trials train
 children) in `config.output_dir`. What a user gets there:
 
 * `config.json`: the resolved configuration; resuming with settings that
@@ -13,7 +13,8 @@ children) in `config.output_dir`. What a user gets there:
   checkpoint) - running again resumes from it;
 * `history.jsonl`: one line per finished child: trial id, status, the
   architecture JSON, reward, validation accuracy (or perplexity) per epoch,
-  parameters, training time, or the reason it failed;
+  parameters, training time, or the reason it failed (`nas_tf.history`
+  reads and writes it, and a distributed search's per-worker files);
 * `best_architecture.json` and `best_model.keras`: the best child so far
   (only the best child's trained model is kept on disk).
 
@@ -47,47 +48,39 @@ import shutil
 import sys
 import time
 import traceback
-from typing import Any, Dict, List, Optional
+from typing import Optional
 
 import keras_tuner
 import tensorflow as tf
-from keras_tuner.src.distribute import utils as dist_utils
 
-from nas_tf import controller as controller_lib
+from nas_tf import builtin_families  # noqa: F401 (registers the paper's space families)
 from nas_tf import data as data_lib
+from nas_tf import dirlock
 from nas_tf import distributed
 from nas_tf import durable
+from nas_tf import families
+from nas_tf import history as history_lib
 from nas_tf import hp_space
+from nas_tf import kt_compat
 from nas_tf import oracle as oracle_lib
 from nas_tf import progress as progress_lib
-from nas_tf import reinforce as reinforce_lib
 from nas_tf import space as space_lib
 from nas_tf import summaries
-from nas_tf import tasks
-from nas_tf.children import convnet, language_model, lm_trainer, worker
-from nas_tf.spaces import conv
+from nas_tf.children import convnet, worker
 
-HISTORY = "history.jsonl"
-BEST_ARCHITECTURE = "best_architecture.json"
-BEST_MODEL = "best_model.keras"
-CONFIG = "config.json"
-PROJECT = "search"
-
-# Settings a resumed search may change: they do not change what it finds.
-FREE_SETTINGS = (
-    "output_dir",
-    "data_dir",
-    "max_trials",
-    "verbose",
-    "overwrite",
-    "top_k",
-    "isolate_children",
-    "children_per_worker",
-    "child_timeout",
-    "max_consecutive_failures",
-    "allow_config_change",
+HISTORY = history_lib.HISTORY
+# The search's settings and their files, under the names this module has always had.
+from nas_tf.search_config import (  # noqa: E402,F401
+    BEST_ARCHITECTURE,
+    BEST_MODEL,
+    CONFIG,
+    FREE_SETTINGS,
+    PROJECT,
+    ConfigChangedError,
+    SearchConfig,
+    check_and_write_config,
+    config_changes,
 )
-
 
 def role() -> str:
     """This process's part in a search: "single", or Keras Tuner's "chief" or "worker".
@@ -95,30 +88,18 @@ def role() -> str:
     Keras Tuner decides it from `KERASTUNER_TUNER_ID`, `KERASTUNER_ORACLE_IP`
     and `KERASTUNER_ORACLE_PORT` (`nas_tf.launch` sets them).
     """
-    if not dist_utils.has_chief_oracle():
+    if not kt_compat.has_chief():
         return "single"
-    return "chief" if dist_utils.is_chief_oracle() else "worker"
+    return "chief" if kt_compat.is_chief() else "worker"
 
 
-def history_path(output_dir: str, tuner_id: Optional[str] = None) -> str:
-    """Where a process appends its finished children.
-
-    One process per file, so that appends never interleave: a single-process
-    search writes `history.jsonl`; each worker of a distributed search writes
-    `history.<tuner id>.jsonl`, and the chief merges them all into
-    `history.jsonl` when the search ends. `read_history` reads them together.
-    """
-    if tuner_id is None:
-        return os.path.join(output_dir, HISTORY)
-    return os.path.join(output_dir, f"history.{tuner_id}.jsonl")
-
-
-class HistoryError(ValueError):
-    """`history.jsonl` holds a line that is not a trial record (file and line named)."""
-
-
-class ConfigChangedError(ValueError):
-    """A search would resume with settings other than those it started with."""
+# The history's reader and writer, under the names this module has always had.
+history_path = history_lib.path
+history_files = history_lib.files
+read_history = history_lib.read
+merge_history = history_lib.merge
+_read_history_file = history_lib.read_file
+HistoryError = history_lib.HistoryError
 
 
 class SearchError(keras_tuner.errors.FatalError):
@@ -131,148 +112,6 @@ class SearchError(keras_tuner.errors.FatalError):
 
 # A child's own failures: they fail its trial and the search goes on.
 CHILD_FAILURES = (convnet.ChildTrainingError, worker.ChildCrashed, tf.errors.ResourceExhaustedError)
-
-
-@dataclasses.dataclass(frozen=True)
-class SearchConfig:
-    """Everything one search needs.
-
-    Attributes:
-      output_dir: where the search writes (and resumes from).
-      space: a name from `nas_tf.spaces.conv.SPACES`, or "ptb_cell".
-      space_overrides: keyword overrides for `conv.get_space` (depth,
-        filter_sizes, num_filters, strides, pool_at), or {"base": n} for
-        "ptb_cell".
-      dataset: a name from `nas_tf.data.names()`.
-      data_dir: TFDS data directory for cifar10 and ptb.
-      max_trials: number of children to train in all.
-      seed: seeds the controller, the data split and child shuffling.
-      controller: a `ControllerConfig`.
-      reinforce: a `ReinforceConfig`.
-      child: a `ChildConfig` (convolutional children).
-      lm_model: a `LanguageModelConfig` (cell children).
-      lm_train: a `TrainConfig` (cell children).
-      curriculum: a `DepthCurriculum`, or None to sample full-depth networks.
-      preset: the `NASRLOracle` preset the method settings came from
-        ("default" or "paper"; recorded in config.json).
-      reuse_rewards: do not retrain an architecture already trained.
-      max_resamples: with `reuse_rewards`, draws of trained architectures per
-        trial before the oracle mutates the last one.
-      mutate_best: the share of trials that mutate the best architecture
-        found so far instead of drawing from the controller (`NASRLOracle`).
-      isolate_children: train children in a worker process replaced every
-        `children_per_worker` children, so that the search's memory stays
-        flat and a crashing child fails only its trial. False trains them in
-        the search's own process (simpler to debug).
-      children_per_worker: children a worker trains before it is replaced.
-      child_timeout: seconds one child may train in a worker before the
-        worker is killed and the trial fails with reason "timeout" (None: no
-        limit; applies with `isolate_children` only).
-      max_consecutive_failures: this many failed children in a row stop the
-        search (something is wrong with every child, not with one).
-      allow_config_change: resume even though settings that change the
-        search differ from `config.json`'s.
-      overwrite: start afresh instead of resuming.
-      top_k: how many of the best children the summary lists.
-      verbose: 0 silent, 1 the progress line (`nas_tf.progress`), 2 Keras progress too.
-    """
-
-    output_dir: str
-    space: str = "cifar10_v1"
-    space_overrides: Dict[str, Any] = dataclasses.field(default_factory=dict)
-    dataset: str = "digits"
-    data_dir: Optional[str] = None
-    max_trials: int = 12
-    seed: int = 1
-    controller: controller_lib.ControllerConfig = controller_lib.ControllerConfig()
-    reinforce: reinforce_lib.ReinforceConfig = reinforce_lib.ReinforceConfig()
-    child: convnet.ChildConfig = convnet.ChildConfig()
-    lm_model: language_model.LanguageModelConfig = language_model.LanguageModelConfig()
-    lm_train: lm_trainer.TrainConfig = lm_trainer.TrainConfig()
-    curriculum: Optional[conv.DepthCurriculum] = None
-    preset: str = "default"
-    reuse_rewards: bool = True
-    max_resamples: int = 2
-    mutate_best: float = 0.5
-    isolate_children: bool = True
-    children_per_worker: int = 20
-    child_timeout: Optional[float] = worker.DAY
-    max_consecutive_failures: int = 10
-    allow_config_change: bool = False
-    overwrite: bool = False
-    top_k: int = 5
-    verbose: int = 1
-
-    def __post_init__(self):
-        timeout = self.child_timeout
-        if timeout is not None and not (isinstance(timeout, (int, float)) and 0 < timeout < math.inf):
-            raise ValueError(f"child_timeout must be positive seconds or None, got {timeout!r}.")
-        if not isinstance(self.max_consecutive_failures, int) or self.max_consecutive_failures < 1:
-            raise ValueError(
-                f"max_consecutive_failures must be a positive integer, got {self.max_consecutive_failures!r}."
-            )
-
-    def to_json(self) -> str:
-        return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True, default=str)
-
-
-def config_changes(old: dict, new: dict) -> List[str]:
-    """The settings that differ between two `config.json` contents, as "name: old -> new".
-
-    Settings in `FREE_SETTINGS` are not compared, nor fields that only one
-    side has (written by another version of nas_tf); `space_overrides` is
-    compared whole (an override given or left out changes the space).
-    """
-    changes = []
-
-    def compare(a, b, name):
-        if isinstance(a, dict) and isinstance(b, dict) and name != "space_overrides":
-            for key in sorted(set(a) & set(b)):
-                full = f"{name}.{key}" if name else key
-                if full not in FREE_SETTINGS:
-                    compare(a[key], b[key], full)
-        elif a != b:
-            changes.append(f"{name}: {json.dumps(a, sort_keys=True)} -> {json.dumps(b, sort_keys=True)}")
-
-    compare(old, new, "")
-    return changes
-
-
-def check_and_write_config(config: SearchConfig) -> None:
-    """Writes `config.json`, refusing a resume with changed settings.
-
-    Raises:
-      ConfigChangedError: naming each changed setting (old -> new), when
-        a search was started in `output_dir` with that `config.json`, it is
-        resumed (not `overwrite`) and `allow_config_change` is not set.
-      ValueError: if the existing `config.json` is unreadable.
-    """
-    path = os.path.join(config.output_dir, CONFIG)
-    text = config.to_json() + "\n"
-    started = os.path.exists(os.path.join(config.output_dir, HISTORY)) or os.path.exists(
-        os.path.join(config.output_dir, PROJECT)
-    )
-    if os.path.exists(path) and started and not config.overwrite:
-        try:
-            with open(path, encoding="utf-8") as f:
-                old = json.load(f)
-            if not isinstance(old, dict):
-                raise ValueError("not a JSON object")
-        except (OSError, ValueError) as e:
-            raise ValueError(
-                f"{path} is unreadable ({e}); pass --overwrite to start afresh."
-            ) from None
-        changes = config_changes(old, json.loads(text))
-        if changes and not config.allow_config_change:
-            raise ConfigChangedError(
-                f"The search in {config.output_dir} was started with other settings; "
-                "resuming would mix two searches. Changed: "
-                + "; ".join(changes)
-                + ". Pass --allow_config_change to resume anyway, or --overwrite to start afresh."
-            )
-        if changes and config.verbose:
-            print(f"nas_tf: resuming with changed settings: {'; '.join(changes)}", flush=True)
-    durable.atomic_write_text(path, text)
 
 
 # The dataset registry (`nas_tf.data`): every name a search can load, and how.
@@ -291,6 +130,8 @@ class ChildSearch(oracle_lib.NASRL):
         `nas_tf.children.worker`).
       children_per_worker: children per worker process.
       child_timeout: seconds a child may train in a worker (None: no limit).
+      metric: the record's validation figure logged beside the reward
+        (its family's `metric`).
       **kwargs: `NASRL` arguments (objective and space are set here).
 
     Attributes:
@@ -308,6 +149,7 @@ class ChildSearch(oracle_lib.NASRL):
         isolate_children=True,
         children_per_worker=20,
         child_timeout=None,
+        metric="val_accuracy",
         **kwargs,
     ):
         super().__init__(
@@ -330,7 +172,6 @@ class ChildSearch(oracle_lib.NASRL):
         self._logdir = os.path.join(output_dir, summaries.TENSORBOARD)
         if isinstance(self.oracle, oracle_lib.NASRLOracle):
             self.oracle.summary_dir = self._logdir
-            metric = "val_perplexity" if isinstance(task, tasks.CellTask) else "val_accuracy"
             summaries.write_hparams_config(self._logdir, task.space, ["reward", metric])
         done = list(self._history.values())
         self._failures = sum(r["status"] != "COMPLETED" for r in done)
@@ -448,7 +289,7 @@ class ChildSearch(oracle_lib.NASRL):
     def _record(self, record):
         if self._worker_id is not None:
             record["worker"] = self._worker_id  # The report draws each worker's children.
-        durable.append_line(self._history_path, json.dumps(record, sort_keys=True))
+        history_lib.append(self._history_path, record)
         self._history[record["trial_id"]] = record
         durable.fault_point("after_record")
         summaries.write_child(self._logdir, record)
@@ -489,8 +330,7 @@ def _finite(x) -> bool:
     return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
 
 
-def _trial_order(trial_id: str):
-    return (0, int(trial_id), trial_id) if trial_id.isdigit() else (1, 0, trial_id)
+_trial_order = history_lib.trial_order
 
 
 def _best_of(records):
@@ -500,92 +340,6 @@ def _best_of(records):
         if _finite(r.get("reward")) and (best[0] is None or r["reward"] > best[0]):
             best = (r["reward"], r["trial_id"])
     return best
-
-
-_STATUSES = ("COMPLETED", "FAILED")
-
-
-def history_files(output_dir: str) -> List[str]:
-    """`history.jsonl` (if any), then every worker's `history.<tuner id>.jsonl`, sorted."""
-    merged = os.path.join(output_dir, HISTORY)
-    workers = sorted(
-        os.path.join(output_dir, name)
-        for name in (os.listdir(output_dir) if os.path.isdir(output_dir) else ())
-        if name.startswith("history.") and name.endswith(".jsonl") and name != HISTORY
-    )
-    return ([merged] if os.path.exists(merged) else []) + workers
-
-
-def read_history(output_dir: str) -> List[dict]:
-    """The history records, one per trial, from every history file of `output_dir`.
-
-    The documented reader of a search's history: `history.jsonl` and, in a
-    distributed search, each worker's `history.<tuner id>.jsonl`
-    (`history_files`), in that order; the last record of a trial wins (after a
-    re-run; a trial appears in two files only as the same record, once in a
-    worker's file and once in the chief's merge). Sorted by trial id.
-
-    A last line without its newline was cut short by a kill and is skipped
-    (`nas_tf.durable.append_line` cuts it off before the next record).
-
-    Raises:
-      HistoryError: naming the file and line, for any other line that is not
-        a JSON object with a string "trial_id" and a "status" of COMPLETED or
-        FAILED (a COMPLETED one with a numeric "reward").
-    """
-    records = {}
-    for path in history_files(output_dir):
-        records.update(_read_history_file(path))
-    return [records[k] for k in sorted(records, key=_trial_order)]
-
-
-def merge_history(output_dir: str) -> List[dict]:
-    """Writes every history file's records into `history.jsonl` (atomically); returns them."""
-    records = read_history(output_dir)
-    text = "".join(json.dumps(r, sort_keys=True) + "\n" for r in records)
-    durable.atomic_write_text(os.path.join(output_dir, HISTORY), text)
-    return records
-
-
-def _read_history_file(path: str) -> Dict[str, dict]:
-    """Trial id -> last record of one history file."""
-    with open(path, "rb") as f:
-        content = f.read()
-    lines = content.split(b"\n")
-    lines.pop()  # After the last newline: empty, or a line torn by a kill.
-    records = {}
-    for number, raw in enumerate(lines, 1):
-        if not raw.strip():
-            continue
-        where = f"{path}, line {number}"
-        try:
-            record = json.loads(raw.decode("utf-8"))
-        except (UnicodeDecodeError, ValueError, RecursionError) as e:
-            raise HistoryError(
-                f"{where} is not a JSON record ({type(e).__name__}: {str(e)[:200]}); "
-                "the history is corrupt. Remove or repair that line to resume."
-            ) from None
-        _check_record(record, where)
-        records[record["trial_id"]] = record
-    return records
-
-
-def _check_record(record, where):
-    if not isinstance(record, dict):
-        raise HistoryError(f"{where}: a record is a JSON object, got {type(record).__name__}.")
-    for field in ("trial_id", "status"):
-        if field not in record:
-            raise HistoryError(f"{where}: the record has no {field!r}.")
-    if not isinstance(record["trial_id"], str) or not record["trial_id"]:
-        raise HistoryError(f"{where}: 'trial_id' must be a non-empty string, got {record['trial_id']!r}.")
-    if record["status"] not in _STATUSES:
-        raise HistoryError(f"{where}: 'status' must be one of {list(_STATUSES)}, got {record['status']!r}.")
-    if record["status"] == "COMPLETED":
-        reward = record.get("reward")
-        if not isinstance(reward, (int, float)) or isinstance(reward, bool):
-            raise HistoryError(f"{where}: a COMPLETED record needs a numeric 'reward', got {reward!r}.")
-    if "architecture" in record and not isinstance(record["architecture"], dict):
-        raise HistoryError(f"{where}: 'architecture' must be a JSON object.")
 
 
 def summarize(output_dir: str, task, top_k: int = 5) -> str:
@@ -629,6 +383,28 @@ def _export_best(tuner: ChildSearch, output_dir: str) -> Optional[dict]:
     return {"trial_id": trial_id, "reward": reward, "architecture": arch}
 
 
+def _devices() -> str:
+    """The devices TensorFlow computes on, in words: "the CPU (no GPU found)", "1 GPU (...)"."""
+    gpus = tf.config.list_physical_devices("GPU")
+    if not gpus:
+        return "the CPU (no GPU found)"
+    names = []
+    for gpu in gpus:
+        try:
+            names.append(tf.config.experimental.get_device_details(gpu).get("device_name", gpu.name))
+        except (ValueError, RuntimeError):
+            names.append(gpu.name)
+    return f"{len(gpus)} GPU{'s' if len(gpus) > 1 else ''} ({', '.join(sorted(set(names)))})"
+
+
+def _readable(arch, output_dir: str) -> str:
+    """`arch` as its family reads it (`nas_tf.describe.summary`, the search's config picks the spec)."""
+    from nas_tf import describe
+
+    with open(os.path.join(output_dir, CONFIG), encoding="utf-8") as f:
+        return describe.summary(arch, config=json.load(f))
+
+
 def _share_accelerators():
     """Lets the worker processes use the GPUs: this process takes memory as needed."""
     import tensorflow as tf
@@ -661,23 +437,38 @@ def run(config: SearchConfig, data=None, after_child=None) -> Optional[dict]:
       HistoryError: when `history.jsonl` is corrupt.
       SearchError: when an error that is not a child's stopped the search.
       nas_tf.data.DataNotPreparedError: when cifar10 or ptb is not available offline.
+      nas_tf.dirlock.LockedError: when another search holds `output_dir`.
     """
+    # One writer per directory, locked before anything is written or deleted (--overwrite).
+    with lock_output_dir(config.output_dir):
+        return _run(config, data, after_child)
+
+
+def lock_output_dir(output_dir: str) -> dirlock.DirLock:
+    """This process's lock on `output_dir`: the directory's, or a worker's own (`nas_tf.dirlock`).
+
+    Keras Tuner's workers write into their chief's directory, so they do not
+    take its lock; each takes one of its own id.
+    """
+    if role() == "worker":
+        tuner_id = os.environ.get("KERASTUNER_TUNER_ID", "worker")
+        return dirlock.acquire(output_dir, dirlock.worker_lock_name(tuner_id))
+    return dirlock.acquire(output_dir)
+
+
+def _run(config: SearchConfig, data, after_child) -> Optional[dict]:
     os.makedirs(config.output_dir, exist_ok=True)
     check_and_write_config(config)
     if config.isolate_children:
         _share_accelerators()
     if data is None:
         data = load_data(config.dataset, config.data_dir, seed=config.seed)
-    child = dataclasses.replace(config.child, seed=config.child.seed or config.seed)
-    task = tasks.make_task(
-        config.space,
-        config.space_overrides,
-        data,
-        child=child,
-        lm_model=config.lm_model,
+    seeded = dataclasses.replace(
+        config,
+        child=dataclasses.replace(config.child, seed=config.child.seed or config.seed),
         lm_train=dataclasses.replace(config.lm_train, seed=config.lm_train.seed or config.seed),
-        verbose=int(config.verbose >= 2),
     )
+    task = families.make_task(seeded, data)
     project = os.path.join(config.output_dir, PROJECT)
     part = role()
     if config.overwrite and part != "worker":  # A worker must not delete the chief's search.
@@ -706,6 +497,7 @@ def run(config: SearchConfig, data=None, after_child=None) -> Optional[dict]:
         isolate_children=config.isolate_children,
         children_per_worker=config.children_per_worker,
         child_timeout=config.child_timeout,
+        metric=families.for_space(config.space).metric,
         max_consecutive_failed_trials=config.max_consecutive_failures,
     )
     tuner.oracle.verbose = 0
@@ -713,6 +505,8 @@ def run(config: SearchConfig, data=None, after_child=None) -> Optional[dict]:
     if config.verbose:
         finished = len(read_history(config.output_dir))
         where = "" if part == "single" else f" as {part} {tuner.tuner_id}"
+        if part != "chief":  # The chief trains no child.
+            print(f"nas_tf: children train on {_devices()}", flush=True)
         print(
             f"nas_tf: searching {task.space.name} ({len(task.space.decisions)} decisions) on "
             f"{config.dataset}{where}, {config.max_trials} children, {finished} already done; "
@@ -736,7 +530,10 @@ def run(config: SearchConfig, data=None, after_child=None) -> Optional[dict]:
     if config.verbose:
         print(summarize(config.output_dir, task, config.top_k))
         if best is not None:
-            print(f"Best architecture (trial {best['trial_id']}, reward {best['reward']:.4f}):")
-            print(best["architecture"].to_json())
+            print(
+                f"Best architecture (trial {best['trial_id']}, reward {best['reward']:.4f}; "
+                f"{os.path.join(config.output_dir, BEST_ARCHITECTURE)}):"
+            )
+            print(_readable(best["architecture"], config.output_dir))
         sys.stdout.flush()
     return best

@@ -201,15 +201,17 @@ class Architecture:
         return cls(values=values, depth=depth)
 
     def summary(self, spec=None) -> str:
-        """A readable summary, one line per layer, cell node or decision (`nas_tf.describe`).
+        """A readable summary, one line per layer, cell node or decision.
+
+        Its family's form (`nas_tf.describe.summary`, through the hook that
+        `import nas_tf` installs); one line per decision without it.
 
         Args:
-          spec: for a convolutional network, its `ConvSpaceSpec` (where the
-            space pools); default: no pooling.
+          spec: its family's spec (for a convolutional network, the
+            `ConvSpaceSpec` that places the pools); default: none.
         """
-        from nas_tf import describe
-
-        return describe.summary(self, spec)
+        hook = _HOOKS["summary"]
+        return decision_summary(self) if hook is None else hook(self, spec)
 
     def __str__(self):
         return self.summary()
@@ -220,10 +222,15 @@ class Architecture:
         A convolutional network takes `input_shape`, `num_classes` and `spec`;
         a recurrent cell gives its language model (`vocab_size`,
         `language_model`).
-        """
-        from nas_tf import describe
 
-        return describe.build(self, **kwargs)
+        Raises:
+          RuntimeError: if no family is known (`nas_tf.describe` not imported;
+            `import nas_tf` imports it).
+        """
+        hook = _HOOKS["build"]
+        if hook is None:
+            raise RuntimeError("Architecture.build() needs the space families: import nas_tf.")
+        return hook(self, **kwargs)
 
     def __eq__(self, other):
         if not isinstance(other, Architecture):
@@ -232,6 +239,33 @@ class Architecture:
 
     def __hash__(self):
         return hash(self.to_json())
+
+
+# How an architecture reads and builds depends on its family, which this
+# plain-data module does not know (it imports nothing of nas_tf): importing
+# `nas_tf.describe` fills these slots (dependency inversion; `import nas_tf` does).
+_HOOKS = {"summary": None, "build": None}
+
+
+def set_architecture_hooks(summary=None, build=None) -> None:
+    """Installs what `Architecture.summary()` and `Architecture.build()` call.
+
+    Args:
+      summary: `(arch, spec) -> str`.
+      build: `(arch, **kwargs) -> keras.Model`.
+    """
+    _HOOKS.update(summary=summary, build=build)
+
+
+def decision_summary(arch: "Architecture") -> str:
+    """One line per decision: the summary of an architecture of no known family."""
+    title = "Architecture" + (f" (depth {arch.depth})" if arch.depth is not None else "") + ":"
+    lines = [title]
+    for name, value in arch.values.items():
+        if isinstance(value, tuple):
+            value = "[" + ", ".join(str(v) for v in value) + "]"
+        lines.append(f"  {name}: {value}")
+    return "\n".join(lines)
 
 
 def _json_values(values):

@@ -35,6 +35,7 @@ from typing import Dict, Iterable, List, Mapping, Sequence
 import numpy as np
 
 from nas_tf import durable
+from nas_tf import jsonl
 from nas_tf import space as space_lib
 
 TENSORBOARD = "tensorboard"
@@ -91,23 +92,25 @@ def histogram_tensor(counts: Sequence[float]) -> np.ndarray:
 def read_controller_log(path: str) -> List[dict]:
     """The update log's records by update number (the last line of a number wins).
 
-    A line torn by a kill (no newline, or not JSON) is skipped; a missing file
-    is an empty log.
+    Read by `nas_tf.jsonl`'s rule: a last line torn by a kill is skipped; a
+    missing file is an empty log.
+
+    Raises:
+      nas_tf.jsonl.CorruptLineError: naming the file and line, for any other
+        line that is not a JSON object with an integer "update".
     """
     if not os.path.exists(path):
         return []
-    with open(path, "rb") as f:
-        lines = f.read().split(b"\n")
-    lines.pop()  # After the last newline: empty, or torn.
     by_update = {}
-    for raw in lines:
-        try:
-            record = json.loads(raw.decode("utf-8"))
-        except (UnicodeDecodeError, ValueError):
-            continue
-        if isinstance(record, dict) and isinstance(record.get("update"), int):
-            by_update[record["update"]] = record
+    for record in jsonl.records(path, _update_problem, hint="The update log is damaged."):
+        by_update[record["update"]] = record
     return [by_update[k] for k in sorted(by_update)]
+
+
+def _update_problem(record):
+    if isinstance(record, dict) and isinstance(record.get("update"), int):
+        return None
+    return "not an update record (a JSON object with an integer 'update')"
 
 
 class ControllerSummaries:

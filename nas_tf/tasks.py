@@ -23,6 +23,7 @@ count trainings with it, across processes.
 import dataclasses
 import hashlib
 import os
+import types
 from typing import Any, Dict, Optional
 
 import keras
@@ -171,25 +172,23 @@ def make_task(
     lm_train: Optional[lm_trainer.TrainConfig] = None,
     verbose: int = 0,
 ):
-    """The task that searches `space` (a conv space name or "ptb_cell") on `data`.
+    """The task that searches the registered space `space` on `data` (`nas_tf.families`).
+
+    Kept for scripts; a search asks `nas_tf.families.make_task(config, data)`.
+    The space's family must be registered (importing `nas_tf.search` or
+    `nas_tf.builtin_families` registers the paper's).
 
     Raises:
       ValueError: for an unknown space, bad overrides, or data of the wrong kind.
     """
-    if space == "ptb_cell":
-        if not isinstance(data, ptb.LMData):
-            raise ValueError("Space 'ptb_cell' searches language models: use a text dataset.")
-        unknown = sorted(set(overrides) - {"base"})
-        if unknown:
-            raise ValueError(f"Space 'ptb_cell' has no setting {unknown[0]!r}; it has 'base'.")
-        base = cell_space.check_base(overrides.get("base", 8))
-        return CellTask(
-            base,
-            data,
-            lm_model or language_model.LanguageModelConfig(),
-            lm_train or lm_trainer.TrainConfig(),
-        )
-    spec = conv.get_space(space, **overrides)
-    if not isinstance(data, image_data.ImageData):
-        raise ValueError(f"Space {space!r} searches image classifiers: use an image dataset.")
-    return ConvTask(spec.to_config(), data, child or convnet.ChildConfig(), verbose)
+    from nas_tf import families
+
+    settings = types.SimpleNamespace(
+        space=space,
+        space_overrides=overrides,
+        child=child or convnet.ChildConfig(),
+        lm_model=lm_model or language_model.LanguageModelConfig(),
+        lm_train=lm_train or lm_trainer.TrainConfig(),
+        verbose=2 if verbose else 0,
+    )
+    return families.make_task(settings, data)

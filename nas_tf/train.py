@@ -19,13 +19,18 @@ paper's.
 """
 
 import dataclasses
-import os
 
 from absl import app
 from absl import flags
 
 from nas_tf import cli
+
+cli.quiet_tensorflow()  # Before anything below imports TensorFlow.
+
+from nas_tf import builtin_families  # noqa: F401 (registers the paper's space families)
 from nas_tf import data as data_lib
+from nas_tf import families
+from nas_tf import settings as settings_lib
 
 # This entry point's own flag registry (the convention of `nas_tf.cli`).
 FLAGS = flags.FlagValues()
@@ -45,13 +50,13 @@ define.integer("verbose", 1, "0: silent; 1: a progress line (rewritten in place 
                "one line per child otherwise); 2: Keras progress bars too.", lower_bound=0,
                upper_bound=2)
 
-define.enum("search_space", "cifar10_v1", ["cifar10_v1", "cifar10_v2", "cifar10_v3", "ptb_cell"],
+define.enum("search_space", "cifar10_v1", list(families.space_names()),
             "The paper's convolutional spaces: v1 (no strides, no pooling), v2 (strides "
             "searched), v3 (max pooling at fixed depths); or its recurrent cell (ptb_cell).")
 define.integer("search_cell_base", 8, "ptb_cell: leaves of the cell's tree, a power of two "
                "(paper: 8).", lower_bound=2)
-define.integer("search_depth", 6, "Maximum number of convolutional layers (paper: 15 for v1, "
-               "20 for v2, 39 for v3).", lower_bound=1, upper_bound=200)
+define.integer("search_depth", 6, "Maximum number of convolutional layers (paper: its curriculum reaches 20 "
+               "for v1 and v2, whose found networks have 15 and 20 layers; 39 for v3).", lower_bound=1, upper_bound=200)
 define.list("search_filter_sizes", None, "Filter heights/widths to choose from (paper: 1,3,5,7).")
 define.list("search_num_filters", ["8", "16", "24"], "Numbers of filters to choose from "
             "(paper: 24,36,48,64).")
@@ -91,7 +96,7 @@ define.integer("controller_layers", 2, "Controller LSTM layers (paper: 2).", low
 define.float("controller_init_range", 0.08, "Controller weights start uniform in "
              "[-r, r] (paper: 0.08).", lower_bound=1e-6)
 define.enum("controller_preset", "default", ["default", "paper"],
-            "Search method. 'paper': Zoph & Le 2017 exactly (plain REINFORCE, Adam "
+            "Search method. 'paper': Zoph & Le 2017 where the paper specifies it (plain REINFORCE, Adam "
             "0.0006, or 0.0005 for ptb_cell; duplicates retrained; no mutation, clipping "
             "or logit bounding). 'default': what measured best at hundreds of trials "
             "(docs/search_brain.md). The controller_* and search_reuse_rewards / "
@@ -198,188 +203,146 @@ def _ints(name):
     return out
 
 
-# The space settings (`conv.get_space`) and the flags that set them.
-_SPACE_FLAGS = {
-    "depth": "search_depth",
-    "filter_sizes": "search_filter_sizes",
-    "num_filters": "search_num_filters",
-    "strides": "search_strides",
-    "pool_at": "search_pool_at",
-    "base": "search_cell_base",
+# Flag -> the `SearchConfig` setting(s) it sets, "field" or "field.subfield"
+# (`nas_tf.settings.search_config`). An unset flag (None) sets nothing, so the
+# preset's or the dataclass's default holds; the space's family adds its own
+# flags (`Family.flags`: the space's settings, for instance).
+_SETTINGS = {
+    "search_space": "space",
+    "data_name": "dataset",
+    "data_dir": "data_dir",
+    "search_max_trials": "max_trials",
+    "seed": "seed",
+    "controller_preset": "preset",
+    "controller_units": "controller.units",
+    "controller_layers": "controller.num_layers",
+    "controller_init_range": "controller.init_range",
+    "controller_temperature": "controller.temperature",
+    "controller_tanh_constant": "controller.tanh_constant",
+    "controller_learning_rate": "reinforce.learning_rate",
+    "controller_batch_size": "reinforce.batch_size",
+    "controller_baseline_decay": "reinforce.baseline_decay",
+    "controller_advantage": "reinforce.advantage",
+    "controller_ratio_clip": "reinforce.ratio_clip",
+    "controller_update_epochs": "reinforce.update_epochs",
+    "controller_risk_seeking": "reinforce.risk_seeking",
+    "controller_topk_size": "reinforce.topk_size",
+    "controller_topk_weight": "reinforce.topk_weight",
+    "controller_clip_norm": "reinforce.clip_norm",
+    "controller_entropy_weight": "reinforce.entropy_weight",
+    "child_epochs": ("child.epochs", "lm_train.epochs"),
+    "child_batch_size": ("child.batch_size", "lm_train.batch_size"),
+    "child_learning_rate": ("child.learning_rate", "lm_train.learning_rate"),
+    "child_momentum": "child.momentum",
+    "child_weight_decay": "child.weight_decay",
+    "child_reward_epochs": "child.reward_epochs",
+    "child_reward_power": "child.reward_power",
+    "child_xla": ("child.jit_compile", "lm_train.jit_compile"),
+    "child_mixed_precision": ("child.mixed_precision", "lm_train.mixed_precision"),
+    "child_distribution": "child.distribution",
+    "tpu": "child.tpu",
+    "child_steps_per_execution": "child.steps_per_execution",
+    "child_bptt_steps": "lm_train.bptt_steps",
+    "child_max_train_batches": "lm_train.max_train_batches",
+    "child_max_eval_batches": "lm_train.max_eval_batches",
+    "child_isolate": "isolate_children",
+    "child_per_worker": "children_per_worker",
+    "child_timeout": "child_timeout",
+    "lm_units": "lm_model.units",
+    "lm_tie_embeddings": "lm_model.tie_embeddings",
+    "lm_input_dropout": "lm_model.input_dropout",
+    "lm_output_dropout": "lm_model.output_dropout",
+    "lm_recurrent_dropout": "lm_model.recurrent_dropout",
+    "lm_variational": "lm_model.variational",
+    "search_reuse_rewards": "reuse_rewards",
+    "search_max_resamples": "max_resamples",
+    "search_mutate_best": "mutate_best",
+    "search_max_consecutive_failures": "max_consecutive_failures",
+    "search_top_k": "top_k",
+    "allow_config_change": "allow_config_change",
+    "overwrite": "overwrite",
+    "verbose": "verbose",
 }
+# Flags whose 0 means "off" (None in the config).
+_ZERO_IS_NONE = ("controller_tanh_constant", "controller_ratio_clip", "controller_risk_seeking",
+                 "controller_clip_norm")
 
 
-def _space_error(error: ValueError) -> app.UsageError:
+def _flag_value(name):
+    """A given flag's value as its setting takes it (lists as integer tuples, auto/on/off as None/bool)."""
+    value = FLAGS[name].value
+    if isinstance(value, list):
+        return _ints(name)
+    if name == "child_xla":
+        return cli.auto_on_off(value)
+    if name in _ZERO_IS_NONE and value == 0:
+        return None
+    return value
+
+
+def settings_from_flags() -> dict:
+    """The settings the flags give (`nas_tf.settings.search_config` takes them).
+
+    Raises:
+      UsageError: for a flag of a space other than --search_space's, or a
+        list flag that is not a list of positive integers.
+    """
+    family = families.for_space(FLAGS.search_space)
+    for fam in families.names():
+        for flag, spaces in families.get(fam).space_flags.items():
+            if flag in FLAGS and FLAGS[flag].value is not None and FLAGS.search_space not in spaces:
+                raise app.UsageError(
+                    f"--{flag} applies to --search_space={' / '.join(spaces)} only."
+                )
+    table = dict(_SETTINGS)
+    for flag, path in family.flags.items():  # The family's own flags add to the common ones.
+        table[flag] = tuple(_paths(table.get(flag))) + (path,)
+    settings = {}
+    for flag, paths in table.items():
+        if flag not in FLAGS or FLAGS[flag].value is None:  # A family may name flags of others.
+            continue
+        value = _flag_value(flag)
+        for path in _paths(paths):
+            settings_lib.set_setting(settings, path, value)
+    if (settings.get("curriculum") or {}).get("start") is None:
+        settings.pop("curriculum", None)  # A curriculum needs its first depth.
+    return settings
+
+
+def _paths(paths):
+    if paths is None:
+        return ()
+    return (paths,) if isinstance(paths, str) else tuple(paths)
+
+
+def _space_error(error: ValueError, family) -> app.UsageError:
     """A space setting's error, naming the flag that set it."""
     message = str(error)
-    inner = message.split("}: ", 1)[-1]  # get_space prefixes every setting given.
-    named = [f"--{flag}" for setting, flag in _SPACE_FLAGS.items() if setting in inner]
+    inner = message.split("}: ", 1)[-1]  # A factory's error names the settings given first.
+    named = [
+        f"--{flag}" for flag, path in family.flags.items()
+        if path.startswith("space_overrides.") and path.split(".", 1)[1] in inner
+    ]
     return app.UsageError(f"{' / '.join(named) or '--search_*'}: {message}")
-
-
-def _preset():
-    from nas_tf import oracle
-
-    return oracle.PRESETS[FLAGS.controller_preset]
-
-
-def _overrides(mapping):
-    """{field: value} for the flags that were given; 0 means None where noted."""
-    out = {}
-    for field, (flag, zero_is_none) in mapping.items():
-        value = FLAGS[flag].value
-        if value is None:
-            continue
-        out[field] = None if (zero_is_none and value == 0) else value
-    return out
-
-
-def controller_config_from_flags():
-    """The preset's `ControllerConfig` with the controller_* flags given."""
-    return dataclasses.replace(
-        _preset()["controller_config"](),
-        units=FLAGS.controller_units,
-        num_layers=FLAGS.controller_layers,
-        init_range=FLAGS.controller_init_range,
-        **_overrides({
-            "temperature": ("controller_temperature", False),
-            "tanh_constant": ("controller_tanh_constant", True),
-        }),
-    )
-
-
-def reinforce_config_from_flags(is_cell: bool):
-    """The preset's `ReinforceConfig` with the controller_* flags given.
-
-    The paper's Penn Treebank controller learns at 0.0005 (sec. 4.2), its
-    CIFAR-10 one at 0.0006 (sec. 4.1).
-    """
-    base = _preset()["reinforce_config"]()
-    if FLAGS.controller_preset == "paper" and is_cell:
-        base = dataclasses.replace(base, learning_rate=0.0005)
-    return dataclasses.replace(base, **_overrides({
-        "learning_rate": ("controller_learning_rate", False),
-        "batch_size": ("controller_batch_size", False),
-        "baseline_decay": ("controller_baseline_decay", False),
-        "advantage": ("controller_advantage", False),
-        "ratio_clip": ("controller_ratio_clip", True),
-        "update_epochs": ("controller_update_epochs", False),
-        "risk_seeking": ("controller_risk_seeking", True),
-        "topk_size": ("controller_topk_size", False),
-        "topk_weight": ("controller_topk_weight", False),
-        "clip_norm": ("controller_clip_norm", True),
-        "entropy_weight": ("controller_entropy_weight", False),
-    }))
 
 
 def config_from_flags():
     """The `SearchConfig` the flags describe (flag problems raise UsageError)."""
-    from nas_tf import search
-    from nas_tf.children import convnet, language_model, lm_trainer
-    from nas_tf.spaces import conv
-
     cli.check_finite(FLAGS)
-    is_cell = FLAGS.search_space == "ptb_cell"
-    overrides = {
-        "depth": FLAGS.search_depth,
-        "filter_sizes": _ints("search_filter_sizes"),
-        "num_filters": _ints("search_num_filters"),
-        "pool_at": _ints("search_pool_at"),
-    }
-    if FLAGS.search_space == "cifar10_v2":
-        overrides["strides"] = _ints("search_strides")
-    elif FLAGS.search_strides is not None:
-        raise app.UsageError("--search_strides applies to --search_space=cifar10_v2 only.")
-    if FLAGS.search_space != "cifar10_v3" and FLAGS.search_pool_at is not None:
-        raise app.UsageError("--search_pool_at applies to --search_space=cifar10_v3 only.")
-    if is_cell:
-        overrides = {"base": FLAGS.search_cell_base}
-    curriculum = None
-    if FLAGS.search_curriculum_start is not None and not is_cell:
-        curriculum = conv.DepthCurriculum(
-            FLAGS.search_curriculum_start, FLAGS.search_curriculum_step, FLAGS.search_curriculum_every
-        )
-    xla = cli.auto_on_off(FLAGS.child_xla)
-    lr = FLAGS.child_learning_rate
-    batch = FLAGS.child_batch_size
     try:
-        return search.SearchConfig(
-            output_dir=FLAGS.output_dir,
-            space=FLAGS.search_space,
-            space_overrides={k: v for k, v in overrides.items() if v is not None},
-            dataset=FLAGS.data_name,
-            data_dir=FLAGS.data_dir,
-            max_trials=FLAGS.search_max_trials,
-            seed=FLAGS.seed,
-            controller=controller_config_from_flags(),
-            reinforce=reinforce_config_from_flags(is_cell),
-            preset=FLAGS.controller_preset,
-            child=convnet.ChildConfig(
-                epochs=FLAGS.child_epochs,
-                batch_size=batch or convnet.ChildConfig.batch_size,
-                learning_rate=lr or convnet.LEARNING_RATE,
-                momentum=FLAGS.child_momentum,
-                weight_decay=FLAGS.child_weight_decay,
-                reward_epochs=FLAGS.child_reward_epochs,
-                reward_power=FLAGS.child_reward_power,
-                jit_compile=xla,
-                mixed_precision=FLAGS.child_mixed_precision,
-                distribution=FLAGS.child_distribution,
-                tpu=FLAGS.tpu,
-                steps_per_execution=FLAGS.child_steps_per_execution,
-            ),
-            lm_model=language_model.LanguageModelConfig(
-                units=FLAGS.lm_units,
-                tie_embeddings=FLAGS.lm_tie_embeddings,
-                input_dropout=FLAGS.lm_input_dropout,
-                output_dropout=FLAGS.lm_output_dropout,
-                recurrent_dropout=FLAGS.lm_recurrent_dropout,
-                variational=FLAGS.lm_variational,
-            ),
-            lm_train=lm_trainer.TrainConfig(
-                epochs=FLAGS.child_epochs,
-                batch_size=batch or lm_trainer.TrainConfig.batch_size,
-                bptt_steps=FLAGS.child_bptt_steps,
-                learning_rate=lr or lm_trainer.TrainConfig.learning_rate,
-                max_train_batches=FLAGS.child_max_train_batches,
-                max_eval_batches=FLAGS.child_max_eval_batches,
-                jit_compile=xla,
-                mixed_precision=FLAGS.child_mixed_precision,
-                # Refused for language models (one replica each), with the flag named.
-                distribution=FLAGS.child_distribution if is_cell else "default",
-            ),
-            curriculum=curriculum,
-            isolate_children=FLAGS.child_isolate,
-            children_per_worker=FLAGS.child_per_worker,
-            child_timeout=FLAGS.child_timeout,
-            max_consecutive_failures=FLAGS.search_max_consecutive_failures,
-            allow_config_change=FLAGS.allow_config_change,
-            reuse_rewards=_preset()["reuse_rewards"] if FLAGS.search_reuse_rewards is None
-            else FLAGS.search_reuse_rewards,
-            max_resamples=_preset()["max_resamples"] if FLAGS.search_max_resamples is None
-            else FLAGS.search_max_resamples,
-            mutate_best=_preset()["mutate_best"] if FLAGS.search_mutate_best is None
-            else FLAGS.search_mutate_best,
-            overwrite=FLAGS.overwrite,
-            top_k=FLAGS.search_top_k,
-            verbose=FLAGS.verbose,
-        )
+        return settings_lib.search_config(FLAGS.output_dir, **settings_from_flags())
     except ValueError as e:
         raise app.UsageError(str(e))
 
 
 def check_config(config):
     """Checks the space, the dataset and --data_dir before anything is written (UsageError)."""
-    from nas_tf.spaces import cell, conv
-
+    family = families.for_space(config.space)
     try:
-        if config.space == "ptb_cell":
-            cell.check_base(config.space_overrides["base"])
-        else:
-            conv.get_space(config.space, **config.space_overrides)
+        families.space_spec(config.space, config.space_overrides)
     except ValueError as e:
-        raise _space_error(e) from None
-    kind = data_lib.TEXT if config.space == "ptb_cell" else data_lib.IMAGE
+        raise _space_error(e, family) from None
+    kind = family.data_kind
     if data_lib.get(config.dataset).kind != kind:
         what = "a text" if kind == data_lib.TEXT else "an image"
         raise app.UsageError(
@@ -405,7 +368,7 @@ def check_config(config):
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
-    from nas_tf import data, remote, search
+    from nas_tf import data, dirlock, jsonl, remote, search
 
     config = config_from_flags()
     check_config(config)
@@ -417,17 +380,19 @@ def main(argv):
         )
     def work():
         # A URL is worked on in a local mirror, synced after every child (nas_tf.remote).
-        with remote.mirrored(config.output_dir, FLAGS.local_dir, config.verbose) as mirror:
+        # Locked (nas_tf.dirlock) before the restore; a worker works in its chief's directory.
+        lock = search.role() != "worker"
+        with remote.mirrored(config.output_dir, FLAGS.local_dir, config.verbose, lock=lock) as mirror:
             local = dataclasses.replace(config, output_dir=mirror.local)
             search.run(local, after_child=mirror.sync_or_warn)  # Writes config.json.
 
     return cli.exit_status(work, {
         data.DataNotPreparedError: 2,
-        search.ConfigChangedError: 1, search.HistoryError: 1, search.SearchError: 1,
-        remote.SyncError: 1,
+        search.ConfigChangedError: 1, search.SearchError: 1,
+        jsonl.CorruptLineError: 1,  # A damaged history or controller log (file and line named).
+        remote.SyncError: 1, dirlock.LockedError: 1,
     })
 
 
 if __name__ == "__main__":
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     cli.run(main, FLAGS, __doc__)

@@ -35,6 +35,9 @@ from absl import app
 from absl import flags
 
 from nas_tf import cli
+
+cli.quiet_tensorflow()  # Before anything below imports TensorFlow.
+
 from nas_tf import data as data_lib
 from nas_tf import durable
 from nas_tf import progress
@@ -91,8 +94,8 @@ define.integer("bptt_steps", 35, "Unrolled steps per batch (Zaremba et al.: 35).
 define.integer("eval_batch_size", 10, "Rows when measuring validation and test perplexity.",
                lower_bound=1)
 define.float("learning_rate", 1.0, "SGD learning rate (Zaremba et al.: 1.0).", lower_bound=1e-8)
-define.float("lr_decay", 0.8, "Learning-rate factor per epoch after --lr_decay_after epochs (Zaremba "
-             "et al., medium: 0.8).", lower_bound=1e-6, upper_bound=1.0)
+define.float("lr_decay", 0.8, "Learning-rate factor per epoch after --lr_decay_after epochs (TensorFlow's "
+             "PTB tutorial, medium: 0.8; Zaremba et al. divide by 1.2).", lower_bound=1e-6, upper_bound=1.0)
 define.integer("lr_decay_after", 6, "Epochs at the full learning rate (Zaremba et al., medium: 6).",
                lower_bound=0)
 define.float("clip_norm", 5.0, "Global gradient-norm clipping (Zaremba et al.: 5); 0 turns it off.",
@@ -383,13 +386,14 @@ def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
     from nas_tf import data as data_lib
-    from nas_tf import remote
+    from nas_tf import dirlock, remote
     from nas_tf.children.convnet import ChildTrainingError
 
     config = config_from_flags()
 
     def work():
-        # A URL is worked on in a local mirror, synced at the end (nas_tf.remote).
+        # A URL is worked on in a local mirror, synced at the end (nas_tf.remote); either is
+        # locked (nas_tf.dirlock) while this runs.
         with remote.mirrored(config.output_dir, FLAGS.local_dir, config.verbose) as mirror:
             durable.atomic_write_text(
                 os.path.join(mirror.local, "config.json"),
@@ -400,9 +404,9 @@ def main(argv):
     return cli.exit_status(work, {
         data_lib.DataNotPreparedError: 2,
         remote.SyncError: 1,
+        dirlock.LockedError: 1,
         ChildTrainingError: 1,
     })
 
 if __name__ == "__main__":
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     cli.run(main, FLAGS, __doc__)

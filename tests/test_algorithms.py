@@ -87,6 +87,47 @@ def test_pending_feedback_keeps_its_drawing_probability_across_restore():
     assert restored.feeds[-1][3] is True
 
 
+def test_a_frozen_search_never_changes_its_policy():
+    space = layered_space(depth=3)
+    search = _search(space, frozen=True)
+    initial = {k: v.copy() for k, v in search.controller.get_weights().items()}
+    proposed = _run(search, 30)
+    assert len(set(proposed)) == 30
+    assert search.learner.num_updates == 0 and not search.learner.pending
+    for name, value in search.controller.get_weights().items():
+        np.testing.assert_array_equal(value, initial[name])
+    # The same seed and rules as a learning search: the first batch is the same.
+    assert proposed[:3] == _run(_search(space), 3)
+
+
+def test_mutations_stop_at_mutate_until():
+    space = layered_space(depth=3)
+    search = _search(space, mutate_best=1.0, mutate_until=9)
+    _run(search, 9)
+    mutated = [not f[3] for f in search.feeds]
+    assert any(mutated[3:9])  # From m = 3 on, every proposal mutates the best...
+    search.num_proposed = 9
+    assert search._mutated_best(search.depth()) is None  # ...and none from the 9th on.
+    with pytest.raises(ValueError, match="mutate_until"):
+        _search(space, mutate_until=-1)
+
+
+def test_uniform_mutation_search_learns_nothing_and_restores_exactly():
+    space = layered_space(depth=3)
+    search = algorithms.UniformMutationSearch(space, seed=4, mutate_best=0.5)
+    first = _run(search, 12)
+    state = json.loads(json.dumps(search.state()))
+    rest = _run(search, 12, start=12)
+    assert len(set(first + rest)) == 24
+    assert search.learner.num_updates == 0
+    # Uniform draws alone are another sequence from the m-th proposal on (mutations).
+    plain = _run(algorithms.UniformMutationSearch(space, seed=4, mutate_best=0.0), 12)
+    assert plain[:8] == first[:8] and plain != first
+    again = algorithms.UniformMutationSearch(space, seed=4, mutate_best=0.5)
+    again.restore(state)
+    assert _run(again, 12, start=12) == rest
+
+
 def test_random_search_never_repeats_and_restores_exactly():
     space = space_lib.Space((space_lib.Categorical("a", (1, 2, 3)),
                              space_lib.Categorical("b", ("x", "y"))), name="tiny")
@@ -124,9 +165,19 @@ def test_keras_tuner_internals_the_shim_relies_on_are_there():
     assert set(kt_compat.oracle_state(oracle)) == set(oracle.get_state())
     assert isinstance(kt_oracle.LOCKS, kt_compat._WeakDefaultDict)  # Patched once, at import.
     assert kt_compat.has_chief() is False and kt_compat.is_chief() is False
+    from keras_tuner.src.engine import conditions
+
+    assert conditions.Parent.to_proto._nas_tf_quiet  # Keras Tuner's stray print, silenced.
     import grpc
 
     assert hasattr(kt_compat.oracle_stub(grpc.insecure_channel("127.0.0.1:1")), "CreateTrial")
+
+
+def test_conditions_serialise_without_printing(capsys):
+    from keras_tuner.src.engine import conditions
+
+    proto = conditions.Parent("act", ["relu"]).to_proto()
+    assert proto.parent.name == "act" and capsys.readouterr().out == ""
 
 
 def test_an_untested_keras_tuner_is_refused_with_the_way_out(monkeypatch):

@@ -40,10 +40,46 @@ def test_plan_gives_each_worker_its_gpu_and_only_the_chief_overwrite():
     assert {e["KERASTUNER_TUNER_ID"] for e in env.values()} == set(names)
     chief = procs[0]
     assert chief.argv == ["py", "-m", "nas_tf.train", "--output_dir=o", "--overwrite"]
-    assert chief.restart_argv == ["py", "-m", "nas_tf.train", "--output_dir=o"]  # Resumes.
-    assert all("--overwrite" not in p.argv for p in procs[1:])
+    # Restarts resume: absl's last value wins over the user's --overwrite.
+    assert chief.restart_argv == ["py", "-m", "nas_tf.train", "--output_dir=o", "--overwrite", "--nooverwrite"]
+    assert all(p.argv[-1] == "--nooverwrite" for p in procs[1:])  # Workers never delete.
     # The launcher's own fault reaches nobody; a named one reaches its process only.
     assert [e.get("NAS_TF_FAULT") for e in env.values()] == [None, None, "during_child:2", None]
+
+
+def _overwrite_spellings(tmp_path):
+    """Every way a user can turn --overwrite on, as train flags."""
+    inner = tmp_path / "inner.flags"
+    inner.write_text("--overwrite=1\n")
+    outer = tmp_path / "outer.flags"
+    outer.write_text(f"--search_max_trials=2\n--flagfile={inner}\n")
+    listed = tmp_path / "listed.flags"
+    listed.write_text("--overwrite\n")
+    return {
+        "bare": ["--overwrite"], "=true": ["--overwrite=true"], "=1": ["--overwrite=1"],
+        "=t": ["--overwrite=t"], "=TRUE": ["--overwrite=TRUE"], "space": ["--overwrite", "true"],
+        "flagfile": [f"--flagfile={listed}"], "nested flagfile": [f"--flagfile={outer}"],
+    }  # fmt: skip
+
+
+def test_a_restarted_chief_or_a_worker_never_overwrites_whatever_the_spelling(tmp_path):
+    from nas_tf import cli, train
+
+    try:
+        for name, spelling in _overwrite_spellings(tmp_path).items():
+            chief, worker = launch.plan(["--output_dir=o", *spelling], workers=1, environ={}, python="py")
+            parsed = {}
+            for label, argv in (("first", chief.argv), ("restart", chief.restart_argv),
+                                ("worker", worker.argv)):  # fmt: skip
+                assert argv[:3] == ["py", "-m", "nas_tf.train"]
+                cli.parse(train.FLAGS, ["train", *argv[3:]])
+                parsed[label] = train.FLAGS.overwrite
+            # The user's first start overwrites as asked; a restart and a worker never do.
+            assert parsed == {"first": True, "restart": False, "worker": False}, name
+    finally:
+        train.FLAGS.unparse_flags()
+    # Before a `--` (after which absl reads no flags).
+    assert launch.never_overwrite(["--overwrite=1", "--", "x"]) == ["--overwrite=1", "--nooverwrite", "--", "x"]
 
 
 def test_plan_for_the_workers_of_another_machine():
@@ -176,3 +212,44 @@ def test_a_worker_killed_mid_child_is_restarted_and_loses_nothing(tmp_path):
     out, stdout, trainings = _launch(tmp_path, {"NAS_TF_LAUNCH_FAULT_WORKER0": "during_child:1"})
     assert "[launch] worker0 exited with status -9; restarting it (1/1)." in stdout
     _check_one_coherent_history(out, 4, trainings)
+
+
+def test_launch_refuses_an_output_dir_another_search_holds(tmp_path, capsys):
+    from nas_tf import cli, dirlock
+
+    out = tmp_path / "run"
+    holder = subprocess.Popen(  # Another search: it holds the lock until its stdin closes.
+        [sys.executable, "-c", "import sys; from nas_tf import dirlock; lock = dirlock.acquire(sys.argv[1]); "
+         "print('locked', flush=True); sys.stdin.read()", str(out)],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        cli.parse(launch.FLAGS, ["launch", "--workers=1"])
+        assert launch.main(["launch"], [*TINY_FLAGS, f"--output_dir={out}", "--overwrite"]) == 1
+        err = capsys.readouterr().err
+        assert f"[launch] {out} is in use by pid {holder.pid} on host {dirlock.host()}" in err
+    finally:
+        launch.FLAGS.unparse_flags()
+        holder.stdin.close()
+        holder.wait(timeout=60)
+
+
+@pytest.mark.slow
+def test_a_chief_killed_and_restarted_never_overwrites_the_search(tmp_path):
+    # --overwrite=1 in a flag file: the first start starts afresh, the restart must resume.
+    flagfile = tmp_path / "fresh.flags"
+    flagfile.write_text("--overwrite=1\n")
+    out = tmp_path / "run"
+    log = tmp_path / "trainings.log"
+    env = dict(os.environ, NAS_TF_TRAINING_LOG=str(log), NAS_TF_CHIEF_TIMEOUT="300",
+               NAS_TF_LAUNCH_FAULT_CHIEF="oracle_save_state:5")  # Mid-search (1 per create or end).
+    argv = [sys.executable, "-m", "nas_tf.launch", "--workers=2", "--max_restarts=1", "--",
+            *TINY_FLAGS, "--search_max_trials=4", "--child_isolate=false", "--verbose=1",
+            f"--flagfile={flagfile}", f"--output_dir={out}"]  # fmt: skip
+    done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stdout[-6000:] + done.stderr[-3000:]
+    assert "[launch] chief exited with status -9; restarting it (1/1)." in done.stdout
+    trainings = log.read_text().splitlines() if log.exists() else []
+    _check_one_coherent_history(out, 4, trainings)  # Nothing deleted, nothing trained twice.
+    assert not (out / ".nas_tf.lock").exists()  # The launcher released its lock.

@@ -134,7 +134,44 @@ def test_program_runs_every_method(full_table, capsys):
     out = capsys.readouterr().out
     for method in program.ALL_METHODS:
         assert f"| {method} |" in out
+    assert "| nasrl - nasrl_frozen | 1 |" in out
+    assert "| nasrl_alone - nasrl_alone_frozen | 1 |" in out
     assert "total wall time" in out
+
+
+def test_a_controller_search_driven_directly_proposes_what_the_oracle_does(full_table, tmp_path):
+    from nas_tf import algorithms
+
+    oracle = nb.make_oracle("nasrl", seed=17, max_trials=200)
+    through_oracle = nb.run_oracle(oracle, full_table, 30, directory=str(tmp_path))
+    space, fixed = nb.search_space()
+    direct = nb.run_algorithm(algorithms.ControllerSearch(space, 17), full_table, 30, fixed)
+    assert direct.codes == through_oracle.codes
+    assert direct.updates == through_oracle.updates > 0
+
+
+def test_ablations_pair_with_nasrl_and_write_each_run(full_table, tmp_path, capsys):
+    import json
+
+    sys.path.insert(0, _EXPERIMENTS)
+    try:
+        import nasbench201 as program
+    finally:
+        sys.path.remove(_EXPERIMENTS)
+    per_seed = tmp_path / "runs.jsonl"
+    program.main(["--table", full_table.path, "--seeds", "2", "--first_seed", "4",
+                  "--budgets", "10,20", "--workers", "1", "--direct",
+                  "--methods", "nasrl,nasrl_frozen,mutate_uniform", "--per_seed", str(per_seed)])
+    out = capsys.readouterr().out
+    assert "| nasrl - nasrl_frozen | 2 |" in out
+    assert "nasrl_frozen: 0 REINFORCE updates" in out
+    runs = [json.loads(line) for line in per_seed.read_text().splitlines()]
+    assert sorted((r["method"], r["seed"]) for r in runs) == [
+        (m, s) for m in ("mutate_uniform", "nasrl", "nasrl_frozen") for s in (4, 5)]
+    assert all(len(set(r["codes"])) == len(r["codes"]) == 20 for r in runs)
+    # Seeded alike, the frozen twin starts from nasrl's first batch (the same initial policy).
+    first = {(r["method"], r["seed"]): r["codes"][:8] for r in runs}
+    assert first["nasrl", 4] == first["nasrl_frozen", 4]
 
 
 def test_program_bad_table_exits_with_message(tmp_path):

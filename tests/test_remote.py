@@ -30,10 +30,12 @@ def _bucket():
 
 
 def _remote_tree(url):
-    """Relative path -> bytes of every file under `url`."""
+    """Relative path -> bytes of every file under `url` but the sync's manifest."""
     out = {}
     for root, _, names in tf.io.gfile.walk(url):
         for name in names:
+            if name == remote.MANIFEST:
+                continue
             full = root.rstrip("/") + "/" + name
             with tf.io.gfile.GFile(full, "rb") as f:
                 out[full[len(url) + 1:]] = f.read()
@@ -145,6 +147,82 @@ def test_sync_uploads_changes_removes_deletions_and_a_failure_loses_nothing(tmp_
     assert _local_tree(local)["history.jsonl"] == b"newer, not yet synced\n"
 
 
+def _manifest(url):
+    with tf.io.gfile.GFile(f"{url}/{remote.MANIFEST}") as f:
+        return json.loads(f.read())
+
+
+def test_a_stale_mirror_never_wins_over_a_newer_bucket(tmp_path, capsys):
+    url = _bucket()
+    # Machine A runs and syncs.
+    a = remote.Mirror(url, str(tmp_path / "a"), verbose=0)
+    a.restore()
+    _write(os.path.join(a.local, "history.jsonl"), b"A0\n")
+    _write(os.path.join(a.local, "search", "oracle.json"), b"A")
+    assert a.sync() == (2, 0) and _manifest(url)["generation"] == 1
+    # Machine B resumes from the bucket, goes further and syncs.
+    b = remote.Mirror(url, str(tmp_path / "b"), verbose=0)
+    assert b.restore() == 2
+    _write(os.path.join(b.local, "history.jsonl"), b"A0\nB1\n")
+    _write(os.path.join(b.local, "search", "oracle.json"), b"B")
+    assert b.sync() == (2, 0) and _manifest(url)["generation"] == 2
+    newer = _remote_tree(url)
+
+    # A, still running, cannot sync over B's work: refused, nothing uploaded.
+    _write(os.path.join(a.local, "history.jsonl"), b"A0\nA1\n")
+    with pytest.raises(remote.StaleMirrorError, match=r"generation 2.*last synced \(generation 1\).*nothing was uploaded"):
+        a.sync()
+    with pytest.raises(remote.StaleMirrorError):
+        a.sync_or_warn()  # Not a warning: going on would waste the run.
+    assert _remote_tree(url) == newer
+
+    # A comes back (a new process on its old mirror): the bucket wins, A's files are kept aside.
+    capsys.readouterr()
+    again = remote.Mirror(url, a.local, verbose=0)
+    assert again.restore() == 2
+    assert _local_tree(a.local) == newer
+    aside = str(tmp_path / "a") + ".stale-1"
+    assert _local_tree(aside) == {"history.jsonl": b"A0\nA1\n", "search/oracle.json": b"A"}
+    err = capsys.readouterr().err
+    assert "the bucket wins" in err and aside in err
+    # From here A is the newest mirror: it syncs, and B, stale now, is refused in turn.
+    _write(os.path.join(a.local, "history.jsonl"), b"A0\nB1\nA2\n")
+    assert again.sync() == (1, 0) and _manifest(url)["generation"] == 3
+    with pytest.raises(remote.StaleMirrorError):
+        b.sync()
+
+
+def test_a_bucket_name_outside_the_mirror_is_refused(tmp_path, monkeypatch):
+    url = _bucket()
+    mirror = remote.Mirror(url, str(tmp_path / "mirror"), verbose=0)
+    _write(os.path.join(mirror.local, "history.jsonl"), b"x\n")
+    mirror.sync()
+    # Listings that climb out of the mirror (tmp_path/fresh) into tmp_path, or name an absolute path.
+    listings = ((url, "../escaped"), (url + "/search", "../../escaped"), (url + "/" + str(tmp_path), "escaped"))
+    monkeypatch.setattr(remote.tf.io.gfile, "copy", lambda src, dst, overwrite=False: open(dst, "wb").write(b"!"))
+    for root, name in listings:
+        monkeypatch.setattr(remote.tf.io.gfile, "walk", lambda _, r=root, n=name: [(r, [], [n])])
+        with pytest.raises(remote.SyncError, match="would be written outside the mirror"):
+            remote.Mirror(url, str(tmp_path / "fresh"), verbose=0).restore()
+        assert not (tmp_path / "escaped").exists()
+    assert not os.listdir(tmp_path / "fresh")
+
+
+def test_a_mirror_and_bucket_of_before_generations_resume_as_before(tmp_path):
+    url = _bucket()
+    mirror = remote.Mirror(url, str(tmp_path / "mirror"), verbose=0)
+    _write(os.path.join(mirror.local, "history.jsonl"), b"old\n")
+    mirror.sync()
+    tf.io.gfile.remove(f"{url}/{remote.MANIFEST}")  # A bucket synced by an older nas_tf...
+    state = json.loads(open(os.path.join(mirror.local, remote.STATE)).read())
+    with open(os.path.join(mirror.local, remote.STATE), "w") as f:  # ...and its mirror's record.
+        json.dump({"url": state["url"], "files": state["files"]}, f)
+    _write(os.path.join(mirror.local, "history.jsonl"), b"old\nnewer\n")
+    again = remote.Mirror(url, mirror.local, verbose=0)
+    assert again.restore() == 0 and _local_tree(mirror.local) == {"history.jsonl": b"old\nnewer\n"}
+    assert again.sync() == (1, 0) and _manifest(url)["generation"] == 1
+
+
 def test_search_on_a_url_finishes_syncs_and_resumes_on_a_fresh_mirror(tmp_path, monkeypatch, capsys):
     url = _bucket()
     log = tmp_path / "trainings.log"
@@ -233,3 +311,16 @@ def test_launch_runs_chief_and_worker_on_a_mirror_it_syncs_to_the_url(tmp_path, 
     assert sorted(r["trial_id"] for r in history) == ["0", "1"]
     assert "history.worker0.jsonl" in bucket and "best_model.keras" in bucket
     assert len(log.read_text().splitlines()) == 2
+
+
+def test_a_failed_manifest_write_is_retried_by_the_next_sync(tmp_path, monkeypatch):
+    url = _bucket()
+    mirror = remote.Mirror(url, str(tmp_path / "mirror"), verbose=0)
+    _write(os.path.join(mirror.local, "history.jsonl"), b"x\n")
+    monkeypatch.setenv(remote.SYNC_FAULT_ENV, f"manifest:{remote._passes['manifest'] + 1}")
+    with pytest.raises(remote.SyncError, match="injected failure"):
+        mirror.sync()
+    monkeypatch.delenv(remote.SYNC_FAULT_ENV)
+    assert _remote_tree(url) == {"history.jsonl": b"x\n"}  # Uploaded, not yet counted.
+    assert not tf.io.gfile.exists(f"{url}/{remote.MANIFEST}")
+    assert mirror.sync() == (0, 0) and _manifest(url)["generation"] == 1

@@ -2,6 +2,9 @@
 
 import json
 import os
+import re
+import subprocess
+import sys
 
 import keras
 import pytest
@@ -389,3 +392,58 @@ def test_exit_status_prints_expected_failures_and_lets_bugs_through(capsys):
     assert capsys.readouterr().err.splitlines() == ["nas_tf: no data", "nas_tf: bad input"]
     with pytest.raises(KeyError):
         cli.exit_status(fail(KeyError("a bug")), statuses)
+
+
+def test_the_entry_point_and_its_child_worker_are_quiet_on_a_cpu(tmp_path):
+    out = tmp_path / "run"
+    env = {k: v for k, v in os.environ.items() if k != cli.LOG_LEVEL_ENV}  # nas_tf's default.
+    cmd = [sys.executable, "-m", "nas_tf.train", f"--output_dir={out}", "--search_max_trials=1",
+           "--child_isolate=true", *TINY_FLAGS]  # fmt: skip
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    noise = [line for line in done.stderr.splitlines()
+             if re.match(r"[IWE]\d{4} ", line) or "cuInit" in line or "InitializeLog" in line]  # fmt: skip
+    assert not noise, done.stderr[-3000:]
+    assert "nas_tf: children train on " in done.stdout
+    assert "Convolutional network, 2 layers:" in done.stdout  # The best child, readable.
+
+
+def test_tensorflow_log_below_the_level_is_held_back():
+    text = (b"WARNING: All log messages before absl::InitializeLog() is called are written to STDERR\n"
+            b"I0000 00:00:1.5 1 cpu_feature_guard.cc:227] This binary is optimized...\n"
+            b"To enable the following instructions: AVX2, in other operations, rebuild.\n"
+            b"E0000 00:00:1.6 1 cuda_platform.cc:52] failed call to cuInit\n"
+            b"a line of the program\n")  # fmt: skip
+    assert cli._below_level(text, 3) == b"a line of the program\n"
+    assert cli._below_level(text, 2) == text.split(b"\n", 3)[3]  # The ERROR line stays.
+    assert cli._below_level(text, 0) == text
+
+
+def test_a_search_on_a_directory_another_holds_refuses_before_deleting_anything(tmp_path, capsys, monkeypatch):
+    from nas_tf import dirlock
+
+    out = tmp_path / "run"
+    (out / search.PROJECT).mkdir(parents=True)
+    (out / search.HISTORY).write_text('{"trial_id": "0"}\n')
+    holder = subprocess.Popen(  # Another search: it holds the lock until its stdin closes.
+        [sys.executable, "-c", "import sys; from nas_tf import dirlock; lock = dirlock.acquire(sys.argv[1]); "
+         "print('locked', flush=True); sys.stdin.read()", str(out)],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        _parse(_TINY + [f"--output_dir={out}", "--overwrite"])
+        assert train.main(["train"]) == 1
+        assert f"in use by pid {holder.pid} on host {dirlock.host()}" in capsys.readouterr().err
+        assert (out / search.HISTORY).exists() and (out / search.PROJECT).is_dir()  # Nothing deleted.
+        with pytest.raises(dirlock.LockedError, match=f"pid {holder.pid}"):  # nas_tf.Search alike.
+            nas_tf.Search(str(out), max_trials=1, overwrite=True).run()
+        assert (out / search.HISTORY).exists() and (out / search.PROJECT).is_dir()
+        # A Keras Tuner worker of that search shares its directory: it locks its own id only.
+        monkeypatch.setattr(search, "role", lambda: "worker")
+        monkeypatch.setenv("KERASTUNER_TUNER_ID", "worker3")
+        with search.lock_output_dir(str(out)) as lock:
+            assert os.path.basename(lock.path) == ".nas_tf.worker3.lock"
+    finally:
+        holder.stdin.close()
+        holder.wait(timeout=60)

@@ -6,6 +6,6 @@ weight-sharing trainer can drive either directly.
 """
 
 from nas_tf.algorithms.base import RandomSearch, SearchAlgorithm
-from nas_tf.algorithms.controller_search import PRESETS, ControllerSearch
+from nas_tf.algorithms.controller_search import PRESETS, ControllerSearch, UniformMutationSearch
 
-__all__ = ["ControllerSearch", "PRESETS", "RandomSearch", "SearchAlgorithm"]
+__all__ = ["ControllerSearch", "PRESETS", "RandomSearch", "SearchAlgorithm", "UniformMutationSearch"]

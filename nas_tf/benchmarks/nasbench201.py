@@ -339,9 +339,53 @@ def run_oracle(
     finally:
         shutil.rmtree(project, ignore_errors=True)
     wall = time.perf_counter() - start
-    learner = getattr(oracle, "_learner", None)
-    updates = None if learner is None else learner.num_updates
+    algorithm = getattr(oracle, "_algorithm", None)  # NASRLOracle's, once built.
+    updates = None if algorithm is None else algorithm.num_updates
     return SearchResult(evaluate.codes, evaluate.proposals, overhead, wall, updates)
+
+
+def search_space():
+    """(nas_tf `Space`, fixed values) of the cells, as `NASRLOracle` sees `hyperparameters()`."""
+    from nas_tf import hp_space
+
+    return hp_space.space_from_hyperparameters(hyperparameters())
+
+
+def run_algorithm(algorithm, table: Table, budget: int, fixed=None,
+                  max_proposals: Optional[int] = None) -> SearchResult:
+    """Runs a `nas_tf.algorithms.SearchAlgorithm` on the table, without Keras Tuner.
+
+    The algorithm must search `search_space()`. Proposals are fed back in
+    order, as `run_oracle` does through the Oracle API, so a
+    `ControllerSearch` seeded as a `NASRLOracle` proposes the same cells
+    (tests/test_nasbench201.py checks it), at a fraction of the overhead.
+
+    Args:
+      algorithm: the search algorithm.
+      table: the accuracy table.
+      budget: distinct cells to evaluate.
+      fixed: the fixed values of `search_space()` (default: none).
+      max_proposals: stop after this many proposals; default 5 * budget.
+    """
+    from nas_tf import hp_space
+
+    max_proposals = max_proposals or 5 * budget
+    space = algorithm.space
+    start = time.perf_counter()
+    lookups = 0.0
+    evaluate = _Evaluator(table)
+    while len(evaluate.codes) < budget and evaluate.proposals < max_proposals:
+        key = str(evaluate.proposals)
+        arch = algorithm.propose(key)
+        if arch is None:
+            break
+        t0 = time.perf_counter()
+        valid = evaluate(values_to_code(hp_space.architecture_to_values(space, arch, fixed or {})))
+        lookups += time.perf_counter() - t0
+        algorithm.feedback(key, arch, valid)
+    wall = time.perf_counter() - start
+    return SearchResult(evaluate.codes, evaluate.proposals, wall - lookups, wall,
+                        algorithm.num_updates)
 
 
 def oracle_options(setting: dict) -> dict:
@@ -355,22 +399,22 @@ def oracle_options(setting: dict) -> dict:
     Raises:
       ValueError / TypeError: for unknown keys or fields, or bad values.
     """
-    from nas_tf import oracle as oracle_lib
+    from nas_tf import settings as settings_lib
 
     unknown = set(setting) - {"reinforce", "controller", "oracle", "preset"}
     if unknown:
         raise ValueError(f"Unknown setting keys {sorted(unknown)}.")
     preset = setting.get("preset", "default")
-    if preset not in oracle_lib.PRESETS:
-        raise ValueError(f"Unknown preset {preset!r}.")
-    base = oracle_lib.PRESETS[preset]
+    try:
+        base = settings_lib.resolve_preset(preset)  # No family: a benchmark's own space.
+    except ValueError:
+        raise ValueError(f"Unknown preset {preset!r}.") from None
     options = dict(setting.get("oracle", {}), preset=preset)
     if "reinforce" in setting:
-        options["reinforce_config"] = dataclasses.replace(
-            base["reinforce_config"](), **setting["reinforce"])
+        options["reinforce_config"] = dataclasses.replace(base["reinforce"], **setting["reinforce"])
     if "controller" in setting:
         options["controller_config"] = dataclasses.replace(
-            base["controller_config"](), **setting["controller"])
+            base["controller"], **setting["controller"])
     return options
 
 

@@ -2,8 +2,8 @@
 
 Zoph & Le 2017, sec. 4.2 trains every child 35 epochs; the other settings
 are Zaremba et al. 2014's medium setup (batch 20, 35 unrolled steps, SGD at
-learning rate 1 decayed by 0.8 per epoch after epoch 6, gradient norm clipped
-at 5). Training is truncated back-propagation through time over contiguous
+learning rate 1, gradient norm clipped at 5) with TensorFlow's PTB tutorial's
+decay (x0.8 per epoch after epoch 6; Zaremba et al. divide by 1.2). Training is truncated back-propagation through time over contiguous
 batches (`nas_tf.data.ptb.batchify`) with the state carried from batch to
 batch, in a custom loop around one `tf.function` step run through the
 placement's strategy (`strategy.run`). Every training window is full
@@ -48,7 +48,7 @@ class TrainConfig:
       eval_batch_size: rows when measuring perplexity.
       learning_rate: SGD learning rate (1.0: Zaremba et al.).
       lr_decay: factor applied per epoch once `lr_decay_after` epochs are done
-        (0.8 after 6: Zaremba et al., medium).
+        (0.8 after 6: TensorFlow's PTB tutorial, medium; Zaremba et al. use 1/1.2).
       lr_decay_after: epochs at the full learning rate.
       clip_norm: global gradient-norm clipping (5: Zaremba et al.).
       max_train_batches: stop each epoch after this many batches (None: all);

@@ -10,7 +10,8 @@ writes `<output_dir>/report/index.html` and, beside it:
 * `decisions.png`: per decision position, a heat map of how often each value
   was chosen over the course of the search;
 * `best_network.png` (convolutional search) or `best_cell.png` (cell
-  search): the best architecture as the paper draws it;
+  search): the best architecture as the paper draws it (the family's
+  `diagram` hook, `nas_tf.families`; a family without one has no drawing);
 
 and the top-k table. Everything comes from the files the search writes
 (`nas_tf.report.data`), so a finished, running or resumed search can be
@@ -20,9 +21,11 @@ reported at any time; no TensorFlow model is loaded.
 import os
 from typing import Optional
 
+from nas_tf import builtin_families  # noqa: F401 (registers the paper's space families)
+from nas_tf import describe
 from nas_tf import durable
 from nas_tf.report import data as data_lib
-from nas_tf.report import diagrams, page, plots
+from nas_tf.report import page, plots
 
 REPORT = "report"
 
@@ -59,21 +62,16 @@ def build_report(output_dir: str, top_k: int = 10, report_dir: Optional[str] = N
     arch = files.architecture(best) if best is not None else None
     summary = None
     if arch is not None:
-        from nas_tf import describe
-
-        kind = describe.family(arch)
-        spec = describe.spec_from_config(files.config) if kind == describe.CONV else None
+        # The family's own drawing and text (`nas_tf.families`), the space's spec from config.json.
+        family = describe.family_of(arch, files.config)
+        spec = describe.spec_from_config(files.config)
         title = f"trial {best['trial_id']}, reward {best['reward']:.4f}"
-        if kind == describe.CONV:
-            images["Best convolutional network"] = draw(
-                lambda p: diagrams.conv_network(arch, p, spec, f"Best network: {title}"),
-                "best_network.png",
+        if family is not None and family.diagram is not None:
+            images[family.diagram_title] = draw(
+                lambda p: family.diagram(arch, p, spec, f"{family.diagram_title}: {title}"),
+                family.diagram_file,
             )
-        elif kind == describe.CELL:
-            images["Best recurrent cell"] = draw(
-                lambda p: diagrams.cell(arch, p, f"Best cell: {title}"), "best_cell.png"
-            )
-        summary = describe.summary(arch, spec)
+        summary = describe.summary(arch, spec, files.config)
     index = os.path.join(out, "index.html")
     durable.atomic_write_text(index, page.render(files, images, summary, top_k))
     os.chmod(index, 0o644)  # Written through a private temporary file.

@@ -2,28 +2,26 @@
 
 * `config.json`: the settings (space, dataset, budget);
 * `history.jsonl`, and the per-worker `history.<worker>.jsonl` of a
-  distributed search: one record per finished child;
+  distributed search: one record per finished child, read by
+  `nas_tf.history` (the search's own reader and rule);
 * `controller_updates.jsonl` (in the Keras Tuner project `search/`, or the
   output directory itself): the controller's figures per update
   (`nas_tf.summaries`).
 
 A running search may be appending: a last line without its newline is
-skipped, and so is any line that is not a record (the report shows what it
-can; `python -m nas_tf.train` is the place that refuses a corrupt history).
+skipped; any other line that is not a record is a `nas_tf.history.HistoryError`
+naming the file and line, as it is for the search.
 """
 
 import dataclasses
-import glob
 import json
 import math
 import os
-import re
 from typing import List, Optional
 
+from nas_tf import history as history_lib
 from nas_tf import space as space_lib
 from nas_tf import summaries
-
-_WORKER_FILE = re.compile(r"^history\.(.+)\.jsonl$")
 
 
 @dataclasses.dataclass
@@ -77,28 +75,26 @@ def _finite(x) -> bool:
     return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
 
 
-def _order(trial_id: str):
-    return (0, int(trial_id), trial_id) if trial_id.isdigit() else (1, 0, trial_id)
+def _with_worker(record: dict) -> dict:
+    """The record, with "worker" taken from an older record's "tuner_id" if it has none."""
+    if record.get("worker") is None and record.get("tuner_id") is not None:
+        record["worker"] = record["tuner_id"]
+    return record
 
 
 def read_records(path: str, worker: Optional[str] = None) -> List[dict]:
-    """The whole records of a history file (torn or foreign lines skipped)."""
-    with open(path, "rb") as f:
-        lines = f.read().split(b"\n")
-    lines.pop()  # After the last newline: empty, or a line being written.
-    out = []
-    for raw in lines:
-        try:
-            record = json.loads(raw.decode("utf-8"))
-        except (UnicodeDecodeError, ValueError, RecursionError):
-            continue
-        if isinstance(record, dict) and isinstance(record.get("trial_id"), str):
-            if worker is not None:
-                record.setdefault("worker", worker)
-            if record.get("worker") is None and record.get("tuner_id") is not None:
-                record["worker"] = record["tuner_id"]
-            out.append(record)
-    return out
+    """The records of one history file, by trial order (`nas_tf.history.read_file`).
+
+    Raises:
+      nas_tf.history.HistoryError: for a line, other than a torn last one,
+        that is not a record.
+    """
+    by_id = history_lib.read_file(path)
+    records = [_with_worker(by_id[k]) for k in sorted(by_id, key=history_lib.trial_order)]
+    if worker is not None:
+        for r in records:
+            r.setdefault("worker", worker)
+    return records
 
 
 def load(output_dir: str) -> SearchFiles:
@@ -107,14 +103,11 @@ def load(output_dir: str) -> SearchFiles:
     Raises:
       FileNotFoundError: if `output_dir` holds no history file and no
         `config.json` (not a search's output directory), naming it.
+      nas_tf.history.HistoryError: for a corrupt history line (file and line named).
     """
-    history = os.path.join(output_dir, "history.jsonl")
-    worker_files = sorted(
-        p for p in glob.glob(os.path.join(output_dir, "history.*.jsonl"))
-        if _WORKER_FILE.match(os.path.basename(p))
-    )
+    history_files = history_lib.files(output_dir)
     config_path = os.path.join(output_dir, "config.json")
-    if not (os.path.exists(history) or worker_files or os.path.exists(config_path)):
+    if not (history_files or os.path.exists(config_path)):
         raise FileNotFoundError(
             f"{output_dir} holds no history.jsonl and no config.json: it is not the "
             "output directory of a nas_tf search (python -m nas_tf.train --output_dir=...)."
@@ -126,18 +119,7 @@ def load(output_dir: str) -> SearchFiles:
                 config = json.load(f)
         except ValueError:
             config = {}
-    by_id = {}
-    for path in worker_files:
-        worker = _WORKER_FILE.match(os.path.basename(path)).group(1)
-        for r in read_records(path, worker):
-            by_id[r["trial_id"]] = r
-    if os.path.exists(history):
-        for r in read_records(history):
-            # The merged history of a finished distributed search: keep the worker known.
-            if r.get("worker") is None and r["trial_id"] in by_id:
-                r["worker"] = by_id[r["trial_id"]].get("worker")
-            by_id[r["trial_id"]] = r
-    records = [by_id[k] for k in sorted(by_id, key=_order)]
+    records = [_with_worker(r) for r in history_lib.read(output_dir)]
     updates = []
     for candidate in (
         os.path.join(output_dir, "search", summaries.CONTROLLER_LOG),

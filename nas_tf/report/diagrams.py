@@ -45,12 +45,18 @@ def _arrow(ax, start, end, rad=0.0, color="#333333", lw=0.9, style="-|>"):
     ))
 
 
-def conv_network(arch, path: str, spec=None, title: Optional[str] = None) -> str:
-    """Draws a convolutional network (see the module docstring); returns `path`."""
-    from nas_tf import describe
+def conv_network(arch, path: str, spec, title: Optional[str] = None) -> str:
+    """Draws a convolutional network (see the module docstring); returns `path`.
+
+    Args:
+      arch: the network.
+      path: the PNG to write.
+      spec: its `ConvSpaceSpec` (`nas_tf.conv_family.diagram` passes the
+        smallest one that holds `arch` when the search's is unknown).
+      title: the figure's title.
+    """
     from nas_tf.children import convnet
 
-    spec = spec or describe.conv_spec(arch)
     layers = convnet.decode(arch, spec)
     plt = plots.pyplot()
     # Rows from the bottom: image, then layers with pool rows where a stage begins.

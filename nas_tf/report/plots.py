@@ -129,18 +129,11 @@ def controller(files: data_lib.SearchFiles, path: str) -> Optional[str]:
 
 def _space_of(files: data_lib.SearchFiles, archs) -> space_lib.Space:
     """The searched space from config.json, else one inferred from the architectures."""
-    from nas_tf import describe
-    from nas_tf.spaces import cell
+    from nas_tf import families
 
-    config = files.config
-    try:
-        spec = describe.spec_from_config(config)
-        if spec is not None:
-            return spec.space
-        if config.get("space") == "ptb_cell":
-            return cell.ptb_cell((config.get("space_overrides") or {}).get("base", 8))
-    except ValueError:
-        pass
+    spec = families.search_spec(files.config)[1]
+    if spec is not None:
+        return families.space_of(spec)
     names, values = [], {}
     for a in archs:
         for name, v in a.values.items():

@@ -1,0 +1,109 @@
+"""The recurrent-cell family: the Penn Treebank cell space (Zoph & Le 2017, sec. 4.2).
+
+Its space is `nas_tf.spaces.cell.ptb_cell(base)`, its children language
+models (`nas_tf.children.language_model`) trained by `nas_tf.tasks.CellTask`,
+its reward c / (validation perplexity)^2 with c = 80. The paper's controller
+for this search learns at 0.0005 (sec. 4.2; 0.0006 for CIFAR-10): the
+"paper" preset's override here. This file registers them, with how a cell
+reads (one line per tree node) and is drawn (Figure 5 style).
+
+Keras is imported inside the hooks only.
+"""
+
+import dataclasses
+
+from nas_tf import families
+from nas_tf import space as space_lib
+from nas_tf.spaces import cell as cell_space
+
+NAME = "cell"
+SPACE = "ptb_cell"
+
+
+@dataclasses.dataclass(frozen=True)
+class CellSpec:
+    """The cell space of a search: `ptb_cell(base)`.
+
+    Attributes:
+      base: leaves of the cell's tree, a power of two (8: sec. 4.2).
+    """
+
+    base: int = 8
+
+    @property
+    def name(self) -> str:
+        return SPACE
+
+    @property
+    def space(self) -> space_lib.Space:
+        return cell_space.ptb_cell(self.base)
+
+
+def ptb_cell(base: int = 8) -> CellSpec:
+    """The factory of the "ptb_cell" space (ValueError for a base that is not a power of two)."""
+    return CellSpec(cell_space.check_base(base))
+
+
+def owns(arch: space_lib.Architecture) -> bool:
+    """Whether `arch` has a cell's decisions ("node_0_combine", "cell_index_out", ...)."""
+    return cell_space.node_decision_names(0)[0] in arch.values and cell_space.MEMORY_OUT in arch.values
+
+
+def summary(arch: space_lib.Architecture, spec=None) -> str:
+    """The cell as equations, one line per tree node (`CellDescription`)."""
+    return str(cell_space.CellDescription.from_architecture(arch))
+
+
+def build(arch, spec=None, vocab_size=10000, language_model=None, **unused):
+    """The cell's language model, built (`nas_tf.children.language_model.build_model`).
+
+    Args:
+      arch: the cell.
+      spec: unused (a cell needs no more than its decisions).
+      vocab_size: the vocabulary.
+      language_model: a `LanguageModelConfig` (default: the paper's 2-layer model).
+      **unused: other families' `Architecture.build` settings (ignored).
+    """
+    from nas_tf.children import language_model as lm
+
+    description = cell_space.CellDescription.from_architecture(arch)
+    return lm.build_model(description, vocab_size, language_model or lm.LanguageModelConfig())
+
+
+def make_task(spec, data, config):
+    """A `CellTask` with `config.lm_model` and `config.lm_train` (seeded) on text `data`."""
+    from nas_tf import tasks
+    from nas_tf.data import ptb
+
+    if not isinstance(data, ptb.LMData):
+        raise ValueError(f"Space {SPACE!r} searches language models: use a text dataset.")
+    return tasks.CellTask(spec.base, data, config.lm_model, config.lm_train)
+
+
+def diagram(arch, path, spec=None, title=None) -> str:
+    """Zoph & Le 2017, Figure 5 style (`nas_tf.report.diagrams.cell`)."""
+    from nas_tf.report import diagrams
+
+    return diagrams.cell(arch, path, title)
+
+
+FAMILY = families.register(families.Family(
+    name=NAME,
+    spaces={SPACE: ptb_cell},
+    make_task=make_task,
+    data_kind=families.TEXT,
+    metric="val_perplexity",
+    reward="ptb",
+    flags={
+        "search_cell_base": "space_overrides.base",
+        # Language models train on one replica; the task refuses others, naming the flag.
+        "child_distribution": "lm_train.distribution",
+    },
+    preset_overrides={"paper": {"reinforce": {"learning_rate": 0.0005}}},
+    owns=owns,
+    summary=summary,
+    build=build,
+    diagram=diagram,
+    diagram_file="best_cell.png",
+    diagram_title="Best recurrent cell",
+))
