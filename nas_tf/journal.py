@@ -28,6 +28,7 @@ import warnings
 from typing import Any, Dict, Iterable, Optional
 
 from nas_tf import durable
+from nas_tf import jsonl
 
 SEQ = "journal_seq"
 
@@ -437,24 +438,22 @@ class JournaledState:
     def _journal_entries(self):
         if not os.path.exists(self.journal_path):
             return
-        with open(self.journal_path, "rb") as f:
-            lines = f.read().split(b"\n")
-        torn = lines.pop()  # After the last newline: empty, or a line cut by a kill.
+        lines, torn = jsonl.read(
+            self.journal_path, _entry_problem, error=CorruptStateError,
+            hint="Lines other than the last are only ever written whole, so the file was "
+                 "damaged: restore it, or start afresh with --overwrite.")
         if torn:
             warnings.warn(
                 f"{self.journal_path}: dropping an incomplete last line (a save interrupted "
                 "by a kill; the search resumes from the save before it)."
             )
-        for number, raw in enumerate(lines, start=1):
-            try:
-                entry = json.loads(raw)
-                if not (isinstance(entry, dict) and isinstance(entry.get("seq"), int)
-                        and isinstance(entry.get("op"), dict)):
-                    raise ValueError("not a {seq, op} record")
-            except (ValueError, UnicodeDecodeError) as e:
-                raise CorruptStateError(
-                    f"{self.journal_path}, line {number}: unreadable ({e}). Lines other than "
-                    "the last are only ever written whole, so the file was damaged: restore "
-                    "it, or start afresh with --overwrite."
-                ) from e
-            yield number, entry, len(raw) + 1
+        for line in lines:
+            yield line.number, line.value, line.size
+
+
+def _entry_problem(entry) -> Optional[str]:
+    """What makes a journal line no {seq, op} record, or None."""
+    if (isinstance(entry, dict) and isinstance(entry.get("seq"), int)
+            and isinstance(entry.get("op"), dict)):
+        return None
+    return "not a {seq, op} record"

@@ -44,6 +44,7 @@ process's first start only; no process inherits the launcher's `NAS_TF_FAULT`.
 
 import dataclasses
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -366,7 +367,8 @@ def main(argv, train_args=()):
         raise app.UsageError(
             f"--output_dir {output_dir}: a URL works with --role=all only (the launcher mirrors "
             "it for its own processes); the machines of a multi-host search need one directory "
-            "they all see, such as a bucket mounted with gcsfuse."
+            "they all see on a shared file system with atomic rename and fsync (NFSv4, "
+            "Filestore; docs/distributed.md)."
         )
     # The processes write to a local mirror of the URL that this process syncs (nas_tf.remote).
     try:
@@ -379,11 +381,31 @@ def main(argv, train_args=()):
     return status
 
 
+def with_chief_token(environ: dict, role: str, out=None) -> dict:
+    """`environ` with the search's shared secret (`nas_tf.chief`), made if unset.
+
+    The chief refuses every request without it. A chief started alone
+    (--role=chief) prints it, to be set on the worker machines.
+    """
+    from nas_tf import chief
+
+    if environ.get(chief.TOKEN_ENV) or role == "workers":
+        return environ
+    environ[chief.TOKEN_ENV] = secrets.token_hex(16)
+    if role == "chief":
+        print(f"[launch] the chief accepts workers that carry its token: set "
+              f"{chief.TOKEN_ENV}={environ[chief.TOKEN_ENV]} in the environment of "
+              "`nas_tf.launch --role=workers` on every worker machine.", file=out or sys.stdout,
+              flush=True)
+    return environ
+
+
 def _launch(train_args, sync=None, environ=None) -> int:
     """Plans, starts and watches the processes (`main` after the flags are checked)."""
     gpus = visible_gpus()
     workers = FLAGS.workers or max(1, len(gpus))
     port = FLAGS.port or free_port()
+    environ = with_chief_token(dict(os.environ if environ is None else environ), FLAGS.role)
     processes = plan(
         train_args, workers, FLAGS.role, FLAGS.host, port, FLAGS.first_worker, gpus, environ
     )

@@ -11,6 +11,7 @@ A search resumed with `overwrite=False` continues exactly: the next samples
 equal those of an uninterrupted run with the same seed.
 """
 
+import dataclasses
 import json
 import math
 import os
@@ -58,6 +59,9 @@ class NASRLOracle(keras_tuner.Oracle):
       depth_schedule: callable from the number of trials started to the
         depth of the next network (e.g. a `DepthCurriculum`); default: the
         deepest the space allows.
+      allow_settings_change: resume a saved search whose settings (preset,
+        controller, REINFORCE, re-use and mutation, reward) differ from these;
+        by default that is refused with the changes listed.
     """
 
     # Storage settings (`nas_tf.oracle_store`).
@@ -77,7 +81,7 @@ class NASRLOracle(keras_tuner.Oracle):
                  depth_schedule: Optional[Callable[[int], int]] = None,
                  reuse_rewards: Optional[bool] = None, max_resamples: Optional[int] = None,
                  mutate_best: Optional[float] = None, preset: str = "default",
-                 mutate_until: Optional[float] = None):
+                 mutate_until: Optional[float] = None, allow_settings_change: bool = False):
         settings = controller_search.resolve(preset, controller_config, reinforce_config,
                                              reuse_rewards, max_resamples, mutate_best,
                                              mutate_until)
@@ -97,6 +101,7 @@ class NASRLOracle(keras_tuner.Oracle):
                          max_retries_per_trial=max_retries_per_trial,
                          max_consecutive_failed_trials=max_consecutive_failed_trials)
         self.preset, self.reward, self.depth_schedule = preset, reward, depth_schedule
+        self.allow_settings_change = allow_settings_change
         self.controller_config = settings["controller_config"]
         self.reinforce_config = settings["reinforce_config"]
         self.reuse_rewards = settings["reuse_rewards"]
@@ -220,7 +225,8 @@ class NASRLOracle(keras_tuner.Oracle):
         if self._algorithm is not None:
             name, feeds = self.store.checkpoint
             state["nasrl"] = dict(self._algorithm.state(), rewarded=self._rewarded_order,
-                                  checkpoint=name, checkpoint_feeds=feeds)
+                                  checkpoint=name, checkpoint_feeds=feeds,
+                                  settings=self._settings())
         return state
 
     def get_state(self):
@@ -240,6 +246,7 @@ class NASRLOracle(keras_tuner.Oracle):
         self._rewarded = set(self._rewarded_order)
         if nasrl is None:
             return
+        self._check_settings(nasrl.get("settings"))
         checkpoint = self.store.read_checkpoint(nasrl, len(self.start_order))
         if not self.algorithm.restore(nasrl, checkpoint):
             self.store.checkpoint = (None, 0)
@@ -253,6 +260,28 @@ class NASRLOracle(keras_tuner.Oracle):
             self.end_order.append(trial_id)
             if trial.status == kt_compat.TrialStatus.COMPLETED:
                 self._feed(trial)
+
+    def _settings(self) -> dict:
+        """What this oracle searches with, as saved (a callable reward by its name)."""
+        reward = self.reward if isinstance(self.reward, str) else getattr(
+            self.reward, "__qualname__", type(self.reward).__name__)
+        return {"preset": self.preset, "reward": reward,
+                "controller": dataclasses.asdict(self.controller_config),
+                "reinforce": dataclasses.asdict(self.reinforce_config),
+                "reuse_rewards": self.reuse_rewards, "max_resamples": self.max_resamples,
+                "mutate_best": self.mutate_best, "mutate_until": self.mutate_until}
+
+    def _check_settings(self, saved: Optional[dict]) -> None:
+        """Refuses to resume with other settings than the search's (unless allowed)."""
+        if saved is None:
+            return  # Saved before settings were recorded.
+        now = json.loads(json.dumps(self._settings()))
+        changes = [f"{path}: {old!r} -> {new!r}" for path, old, new in _differences(saved, now)]
+        if changes and not self.allow_settings_change:
+            raise ValueError(
+                "This search was started with other settings; resuming would mix two "
+                f"searches. Changed: {'; '.join(changes)}. Pass the original settings, "
+                "allow_settings_change=True to resume anyway, or overwrite=True to start afresh.")
 
     def _check_consecutive_failures(self):
         kt_compat.check_consecutive_failures(self)
@@ -340,6 +369,15 @@ class NASRLOracle(keras_tuner.Oracle):
         self.ongoing_trials = {}
 
 
+def _differences(old, new, path=""):
+    """(path, old, new) for each leaf that differs between two JSON values."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        for key in sorted(set(old) | set(new)):
+            yield from _differences(old.get(key), new.get(key), f"{path}.{key}" if path else key)
+    elif old != new:
+        yield path, old, new
+
+
 def _local_directory(dirname: str) -> str:
     """`dirname`, created if missing: one `stat` for a local path, Keras Tuner's way for a URL."""
     if "://" in dirname:
@@ -368,7 +406,8 @@ class NASRL(keras_tuner.Tuner):
     """
 
     _ORACLE_ARGS = ("space", "controller_config", "reinforce_config", "reward", "depth_schedule",
-                    "reuse_rewards", "max_resamples", "mutate_best", "mutate_until", "preset")
+                    "reuse_rewards", "max_resamples", "mutate_best", "mutate_until", "preset",
+                    "allow_settings_change")
 
     def __init__(self, hypermodel=None, objective=None, max_trials=10, seed=None,
                  hyperparameters=None, tune_new_entries=True, allow_new_entries=True,

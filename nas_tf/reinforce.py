@@ -483,9 +483,9 @@ class Reinforce:
         """Restores `get_slots()`; entries of other names or shapes are left as they are."""
         self.wait_for_warm_up()
         a, layout = self.adam, self._slot_layout
-        for name, var in (("iteration", a.iterations), ("learning_rate", a.learning_rate)):
-            if "controller_adam/" + name in slots:
-                var.assign(slots["controller_adam/" + name])
+        # The learning rate stays the config's: a resume allowed to change it uses the new one.
+        if "controller_adam/iteration" in slots:
+            a.iterations.assign(slots["controller_adam/iteration"])
         for suffix, var in (("_momentum", a.m), ("_velocity", a.v)):
             found = {}
             for name in layout.names:

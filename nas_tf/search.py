@@ -494,6 +494,8 @@ def _run(config: SearchConfig, data, after_child) -> Optional[dict]:
         max_resamples=config.max_resamples,
         mutate_best=config.mutate_best,
         preset=config.preset,
+        # config.json's guard lists the changes; the oracle's own follows it.
+        allow_settings_change=config.allow_config_change,
         isolate_children=config.isolate_children,
         children_per_worker=config.children_per_worker,
         child_timeout=config.child_timeout,

@@ -116,6 +116,10 @@ class SearchConfig:
     verbose: int = 1
 
     def __post_init__(self):
+        trials = self.max_trials
+        if isinstance(trials, bool) or not isinstance(trials, int) or trials < 1:
+            # Keras Tuner would read 0 as "no limit".
+            raise ValueError(f"max_trials must be a positive integer, got {trials!r}.")
         timeout = self.child_timeout
         if timeout is not None and not (isinstance(timeout, (int, float)) and 0 < timeout < math.inf):
             raise ValueError(f"child_timeout must be positive seconds or None, got {timeout!r}.")

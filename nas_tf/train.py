@@ -368,7 +368,7 @@ def check_config(config):
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
-    from nas_tf import data, dirlock, jsonl, remote, search
+    from nas_tf import data, dirlock, journal, jsonl, remote, search
 
     config = config_from_flags()
     check_config(config)
@@ -390,6 +390,7 @@ def main(argv):
         data.DataNotPreparedError: 2,
         search.ConfigChangedError: 1, search.SearchError: 1,
         jsonl.CorruptLineError: 1,  # A damaged history or controller log (file and line named).
+        journal.CorruptStateError: 1,  # A damaged oracle state (the message says what to do).
         remote.SyncError: 1, dirlock.LockedError: 1,
     })
 

@@ -151,6 +151,20 @@ def test_presets_are_checked_before_anything_is_built():
     assert (paper.reuse_rewards, paper.max_resamples, paper.mutate_best) == (False, 0, 0.0)
 
 
+def test_the_default_mutates_only_early_and_the_paper_never():
+    import math
+
+    space = layered_space(depth=2)
+    default = algorithms.ControllerSearch(space)
+    assert default.mutate_until == 48 and default.reinforce_config.update_epochs == 3
+    assert default.reinforce_config == algorithms.default_reinforce_config()
+    paper = algorithms.ControllerSearch(space, preset="paper")
+    assert paper.mutate_until == math.inf and paper.reinforce_config == nas_tf.ReinforceConfig.paper()
+    # NASRLOracle takes the setting, and builds its search with its own preset.
+    assert nas_tf.NASRLOracle(mutate_until=5).mutate_until == 5
+    assert nas_tf.NASRLOracle(preset="paper", mutate_best=0.5).mutate_until == math.inf
+
+
 def test_keras_tuner_internals_the_shim_relies_on_are_there():
     """Pins what `nas_tf.kt_compat` reads of Keras Tuner (a new version fails here first)."""
     import keras_tuner as kt

@@ -129,3 +129,9 @@ def test_dataframe_has_one_row_per_child(tmp_path):
     (tmp_path / "history.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
     frame = nas_tf.open_search(str(tmp_path)).dataframe()
     assert list(frame["trial_id"]) == ["0", "1"] and frame["depth"].iloc[0] == 2
+
+
+@pytest.mark.parametrize("budget", [0, -3, 2.5, True])
+def test_a_budget_that_is_not_a_positive_integer_is_refused_by_name(tmp_path, budget):
+    with pytest.raises(ValueError, match=r"max_trials must be a positive integer"):
+        nas_tf.Search(str(tmp_path), max_trials=budget)

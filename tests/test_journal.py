@@ -243,5 +243,5 @@ def test_recovery_paths_torn_last_line_sequence_gap_corrupt_middle_line(tmp_path
     with pytest.raises(journal.CorruptStateError, match=r"line 2: save 4 follows save 2"):
         load_with(lines[0] + b"\n" + lines[2] + b"\n")
     # A damaged line that is not the last one.
-    with pytest.raises(journal.CorruptStateError, match=r"line 2: unreadable"):
+    with pytest.raises(journal.CorruptStateError, match=r"line 2: not a JSON record"):
         load_with(lines[0] + b"\n" + b"{not json" + b"\n" + lines[2] + b"\n")

@@ -253,3 +253,17 @@ def test_a_chief_killed_and_restarted_never_overwrites_the_search(tmp_path):
     trainings = log.read_text().splitlines() if log.exists() else []
     _check_one_coherent_history(out, 4, trainings)  # Nothing deleted, nothing trained twice.
     assert not (out / ".nas_tf.lock").exists()  # The launcher released its lock.
+
+
+def test_every_process_of_a_search_carries_one_chief_token(capsys):
+    from nas_tf import chief
+
+    env = launch.with_chief_token({}, "all")
+    token = env[chief.TOKEN_ENV]
+    assert len(token) == 32 and capsys.readouterr().out == ""  # One host: nothing to share.
+    processes = launch.plan(["--search_max_trials=2"], 2, environ=env)
+    assert {p.env[chief.TOKEN_ENV] for p in processes} == {token}
+    alone = launch.with_chief_token({}, "chief")  # Multi-host: printed for the workers.
+    assert f"{chief.TOKEN_ENV}={alone[chief.TOKEN_ENV]}" in capsys.readouterr().out
+    assert launch.with_chief_token({chief.TOKEN_ENV: "mine"}, "chief")[chief.TOKEN_ENV] == "mine"
+    assert chief.TOKEN_ENV not in launch.with_chief_token({}, "workers")

@@ -69,6 +69,19 @@ def test_resume_continues_exactly(tmp_path):
     assert _drive(resumed, 8) == expected
 
 
+def test_resuming_with_other_settings_is_refused_unless_allowed(tmp_path):
+    oracle = _oracle(tmp_path)
+    oracle.checkpoint_every = oracle.checkpoint_trials = 2
+    _drive(oracle, 12)
+    faster = nas_tf.ReinforceConfig(batch_size=3, learning_rate=0.01)
+    with pytest.raises(ValueError, match=r"reinforce\.learning_rate: 0\.05 -> 0\.01"):
+        _oracle(tmp_path, reinforce_config=faster).reload()
+    resumed = _oracle(tmp_path, reinforce_config=faster, allow_settings_change=True)
+    resumed.reload()  # From the checkpoint, with the new rate (not the checkpoint's).
+    assert resumed.store.checkpoint[0] is not None
+    assert float(resumed.learner.adam.learning_rate.numpy()) == pytest.approx(0.01)
+
+
 def test_missing_checkpoint_is_replayed_to_the_same_weights(tmp_path):
     oracle = _oracle(tmp_path)
     oracle.checkpoint_every = oracle.checkpoint_trials = 2

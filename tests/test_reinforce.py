@@ -271,6 +271,11 @@ def test_state_round_trip_restores_weights_slots_rng_and_buffers():
     for k, v in a.controller.get_weights().items():
         np.testing.assert_array_equal(b.controller.get_weights()[k], v)
     assert math.isclose(a.baseline, b.baseline)
+    # A resume allowed to change the learning rate uses the new one, not the checkpoint's.
+    c = _learner(space, seed=42, **dict(config, learning_rate=0.002))
+    c.set_state(a.get_state(), a.get_arrays())
+    assert math.isclose(float(c.adam.learning_rate.numpy()), 0.002, rel_tol=1e-6)
+    assert int(c.adam.iterations.numpy()) == int(a.adam.iterations.numpy()) > 0
 
 
 def test_default_learner_finds_a_hidden_target_within_a_few_hundred_samples():

@@ -31,7 +31,7 @@ def _lines(output_dir):
         return [json.loads(line) for line in f if line.strip()]
 
 
-def test_cli_writes_what_a_user_gets_and_resumes(tmp_path):
+def test_cli_writes_what_a_user_gets_and_resumes(tmp_path, capsys):
     out = str(tmp_path / "run")
     _parse(_TINY + [f"--output_dir={out}", "--search_max_trials=2"])
     assert train.main(["train"]) == 0
@@ -62,6 +62,13 @@ def test_cli_writes_what_a_user_gets_and_resumes(tmp_path):
     _parse(_TINY + [f"--output_dir={out}", "--search_max_trials=1", "--overwrite"])
     assert train.main(["train"]) == 0
     assert [r["trial_id"] for r in _lines(out)] == ["0"]
+
+    # A damaged oracle state stops the resume with a message, not a traceback.
+    with open(os.path.join(out, search.PROJECT, "oracle.json"), "w") as f:
+        f.write("{")
+    _parse(_TINY + [f"--output_dir={out}", "--search_max_trials=2"])
+    assert train.main(["train"]) == 1
+    assert "oracle.json is unreadable" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(

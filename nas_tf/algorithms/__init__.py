@@ -6,6 +6,8 @@ weight-sharing trainer can drive either directly.
 """
 
 from nas_tf.algorithms.base import RandomSearch, SearchAlgorithm
-from nas_tf.algorithms.controller_search import PRESETS, ControllerSearch, UniformMutationSearch
+from nas_tf.algorithms.controller_search import (PRESETS, ControllerSearch, UniformMutationSearch,
+                                                 default_reinforce_config)
 
-__all__ = ["ControllerSearch", "PRESETS", "RandomSearch", "SearchAlgorithm", "UniformMutationSearch"]
+__all__ = ["ControllerSearch", "PRESETS", "RandomSearch", "SearchAlgorithm", "UniformMutationSearch",
+           "default_reinforce_config"]

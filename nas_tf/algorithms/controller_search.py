@@ -30,16 +30,33 @@ from nas_tf import reinforce as reinforce_lib
 from nas_tf import space as space_lib
 from nas_tf.algorithms import base
 
+
+def default_reinforce_config(**overrides) -> reinforce_lib.ReinforceConfig:
+    """The `default` preset's learner: `ReinforceConfig()` with 3 passes per batch.
+
+    Several clipped passes over each batch (PPO's epochs, Schulman et al.
+    2017; NASNet's controller, Zoph et al. 2018) take more from the few
+    batches a search of tens to hundreds of trials has, so that the
+    controller has learned by the time the mutation rule stops
+    (`mutate_until`). `overrides` replace fields: a `reinforce_config` given
+    to a search replaces the preset's whole, so build it with this function
+    (e.g. `default_reinforce_config(learning_rate=0.05)`) to keep the passes.
+    """
+    return reinforce_lib.ReinforceConfig(**dict(dict(update_epochs=3), **overrides))
+
+
 # What `preset=` starts from; explicit arguments override it.
 PRESETS = {
-    # Measured best at tens to hundreds of trials (docs/nasbench201.md).
+    # Measured best at tens to hundreds of trials (docs/nasbench201.md): the
+    # mutation rule helps only in the first trials, then the controller alone
+    # proposes, so that what the search finds late is what it learned.
     "default": dict(
         controller_config=controller_lib.ControllerConfig,
-        reinforce_config=reinforce_lib.ReinforceConfig,
+        reinforce_config=default_reinforce_config,
         reuse_rewards=True,
         max_resamples=2,
         mutate_best=0.5,
-        mutate_until=math.inf,
+        mutate_until=48,
     ),
     # Zoph & Le 2017 where it is specified: plain REINFORCE with Adam 0.0006
     # and an EMA baseline, every sampled architecture trained (duplicates
