@@ -493,6 +493,7 @@ def _run(config: SearchConfig, data, after_child) -> Optional[dict]:
         reuse_rewards=config.reuse_rewards,
         max_resamples=config.max_resamples,
         mutate_best=config.mutate_best,
+        mutate_until=config.mutate_until,
         preset=config.preset,
         # config.json's guard lists the changes; the oracle's own follows it.
         allow_settings_change=config.allow_config_change,

@@ -15,6 +15,7 @@ from nas_tf import controller as controller_lib
 from nas_tf import durable
 from nas_tf import history as history_lib
 from nas_tf import reinforce as reinforce_lib
+from nas_tf.algorithms import controller_search
 from nas_tf.children import convnet, language_model, lm_trainer, worker
 from nas_tf.spaces import conv
 
@@ -72,6 +73,7 @@ class SearchConfig:
         trial before the oracle mutates the last one.
       mutate_best: the share of trials that mutate the best architecture
         found so far instead of drawing from the controller (`NASRLOracle`).
+      mutate_until: trials after which none mutates (inf: never stops).
       isolate_children: train children in a worker process replaced every
         `children_per_worker` children, so that the search's memory stays
         flat and a crashing child fails only its trial. False trains them in
@@ -97,7 +99,7 @@ class SearchConfig:
     max_trials: int = 12
     seed: int = 1
     controller: controller_lib.ControllerConfig = controller_lib.ControllerConfig()
-    reinforce: reinforce_lib.ReinforceConfig = reinforce_lib.ReinforceConfig()
+    reinforce: reinforce_lib.ReinforceConfig = controller_search.default_reinforce_config()
     child: convnet.ChildConfig = convnet.ChildConfig()
     lm_model: language_model.LanguageModelConfig = language_model.LanguageModelConfig()
     lm_train: lm_trainer.TrainConfig = lm_trainer.TrainConfig()
@@ -106,6 +108,7 @@ class SearchConfig:
     reuse_rewards: bool = True
     max_resamples: int = 2
     mutate_best: float = 0.5
+    mutate_until: float = 40.0
     isolate_children: bool = True
     children_per_worker: int = 20
     child_timeout: Optional[float] = worker.DAY

@@ -44,7 +44,8 @@ def resolve_preset(preset: str, family: Union[None, str, "families.Family"] = No
 
     Returns:
       {"controller": ControllerConfig, "reinforce": ReinforceConfig,
-      "reuse_rewards": bool, "max_resamples": int, "mutate_best": float}.
+      "reuse_rewards": bool, "max_resamples": int, "mutate_best": float,
+      "mutate_until": float}.
 
     Raises:
       ValueError: for an unknown preset.
@@ -60,6 +61,7 @@ def resolve_preset(preset: str, family: Union[None, str, "families.Family"] = No
         "reuse_rewards": chosen["reuse_rewards"],
         "max_resamples": chosen["max_resamples"],
         "mutate_best": chosen["mutate_best"],
+        "mutate_until": float(chosen["mutate_until"]),
     }
     if isinstance(family, str):
         family = families.get(family)
@@ -98,7 +100,7 @@ def search_config(output_dir: str, **settings):
     space = settings.get("space", fields["space"].default)
     family = families.for_space(space)
     start = resolve_preset(settings.get("preset", fields["preset"].default), family)
-    for name in ("reuse_rewards", "max_resamples", "mutate_best"):
+    for name in ("reuse_rewards", "max_resamples", "mutate_best", "mutate_until"):
         settings.setdefault(name, start[name])
     for name in NESTED:
         value = settings.get(name)

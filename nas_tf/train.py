@@ -69,6 +69,9 @@ define.integer("search_max_resamples", None, "With reuse: draws of already-train
 define.float("search_mutate_best", None, "Share of trials that mutate the best architecture "
              "found so far instead of drawing from the controller (unset: the preset's; "
              "default 0.5, paper 0).", lower_bound=0.0, upper_bound=1.0)
+define.float("search_mutate_until", None, "Trials after which no more mutate the best "
+             "architecture: the controller alone proposes (unset: the preset's; default 40, "
+             "paper: never mutates).", lower_bound=0.0)
 define.boolean("search_reuse_rewards", None, "Never retrain an architecture already trained "
                "(unset: the preset's; paper: retrain). Otherwise: "
                "its recorded reward is fed to the controller again instead.")
@@ -257,6 +260,7 @@ _SETTINGS = {
     "search_reuse_rewards": "reuse_rewards",
     "search_max_resamples": "max_resamples",
     "search_mutate_best": "mutate_best",
+    "search_mutate_until": "mutate_until",
     "search_max_consecutive_failures": "max_consecutive_failures",
     "search_top_k": "top_k",
     "allow_config_change": "allow_config_change",

@@ -1,5 +1,6 @@
 """Shared test setup: quiet TensorFlow, fixed seeds, tiny spaces."""
 
+import contextlib
 import os
 import random
 
@@ -124,3 +125,22 @@ def toy_drive(oracle, num, score=toy_score):
         oracle.end_trial(trial)
         out.append(values)
     return out
+
+
+@contextlib.contextmanager
+def lock_held_elsewhere(directory):
+    """Another process holds `directory`'s lock (`nas_tf.dirlock`) until the block ends."""
+    import subprocess
+    import sys
+
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys; from nas_tf import dirlock; lock = dirlock.acquire(sys.argv[1]); "
+         "print('locked', flush=True); sys.stdin.read()", str(directory)],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        yield holder
+    finally:
+        holder.stdin.close()  # It releases the lock and ends.
+        holder.wait(timeout=60)

@@ -156,10 +156,11 @@ def test_the_default_mutates_only_early_and_the_paper_never():
 
     space = layered_space(depth=2)
     default = algorithms.ControllerSearch(space)
-    assert default.mutate_until == 48 and default.reinforce_config.update_epochs == 3
+    assert default.mutate_until == 40 and default.reinforce_config.update_epochs == 3
     assert default.reinforce_config == algorithms.default_reinforce_config()
     paper = algorithms.ControllerSearch(space, preset="paper")
-    assert paper.mutate_until == math.inf and paper.reinforce_config == nas_tf.ReinforceConfig.paper()
+    assert paper.mutate_until == math.inf
+    assert paper.reinforce_config == nas_tf.ReinforceConfig.paper()
     # NASRLOracle takes the setting, and builds its search with its own preset.
     assert nas_tf.NASRLOracle(mutate_until=5).mutate_until == 5
     assert nas_tf.NASRLOracle(preset="paper", mutate_best=0.5).mutate_until == math.inf

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 import nas_tf
+from nas_tf import algorithms
 from nas_tf import api
 from nas_tf import summaries
 from nas_tf.spaces import cell, conv
@@ -69,7 +70,8 @@ def test_settings_as_keywords_build_the_command_lines_config(tmp_path):
     assert config.reuse_rewards is False and config.max_resamples == 0 and config.mutate_best == 0
     assert config.controller == nas_tf.ControllerConfig.paper()
     default = api.make_config(str(tmp_path), child={"epochs": 7})
-    assert default.child.epochs == 7 and default.reinforce == nas_tf.ReinforceConfig()
+    assert default.child.epochs == 7 and default.reinforce == algorithms.default_reinforce_config()
+    assert default.mutate_until == 40 and default == api.make_config(str(tmp_path), child={"epochs": 7})
     with pytest.raises(TypeError, match="Unknown search setting 'epochs'"):
         api.make_config(str(tmp_path), epochs=3)
     with pytest.raises(TypeError, match="either a SearchConfig"):

@@ -14,7 +14,7 @@ import textwrap
 
 import pytest
 
-from conftest import TINY_FLAGS
+from conftest import TINY_FLAGS, lock_held_elsewhere
 from nas_tf import launch
 
 
@@ -218,21 +218,14 @@ def test_launch_refuses_an_output_dir_another_search_holds(tmp_path, capsys):
     from nas_tf import cli, dirlock
 
     out = tmp_path / "run"
-    holder = subprocess.Popen(  # Another search: it holds the lock until its stdin closes.
-        [sys.executable, "-c", "import sys; from nas_tf import dirlock; lock = dirlock.acquire(sys.argv[1]); "
-         "print('locked', flush=True); sys.stdin.read()", str(out)],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-    )  # fmt: skip
-    try:
-        assert holder.stdout.readline().strip() == "locked"
-        cli.parse(launch.FLAGS, ["launch", "--workers=1"])
-        assert launch.main(["launch"], [*TINY_FLAGS, f"--output_dir={out}", "--overwrite"]) == 1
+    with lock_held_elsewhere(out) as holder:
+        try:
+            cli.parse(launch.FLAGS, ["launch", "--workers=1"])
+            assert launch.main(["launch"], [*TINY_FLAGS, f"--output_dir={out}", "--overwrite"]) == 1
+        finally:
+            launch.FLAGS.unparse_flags()
         err = capsys.readouterr().err
         assert f"[launch] {out} is in use by pid {holder.pid} on host {dirlock.host()}" in err
-    finally:
-        launch.FLAGS.unparse_flags()
-        holder.stdin.close()
-        holder.wait(timeout=60)
 
 
 @pytest.mark.slow

@@ -142,10 +142,11 @@ def test_program_runs_every_method(full_table, capsys):
 def test_a_controller_search_driven_directly_proposes_what_the_oracle_does(full_table, tmp_path):
     from nas_tf import algorithms
 
-    oracle = nb.make_oracle("nasrl", seed=17, max_trials=200)
-    through_oracle = nb.run_oracle(oracle, full_table, 30, directory=str(tmp_path))
+    oracle = nb.make_oracle("nasrl", seed=17, max_trials=300)
+    # 60 cells: past the end of the default's mutation phase (trial 40).
+    through_oracle = nb.run_oracle(oracle, full_table, 60, directory=str(tmp_path))
     space, fixed = nb.search_space()
-    direct = nb.run_algorithm(algorithms.ControllerSearch(space, 17), full_table, 30, fixed)
+    direct = nb.run_algorithm(algorithms.ControllerSearch(space, 17), full_table, 60, fixed)
     assert direct.codes == through_oracle.codes
     assert direct.updates == through_oracle.updates > 0
 

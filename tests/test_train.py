@@ -10,7 +10,7 @@ import keras
 import pytest
 
 import nas_tf
-from conftest import TINY_FLAGS
+from conftest import TINY_FLAGS, lock_held_elsewhere
 from nas_tf import cli, search, train
 
 _TINY = TINY_FLAGS + ["--verbose=0"]
@@ -346,12 +346,15 @@ def test_paper_flag_files_run_the_papers_method_exactly():
     # Sec. 4.2: Adam 0.0005 and an update per 10 gradients for the PTB controller.
     assert config.reinforce == nas_tf.ReinforceConfig.paper(learning_rate=0.0005, batch_size=10)
     _parse(["--flagfile=experiments/cifar_quick.flags", "--controller_tanh_constant=0",
-            "--controller_ratio_clip=0", "--controller_topk_size=3", "--controller_topk_weight=2"])
+            "--controller_ratio_clip=0", "--controller_update_epochs=1",
+            "--controller_topk_size=3", "--controller_topk_weight=2"])
     config = train.config_from_flags()
     assert config.preset == "default" and config.reuse_rewards and config.max_resamples == 2
-    assert config.mutate_best == 0.5
-    _parse(["--flagfile=experiments/cifar_quick.flags", "--search_mutate_best=0.2"])
-    assert train.config_from_flags().mutate_best == 0.2
+    assert config.mutate_best == 0.5 and config.mutate_until == 40
+    _parse(["--flagfile=experiments/cifar_quick.flags", "--search_mutate_best=0.2",
+            "--search_mutate_until=8"])
+    changed = train.config_from_flags()
+    assert (changed.mutate_best, changed.mutate_until) == (0.2, 8)
     assert config.controller.tanh_constant is None and config.reinforce.ratio_clip is None
     assert (config.reinforce.topk_size, config.reinforce.topk_weight) == (3, 2.0)
 
@@ -432,13 +435,7 @@ def test_a_search_on_a_directory_another_holds_refuses_before_deleting_anything(
     out = tmp_path / "run"
     (out / search.PROJECT).mkdir(parents=True)
     (out / search.HISTORY).write_text('{"trial_id": "0"}\n')
-    holder = subprocess.Popen(  # Another search: it holds the lock until its stdin closes.
-        [sys.executable, "-c", "import sys; from nas_tf import dirlock; lock = dirlock.acquire(sys.argv[1]); "
-         "print('locked', flush=True); sys.stdin.read()", str(out)],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-    )  # fmt: skip
-    try:
-        assert holder.stdout.readline().strip() == "locked"
+    with lock_held_elsewhere(out) as holder:
         _parse(_TINY + [f"--output_dir={out}", "--overwrite"])
         assert train.main(["train"]) == 1
         assert f"in use by pid {holder.pid} on host {dirlock.host()}" in capsys.readouterr().err
@@ -451,6 +448,3 @@ def test_a_search_on_a_directory_another_holds_refuses_before_deleting_anything(
         monkeypatch.setenv("KERASTUNER_TUNER_ID", "worker3")
         with search.lock_output_dir(str(out)) as lock:
             assert os.path.basename(lock.path) == ".nas_tf.worker3.lock"
-    finally:
-        holder.stdin.close()
-        holder.wait(timeout=60)

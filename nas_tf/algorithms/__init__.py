@@ -9,5 +9,5 @@ from nas_tf.algorithms.base import RandomSearch, SearchAlgorithm
 from nas_tf.algorithms.controller_search import (PRESETS, ControllerSearch, UniformMutationSearch,
                                                  default_reinforce_config)
 
-__all__ = ["ControllerSearch", "PRESETS", "RandomSearch", "SearchAlgorithm", "UniformMutationSearch",
-           "default_reinforce_config"]
+__all__ = ["ControllerSearch", "PRESETS", "RandomSearch", "SearchAlgorithm",
+           "UniformMutationSearch", "default_reinforce_config"]

@@ -56,7 +56,7 @@ PRESETS = {
         reuse_rewards=True,
         max_resamples=2,
         mutate_best=0.5,
-        mutate_until=48,
+        mutate_until=40,
     ),
     # Zoph & Le 2017 where it is specified: plain REINFORCE with Adam 0.0006
     # and an EMA baseline, every sampled architecture trained (duplicates
