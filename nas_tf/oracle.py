@@ -12,6 +12,7 @@ equal those of an uninterrupted run with the same seed.
 """
 
 import dataclasses
+import functools
 import json
 import math
 import os
@@ -226,7 +227,7 @@ class NASRLOracle(keras_tuner.Oracle):
             name, feeds = self.store.checkpoint
             state["nasrl"] = dict(self._algorithm.state(), rewarded=self._rewarded_order,
                                   checkpoint=name, checkpoint_feeds=feeds,
-                                  settings=self._settings())
+                                  settings=self._settings)
         return state
 
     def get_state(self):
@@ -261,6 +262,7 @@ class NASRLOracle(keras_tuner.Oracle):
             if trial.status == kt_compat.TrialStatus.COMPLETED:
                 self._feed(trial)
 
+    @functools.cached_property
     def _settings(self) -> dict:
         """What this oracle searches with, as saved (a callable reward by its name)."""
         reward = self.reward if isinstance(self.reward, str) else getattr(
@@ -275,7 +277,7 @@ class NASRLOracle(keras_tuner.Oracle):
         """Refuses to resume with other settings than the search's (unless allowed)."""
         if saved is None:
             return  # Saved before settings were recorded.
-        now = json.loads(json.dumps(self._settings()))
+        now = json.loads(json.dumps(self._settings))
         changes = [f"{path}: {old!r} -> {new!r}" for path, old, new in _differences(saved, now)]
         if changes and not self.allow_settings_change:
             raise ValueError(
