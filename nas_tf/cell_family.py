@@ -80,6 +80,30 @@ def make_task(spec, data, config):
     return tasks.CellTask(spec.base, data, config.lm_model, config.lm_train)
 
 
+def supernet(spec, data, config):
+    """The cell supernet (`nas_tf.supernets.cell`) and step-addressed windows of text `data`.
+
+    Its width is `config.lm_model.units` (unset: 64, a supernet for the
+    quick runs; the paper's children are far wider), its windows
+    `config.lm_train.bptt_steps` tokens, dropout `lm_model.output_dropout`.
+    """
+    from nas_tf.data import ptb
+    from nas_tf.supernets import cell as cell_supernet
+    from nas_tf.supernets import text_batches
+
+    if not isinstance(data, ptb.LMData):
+        raise ValueError(f"Space {SPACE!r} searches language models: use a text dataset.")
+    units = config.lm_model.units or 64
+    steps = config.lm_train.bptt_steps
+    net = cell_supernet.CellSupernet(
+        base=spec.base, vocab_size=data.vocab_size, embedding_size=units, units=units,
+        dropout=config.lm_model.output_dropout, steps=steps, seed=config.seed,
+        init_scale=config.lm_model.init_scale)
+    batches = text_batches.TextBatches(data, config.weight_sharing.batch_size, steps,
+                                       seed=config.seed)
+    return net, batches
+
+
 def diagram(arch, path, spec=None, title=None) -> str:
     """Zoph & Le 2017, Figure 5 style (`nas_tf.report.diagrams.cell`)."""
     from nas_tf.report import diagrams
@@ -104,6 +128,7 @@ FAMILY = families.register(families.Family(
     summary=summary,
     build=build,
     diagram=diagram,
+    supernet=supernet,
     diagram_file="best_cell.png",
     diagram_title="Best recurrent cell",
 ))

@@ -214,6 +214,11 @@ def quiet_tensorflow() -> None:
     if "tensorflow" not in sys.modules:
         with tensorflow_log_filtered():
             import tensorflow  # noqa: F401
+        # A checkpoint write logs its "Sharding callback duration" through absl, at INFO.
+        import logging
+
+        logging.getLogger("absl").addFilter(
+            lambda record: not str(record.msg).startswith("Sharding callback duration"))
 
 
 def _below_level(text: bytes, min_level: int) -> bytes:

@@ -116,6 +116,20 @@ def make_task(spec, data, config):
     return tasks.ConvTask(spec.to_config(), data, config.child, int(config.verbose >= 2))
 
 
+def supernet(spec, data, config):
+    """The v1/v2 supernet (`nas_tf.supernets.conv`) and step-addressed batches of image `data`."""
+    from nas_tf.data import cifar10 as image_data
+    from nas_tf.supernets import conv as conv_supernet
+    from nas_tf.supernets import image_batches
+
+    if not isinstance(data, image_data.ImageData):
+        raise ValueError(f"Space {spec.name!r} searches image classifiers: use an image dataset.")
+    net = conv_supernet.build(spec, data.input_shape, data.num_classes,
+                              weight_decay=config.child.weight_decay, seed=config.seed)
+    shared = config.weight_sharing
+    return net, image_batches.ImageBatches(data, shared.batch_size, seed=config.seed)
+
+
 def diagram(arch, path, spec=None, title=None) -> str:
     """Zoph & Le 2017, Figure 7 style (`nas_tf.report.diagrams.conv_network`)."""
     from nas_tf.report import diagrams
@@ -148,6 +162,7 @@ FAMILY = families.register(families.Family(
     spec_to_config=lambda spec: spec.to_config(),
     spec_from_config=conv.ConvSpaceSpec.from_config,
     diagram=diagram,
+    supernet=supernet,
     diagram_file="best_network.png",
     diagram_title="Best convolutional network",
 ))

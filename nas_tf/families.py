@@ -69,6 +69,10 @@ class Family:
       spec_from_config: the inverse of `spec_to_config`.
       diagram: `(arch, path, spec, title) -> path`: draws the architecture
         into a PNG for the report; None: no drawing.
+      supernet: `(spec, data, config) -> (supernet, batches)`: the family's
+        weight-sharing supernet (`nas_tf.supernets.base.Supernet`) and its
+        data as batches addressed by step (`nas_tf.supernets.image_batches`),
+        for a search with `config.weight_sharing`; None: multi-trial only.
       diagram_file: the drawing's file name in the report directory.
       diagram_title: the report's heading for that drawing.
     """
@@ -91,6 +95,7 @@ class Family:
     spec_to_config: Optional[Callable[[Any], dict]] = None
     spec_from_config: Optional[Callable[[dict], Any]] = None
     diagram: Optional[Callable[..., str]] = None
+    supernet: Optional[Callable[[Any, Any, Any], Tuple[Any, Any]]] = None
     diagram_file: str = "best_architecture.png"
     diagram_title: str = "Best architecture"
 

@@ -441,6 +441,10 @@ def run(config: SearchConfig, data=None, after_child=None) -> Optional[dict]:
     """
     # One writer per directory, locked before anything is written or deleted (--overwrite).
     with lock_output_dir(config.output_dir):
+        if config.weight_sharing is not None:
+            from nas_tf.supernets import runner
+
+            return runner.run(config, data)
         return _run(config, data, after_child)
 
 

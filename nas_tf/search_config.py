@@ -18,6 +18,7 @@ from nas_tf import reinforce as reinforce_lib
 from nas_tf.algorithms import controller_search
 from nas_tf.children import convnet, language_model, lm_trainer, worker
 from nas_tf.spaces import conv
+from nas_tf.supernets import config as shared_config
 
 HISTORY = history_lib.HISTORY
 BEST_ARCHITECTURE = "best_architecture.json"
@@ -87,6 +88,10 @@ class SearchConfig:
       allow_config_change: resume even though settings that change the
         search differ from `config.json`'s.
       overwrite: start afresh instead of resuming.
+      weight_sharing: a `nas_tf.supernets.config.SharedSearchConfig`: search
+        with one supernet whose sub-networks are the architectures (ENAS;
+        docs/weight_sharing.md) instead of training every child; None: the
+        paper's multi-trial search.
       top_k: how many of the best children the summary lists.
       verbose: 0 silent, 1 the progress line (`nas_tf.progress`), 2 Keras progress too.
     """
@@ -115,6 +120,7 @@ class SearchConfig:
     max_consecutive_failures: int = 10
     allow_config_change: bool = False
     overwrite: bool = False
+    weight_sharing: Optional[shared_config.SharedSearchConfig] = None
     top_k: int = 5
     verbose: int = 1
 
@@ -168,9 +174,8 @@ def check_and_write_config(config: SearchConfig) -> None:
     """
     path = os.path.join(config.output_dir, CONFIG)
     text = config.to_json() + "\n"
-    started = os.path.exists(os.path.join(config.output_dir, HISTORY)) or os.path.exists(
-        os.path.join(config.output_dir, PROJECT)
-    )
+    started = any(os.path.exists(os.path.join(config.output_dir, name))
+                  for name in (HISTORY, PROJECT, shared_config.STATE))
     if os.path.exists(path) and started and not config.overwrite:
         try:
             with open(path, encoding="utf-8") as f:

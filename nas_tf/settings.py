@@ -102,6 +102,10 @@ def search_config(output_dir: str, **settings):
     start = resolve_preset(settings.get("preset", fields["preset"].default), family)
     for name in ("reuse_rewards", "max_resamples", "mutate_best", "mutate_until"):
         settings.setdefault(name, start[name])
+    if settings.get("weight_sharing") is not None:
+        from nas_tf.supernets import config as shared_config
+
+        settings["weight_sharing"] = shared_config.shared_search_config(settings["weight_sharing"])
     for name in NESTED:
         value = settings.get(name)
         if name == "curriculum":

@@ -55,6 +55,10 @@ define.enum("search_space", "cifar10_v1", list(families.space_names()),
             "searched), v3 (max pooling at fixed depths); or its recurrent cell (ptb_cell).")
 define.integer("search_cell_base", 8, "ptb_cell: leaves of the cell's tree, a power of two "
                "(paper: 8).", lower_bound=2)
+define.integer("search_nb201_channels", None, "nb201_cell: channels of the first stage "
+               "(the benchmark's 16).", lower_bound=1)
+define.integer("search_nb201_cells", None, "nb201_cell: cells per stage (the benchmark's 5).",
+               lower_bound=1)
 define.integer("search_depth", 6, "Maximum number of convolutional layers (paper: its curriculum reaches 20 "
                "for v1 and v2, whose found networks have 15 and 20 layers; 39 for v3).", lower_bound=1, upper_bound=200)
 define.list("search_filter_sizes", None, "Filter heights/widths to choose from (paper: 1,3,5,7).")
@@ -94,15 +98,18 @@ define.enum("data_name", "digits", list(data_lib.names()),
 define.string("data_dir", None, "TensorFlow Datasets directory holding prepared cifar10 or "
               "ptb: a local path or a URL (gs://BUCKET/tensorflow_datasets).")
 
-define.integer("controller_units", 35, "LSTM units per controller layer (paper: 35).", lower_bound=1)
-define.integer("controller_layers", 2, "Controller LSTM layers (paper: 2).", lower_bound=1)
-define.float("controller_init_range", 0.08, "Controller weights start uniform in "
-             "[-r, r] (paper: 0.08).", lower_bound=1e-6)
-define.enum("controller_preset", "default", ["default", "paper"],
+define.integer("controller_units", None, "LSTM units per controller layer (unset: the "
+               "preset's; paper: 35).", lower_bound=1)
+define.integer("controller_layers", None, "Controller LSTM layers (unset: the preset's; "
+               "paper: 2).", lower_bound=1)
+define.float("controller_init_range", None, "Controller weights start uniform in "
+             "[-r, r] (unset: the preset's; paper: 0.08).", lower_bound=1e-6)
+define.enum("controller_preset", "default", ["default", "paper", "enas"],
             "Search method. 'paper': Zoph & Le 2017 where the paper specifies it (plain REINFORCE, Adam "
             "0.0006, or 0.0005 for ptb_cell; duplicates retrained; no mutation, clipping "
             "or logit bounding). 'default': what measured best at hundreds of trials "
-            "(docs/search_brain.md). The controller_* and search_reuse_rewards / "
+            "(docs/search_brain.md). 'enas': ENAS's controller, for --weight_sharing "
+            "(docs/weight_sharing.md). The controller_* and search_reuse_rewards / "
             "search_max_resamples / search_mutate_best flags override the preset's values.")
 define.float("controller_learning_rate", None, "Controller Adam learning rate (paper: "
              "0.0006 for CIFAR-10, 0.0005 for the PTB cell).", lower_bound=1e-8)
@@ -187,6 +194,33 @@ define.boolean("lm_variational", False, "Language models: one dropout mask per s
                "for input and output dropout.")
 
 
+define.boolean("weight_sharing", False, "Search with one supernet whose sub-networks are the "
+               "architectures (ENAS-style; docs/weight_sharing.md) instead of training every "
+               "child: hours instead of GPU-years. The shared_* flags set it up.")
+define.enum("shared_method", "controller", ["controller", "random"], "With --weight_sharing: "
+            "the controller draws and learns, or random search with weight sharing.")
+define.integer("shared_epochs", 10, "Epochs of shared-weight training, each followed by "
+               "controller training (ENAS: 310 for its macro space).", lower_bound=1)
+define.integer("shared_steps_per_epoch", None, "Shared-weight steps per epoch (unset: one "
+               "pass over the training split).", lower_bound=1)
+define.integer("shared_warmup_epochs", None, "Epochs of uniformly drawn architectures before "
+               "the controller draws and learns (unset: a quarter of --shared_epochs).",
+               lower_bound=0)
+define.integer("shared_controller_samples", 100, "Architectures per epoch the controller "
+               "learns from, each rewarded on one validation minibatch.", lower_bound=1)
+define.integer("shared_derive_samples", 100, "Architectures drawn at the end and ranked on "
+               "the whole validation split; the best is the result.", lower_bound=1)
+define.integer("shared_batch_size", 64, "Images (or text windows) per shared-weight step.",
+               lower_bound=1)
+define.float("shared_learning_rate", 0.05, "Shared weights: cosine schedule's start (ENAS: "
+             "0.05).", lower_bound=1e-8)
+define.float("shared_min_learning_rate", 0.0005, "Shared weights: its end (ENAS: 0.0005).",
+             lower_bound=0.0)
+define.integer("shared_checkpoint_steps", None, "Also checkpoint every this many steps "
+               "(unset: after each phase of each epoch).", lower_bound=1)
+define.enum("shared_xla", "auto", list(cli.AUTO_ON_OFF), "XLA for the shared-weight steps: "
+            "auto is on with a GPU or TPU.")
+
 
 def _ints(name):
     """A list flag as a tuple of positive integers (None if unset)."""
@@ -266,6 +300,17 @@ _SETTINGS = {
     "allow_config_change": "allow_config_change",
     "overwrite": "overwrite",
     "verbose": "verbose",
+    "shared_method": "weight_sharing.method",
+    "shared_epochs": "weight_sharing.epochs",
+    "shared_steps_per_epoch": "weight_sharing.steps_per_epoch",
+    "shared_warmup_epochs": "weight_sharing.warmup_epochs",
+    "shared_controller_samples": "weight_sharing.controller_samples",
+    "shared_derive_samples": "weight_sharing.derive_samples",
+    "shared_batch_size": "weight_sharing.batch_size",
+    "shared_learning_rate": "weight_sharing.training.learning_rate",
+    "shared_min_learning_rate": "weight_sharing.training.min_learning_rate",
+    "shared_checkpoint_steps": "weight_sharing.checkpoint_steps",
+    "shared_xla": "weight_sharing.training.jit_compile",
 }
 # Flags whose 0 means "off" (None in the config).
 _ZERO_IS_NONE = ("controller_tanh_constant", "controller_ratio_clip", "controller_risk_seeking",
@@ -277,7 +322,7 @@ def _flag_value(name):
     value = FLAGS[name].value
     if isinstance(value, list):
         return _ints(name)
-    if name == "child_xla":
+    if name in ("child_xla", "shared_xla"):
         return cli.auto_on_off(value)
     if name in _ZERO_IS_NONE and value == 0:
         return None
@@ -308,6 +353,8 @@ def settings_from_flags() -> dict:
         value = _flag_value(flag)
         for path in _paths(paths):
             settings_lib.set_setting(settings, path, value)
+    if not FLAGS.weight_sharing:
+        settings.pop("weight_sharing", None)  # The multi-trial search (the shared_* flags unused).
     if (settings.get("curriculum") or {}).get("start") is None:
         settings.pop("curriculum", None)  # A curriculum needs its first depth.
     return settings

@@ -21,7 +21,7 @@ feedback:
 """
 
 import abc
-from typing import Callable, Optional
+from typing import Callable, List, Optional
 
 import numpy as np
 
@@ -49,6 +49,7 @@ class SearchAlgorithm(abc.ABC):
         self.seed = int(seed)
         self._seen = set()  # Keys (`arch.to_json()`) proposed or fed.
         self._tried = tried
+        self.num_sampled = 0  # Calls of `sample` (its draws come from the seed and this).
 
     def is_tried(self, arch: space_lib.Architecture) -> bool:
         """Whether `arch` was already proposed or evaluated."""
@@ -68,6 +69,25 @@ class SearchAlgorithm(abc.ABC):
     def feedback(self, key: str, architecture: space_lib.Architecture, reward: float) -> None:
         """Reports `architecture`'s reward (finite; higher is better)."""
 
+    def sample(self, n: int) -> List[space_lib.Architecture]:
+        """`n` architectures to train shared weights on; no feedback is expected.
+
+        A weight-sharing trainer (`nas_tf.supernets.search`) trains a fresh
+        architecture per minibatch. Default: uniform draws from the seed and
+        a count of draws (saved in `state`), so a restored search draws the same.
+        """
+        rng = np.random.default_rng([self.seed, self.num_sampled, 2])
+        self.num_sampled += 1
+        return [random_architecture(self.space, rng) for _ in range(int(n))]
+
+    def forget(self) -> None:
+        """Drops the record of what was tried (a weight-sharing driver tries thousands).
+
+        Only for a driver that does not rely on `is_tried` and checkpoints
+        the algorithm right after (`checkpoint` then includes every feed).
+        """
+        self._seen = set()
+
     def set_space(self, space: space_lib.Space) -> None:
         """Continues in a space that grew (a HyperModel declared more entries)."""
         self.space = space
@@ -83,7 +103,7 @@ class SearchAlgorithm(abc.ABC):
 
     def state(self) -> dict:
         """Plain JSON values from which `restore` continues exactly."""
-        return {"seen": sorted(self._seen)}
+        return {"seen": sorted(self._seen), "num_sampled": self.num_sampled}
 
     def restore(self, state: dict, checkpoint=None) -> bool:
         """Continues from `state()` of an object built with the same arguments.
@@ -96,6 +116,7 @@ class SearchAlgorithm(abc.ABC):
           Whether `checkpoint` was used.
         """
         self._seen = set(state.get("seen", []))
+        self.num_sampled = int(state.get("num_sampled", 0))
         return False
 
 

@@ -69,6 +69,23 @@ PRESETS = {
         mutate_best=0.0,
         mutate_until=math.inf,
     ),
+    # ENAS's controller (Pham et al. 2018, macro search: melodyguan/enas
+    # scripts): 1 x 64 LSTM, weights U(-0.1, 0.1), logits 1.5 tanh; Adam 1e-3
+    # on 20 samples per step, EMA baseline 0.99, entropy bonus 1e-4 (ENAS adds
+    # it to the reward; here it is the loss's bonus). Its skip-density penalty
+    # is not implemented. For weight-sharing searches (docs/weight_sharing.md).
+    "enas": dict(
+        controller_config=lambda: controller_lib.ControllerConfig(
+            units=64, num_layers=1, init_range=0.1, tanh_constant=1.5),
+        reinforce_config=lambda: reinforce_lib.ReinforceConfig(
+            learning_rate=1e-3, batch_size=20, baseline_decay=0.99, advantage="baseline",
+            ratio_clip=None, update_epochs=1, topk_size=0, topk_weight=0.0, clip_norm=None,
+            entropy_weight=1e-4),
+        reuse_rewards=False,
+        max_resamples=0,
+        mutate_best=0.0,
+        mutate_until=math.inf,
+    ),
 }
 
 
@@ -197,6 +214,16 @@ class ControllerSearch(base.SearchAlgorithm):
         return min(int(self.depth_schedule(self.num_proposed)), self.space.max_depth)
 
     # -- proposing --------------------------------------------------------------------
+
+    def sample(self, n):
+        """`n` independent draws of the current policy (the controller's generator, saved)."""
+        archs, _ = self.controller.sample_with_log_prob(int(n), depth=self.depth())
+        return list(archs)
+
+    def forget(self):
+        """Drops the feed log and the tried set; `checkpoint()` right after needs no replay."""
+        super().forget()
+        self.feeds, self._known_rewards, self._fed_archs = [], {}, set()
 
     def propose(self, key):
         arch = self._propose(key)
