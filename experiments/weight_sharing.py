@@ -64,8 +64,8 @@ def parse_args(argv=None):
     p.add_argument("--architectures", type=int, default=1000, help="traces: cells run.")
     p.add_argument("--cells", type=int, default=48, help="ranking: cells trained stand-alone.")
     p.add_argument("--standalone_seeds", type=int, default=2)
-    p.add_argument("--standalone_epochs", type=int, default=15)
-    p.add_argument("--epochs", type=int, default=40, help="Epochs of each supernet.")
+    p.add_argument("--standalone_epochs", type=int, default=5)
+    p.add_argument("--epochs", type=int, default=120, help="Epochs of each supernet.")
     p.add_argument("--controller_samples", type=int, default=100, help="Per epoch.")
     p.add_argument("--preset", default="enas", help="nasrl_shared's controller preset.")
     p.add_argument("--seeds", type=int, default=10, help="search: seeds per method.")
@@ -73,6 +73,8 @@ def parse_args(argv=None):
     p.add_argument("--methods", default=",".join(METHODS))
     p.add_argument("--table_budget", type=int, default=200)
     p.add_argument("--channels", type=int, default=8)
+    p.add_argument("--reduction", default="pool", choices=("residual", "pool"),
+                   help="The network's reduction blocks (nas_tf.supernets.nb201).")
     p.add_argument("--results", default=RESULTS, help="search: the chosen cells (JSON).")
     p.add_argument("--work_dir", default="/tmp/nas_tf_weight_sharing")
     return p.parse_args(argv)
@@ -115,7 +117,7 @@ def top_overlap(a, b, k=10) -> int:
 
 def supernet(data, args, seed=0):
     return nb201.NB201Supernet(data.input_shape, data.num_classes, channels=args.channels,
-                               seed=seed)
+                               reduction=args.reduction, seed=seed)
 
 
 def cell_arch(space, code: int):
@@ -207,9 +209,19 @@ def ranking(data, table, args) -> dict:
     alone = StandAlone(data, args)
     start = time.perf_counter()
     standalone = np.zeros((len(cells), args.standalone_seeds))
+    # Stand-alone results are kept (per network setting) so a rerun of the supernet side
+    # does not train the cells again.
+    cache_path = os.path.join(args.work_dir, f"standalone_c{args.channels}_{args.reduction}_"
+                                             f"e{args.standalone_epochs}.json")
+    cache = json.load(open(cache_path)) if os.path.exists(cache_path) else {}
     for i, code in enumerate(cells):
         for s in range(args.standalone_seeds):
-            standalone[i, s] = alone.test_accuracy(code, s)
+            key = f"{code}/{s}"
+            if key not in cache:
+                cache[key] = alone.test_accuracy(code, s)
+                with open(cache_path, "w") as f:
+                    json.dump(cache, f)
+            standalone[i, s] = cache[key]
         print(f"  stand-alone {i + 1}/{len(cells)} {table_lib.cellstr(code)}: "
               f"{standalone[i].round(3).tolist()} (table {table.test[code]:.2f})", flush=True)
     standalone_seconds = time.perf_counter() - start

@@ -66,6 +66,7 @@ from nas_tf import oracle as oracle_lib
 from nas_tf import progress as progress_lib
 from nas_tf import space as space_lib
 from nas_tf import summaries
+from nas_tf.children import base as children_base
 from nas_tf.children import convnet, worker
 
 HISTORY = history_lib.HISTORY
@@ -383,20 +384,6 @@ def _export_best(tuner: ChildSearch, output_dir: str) -> Optional[dict]:
     return {"trial_id": trial_id, "reward": reward, "architecture": arch}
 
 
-def _devices() -> str:
-    """The devices TensorFlow computes on, in words: "the CPU (no GPU found)", "1 GPU (...)"."""
-    gpus = tf.config.list_physical_devices("GPU")
-    if not gpus:
-        return "the CPU (no GPU found)"
-    names = []
-    for gpu in gpus:
-        try:
-            names.append(tf.config.experimental.get_device_details(gpu).get("device_name", gpu.name))
-        except (ValueError, RuntimeError):
-            names.append(gpu.name)
-    return f"{len(gpus)} GPU{'s' if len(gpus) > 1 else ''} ({', '.join(sorted(set(names)))})"
-
-
 def _readable(arch, output_dir: str) -> str:
     """`arch` as its family reads it (`nas_tf.describe.summary`, the search's config picks the spec)."""
     from nas_tf import describe
@@ -513,7 +500,7 @@ def _run(config: SearchConfig, data, after_child) -> Optional[dict]:
         finished = len(read_history(config.output_dir))
         where = "" if part == "single" else f" as {part} {tuner.tuner_id}"
         if part != "chief":  # The chief trains no child.
-            print(f"nas_tf: children train on {_devices()}", flush=True)
+            print(f"nas_tf: children train on {children_base.devices_in_words()}", flush=True)
         print(
             f"nas_tf: searching {task.space.name} ({len(task.space.decisions)} decisions) on "
             f"{config.dataset}{where}, {config.max_trials} children, {finished} already done; "

@@ -14,7 +14,6 @@ from nas_tf import space as space_lib
 from nas_tf.algorithms.base import random_architecture
 from nas_tf.children.cell import run_cell
 from nas_tf.data import ptb
-from nas_tf.rewards import ptb_reward
 from nas_tf.spaces import cell as cell_space
 from nas_tf.supernets.cell import CellSupernet
 from nas_tf.supernets.text_batches import TextBatches
@@ -63,7 +62,7 @@ def test_contract_and_encode_layout():
     assert net.code_length == 2 * 3 + 4
     assert net.score_name == "perplexity" and net.higher_is_better is False
     assert net.score(3 * math.log(7.0), 3) == pytest.approx(7.0)
-    assert net.reward(7.0) == pytest.approx(ptb_reward(7.0))
+    assert net.reward(7.0) == pytest.approx(80.0 / 7.0)  # ENAS's reward, not c / ppl^2.
     assert net.reward(net.score(1e6, 1)) == 0.0
     desc = cell_space.paper_example()
     code = net.encode(desc.to_architecture())

@@ -17,6 +17,7 @@ V2 = conv_space.cifar10_v2(depth=3, filter_sizes=(1, 3), num_filters=(2, 4), str
 # Strides 1 and 3 on 8 pixels: sizes 8 and 3, an odd padding (the extra pixel bottom/right).
 V2_ODD = conv_space.cifar10_v2(depth=3, filter_sizes=(1, 3), num_filters=(2, 4), strides=(1, 3))
 SPECS = pytest.mark.parametrize("spec", [V1, V2], ids=["v1", "v2"])
+SHARING = pytest.mark.parametrize("sharing", conv.KERNEL_SHARING)
 
 
 def batch(seed=0):
@@ -43,7 +44,8 @@ def used_masks(net, spec, a):
         n = layer.num_filters
         for s in ([j + 1 for j in layer.inputs] or [0]):
             c = SHAPE[2] if s == 0 else layers[s - 1].num_filters
-            masks[net.kernels[i][k][s].ref()][:, :, :c, :n] = True
+            v, rows, cols = net.kernel_part(i, k, s)
+            masks[v.ref()][rows, cols, :c, :n] = True
         masks[net.gammas[i][k].ref()][:n] = True
         masks[net.betas[i][k].ref()][:n] = True
     for j in convnet.dangling(layers):
@@ -99,9 +101,10 @@ def test_only_the_sampled_branches_run(spec):
         assert moved == expected_branches(spec, a), a
 
 
+@SHARING
 @SPECS
-def test_unused_weights_do_not_matter(spec):
-    net = conv.ConvSupernet(spec, SHAPE, CLASSES)
+def test_unused_weights_do_not_matter(spec, sharing):
+    net = conv.ConvSupernet(spec, SHAPE, CLASSES, kernel_sharing=sharing)
     x, _ = batch()
     rng = np.random.default_rng(1)
     for seed in range(3):
@@ -140,9 +143,10 @@ def test_every_choice_changes_the_output(spec):
     assert changed >= len(spec.space.decisions)
 
 
+@SHARING
 @SPECS
-def test_gradients_reach_only_the_used_weights(spec):
-    net = conv.ConvSupernet(spec, SHAPE, CLASSES, weight_decay=0.01)
+def test_gradients_reach_only_the_used_weights(spec, sharing):
+    net = conv.ConvSupernet(spec, SHAPE, CLASSES, weight_decay=0.01, kernel_sharing=sharing)
     loss_fn = tf.function(net.train_loss, input_signature=sig(net))
     x, y = batch()
     for seed in range(2):
@@ -170,14 +174,15 @@ def test_gradients_reach_only_the_used_weights(spec):
         np.testing.assert_allclose(loss.numpy(), ce + 0.01 * l2, rtol=1e-5)
 
 
+@SHARING
 @pytest.mark.parametrize("spec", [V1, V2, V2_ODD], ids=["v1", "v2", "v2_odd"])
-def test_equals_the_stand_alone_child(spec):
+def test_equals_the_stand_alone_child(spec, sharing):
     """The child of `build_convnet`, given the supernet's sliced weights, in training mode (batch BN).
 
     Seeds 10 and 11 give, under v2, a layer with inputs of two sizes and
     dangling layers of two sizes (rule 3 in a layer and before the pool).
     """
-    net = conv.ConvSupernet(spec, SHAPE, CLASSES, seed=3)
+    net = conv.ConvSupernet(spec, SHAPE, CLASSES, seed=3, kernel_sharing=sharing)
     x, _ = batch(2)
     F = len(spec.filter_sizes)
     for seed in range(2):
@@ -187,8 +192,11 @@ def test_equals_the_stand_alone_child(spec):
         for i, layer in enumerate(layers):
             k = spec.filter_sizes.index(layer.filter_height) * F + spec.filter_sizes.index(layer.filter_width)
             n = layer.num_filters
-            parts = [net.kernels[i][k][j + 1].numpy()[:, :, : layers[j].num_filters, :n]
-                     for j in layer.inputs] or [net.kernels[i][k][0].numpy()[:, :, :, :n]]
+            def part(s, c):
+                v, rows, cols = net.kernel_part(i, k, s)
+                return v.numpy()[rows, cols, :c, :n]
+
+            parts = [part(j + 1, layers[j].num_filters) for j in layer.inputs] or [part(0, None)]
             child.get_layer(f"layer_{i}_conv").kernel.assign(np.concatenate(parts, axis=2))
             bn = child.get_layer(f"layer_{i}_bn")
             bn.gamma.assign(net.gammas[i][k].numpy()[:n] + 0.1 * (i + 1))  # Non-trivial BN.

@@ -101,6 +101,20 @@ def accelerators() -> Dict[str, int]:
     return {kind: n for kind, n in found.items() if n}
 
 
+def devices_in_words() -> str:
+    """The devices TensorFlow computes on: "the CPU (no GPU found)", "1 GPU (...)"."""
+    gpus = tf.config.list_physical_devices("GPU")
+    if not gpus:
+        return "the CPU (no GPU found)"
+    names = []
+    for gpu in gpus:
+        try:
+            names.append(tf.config.experimental.get_device_details(gpu).get("device_name", gpu.name))
+        except (ValueError, RuntimeError):
+            names.append(gpu.name)
+    return f"{len(gpus)} GPU{'s' if len(gpus) > 1 else ''} ({', '.join(sorted(set(names)))})"
+
+
 def accelerator_present() -> bool:
     """Whether a GPU or TPU is visible to TensorFlow."""
     return bool(accelerators())

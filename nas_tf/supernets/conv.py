@@ -12,8 +12,11 @@ differences said below (BN statistics, weight decay).
 
 Weights, per layer i:
 
-* a kernel per (filter height, filter width) choice and per *source* s (the
-  image, or an earlier layer j), of shape `[fh, fw, c_s, max(num_filters)]`.
+* a kernel per *source* s (the image, or an earlier layer j) of the largest
+  filter size, whose centred `[fh, fw]` part a filter-size choice uses
+  (`kernel_sharing="nested"`, the default), or one kernel per (filter height,
+  filter width) choice and source (`"separate"`), of shape
+  `[fh, fw, c_s, max(num_filters)]`.
   A layer's input is the concatenation of its selected sources, and the
   convolution of a concatenation is the sum of the per-source convolutions,
   so the layer computes `sum_s conv(x_s, K[fh, fw][s][:, :, :n_s, :n])`, each
@@ -65,6 +68,12 @@ from nas_tf import space as space_lib
 from nas_tf.spaces import conv as conv_space
 from nas_tf.supernets import base
 
+# "nested": one kernel of the largest size per (layer, source); a filter-size choice
+# uses its centred part (as Once-for-All's kernel sharing, Cai et al. 2020), so every
+# network trains every layer's kernel. "separate": one kernel per size choice (ENAS's
+# branches); on the digits it did not learn at all in 150 steps of uniform networks
+# (loss 2.33, chance 2.30), where "nested" does (docs/weight_sharing.md).
+KERNEL_SHARING = ("nested", "separate")
 BN_EPSILON = 1e-3  # Keras BatchNormalization's, so the child's BN computes the same.
 
 
@@ -112,7 +121,8 @@ class ConvSupernet(base.Supernet):
     """
 
     def __init__(self, spec: conv_space.ConvSpaceSpec, input_shape=(8, 8, 1), num_classes=10,
-                 weight_decay=1e-4, instrument=False, seed=0, name="conv_supernet"):
+                 weight_decay=1e-4, instrument=False, seed=0, kernel_sharing="nested",
+                 name="conv_supernet"):
         if spec.block_size != 1:
             raise ValueError(
                 f"ConvSupernet covers cifar10_v1 and cifar10_v2 only: space {spec.name!r} has "
@@ -138,6 +148,10 @@ class ConvSupernet(base.Supernet):
             tuple((h, w) for h in self.strides for w in self.strides) if self.strides else ((1, 1),)
         )
         self.max_filters = max(spec.num_filters)
+        if kernel_sharing not in KERNEL_SHARING:
+            raise ValueError(f"kernel_sharing must be one of {KERNEL_SHARING}, "
+                             f"got {kernel_sharing!r}.")
+        self.kernel_sharing = kernel_sharing
         self._layout()
 
         rng = np.random.default_rng(seed)
@@ -145,7 +159,10 @@ class ConvSupernet(base.Supernet):
         self.kernels, self.gammas, self.betas = [], [], []
         for i in range(self.depth):
             per_size = []
-            for fh, fw in self.filter_pairs:
+            pairs = self.filter_pairs
+            if kernel_sharing == "nested":
+                pairs = ((max(self.sizes), max(self.sizes)),)
+            for fh, fw in pairs:
                 per_size.append([
                     _glorot(rng, (fh, fw, channels if s == 0 else width, width),
                             f"layer_{i}/filter_{fh}x{fw}/{self._source_name(s)}")
@@ -228,13 +245,23 @@ class ConvSupernet(base.Supernet):
         return (tf.TensorSpec((None,) + self.image_shape, tf.float32),
                 tf.TensorSpec([None], tf.int32))
 
+    def kernel_part(self, i: int, k: int, s: int):
+        """(variable, rows, columns) of the kernel that filter-size choice k of layer i uses
+        for source s (`filter_pairs[k]`; rows and columns are slices)."""
+        fh, fw = self.filter_pairs[k]
+        if self.kernel_sharing == "nested":
+            top, left = (max(self.sizes) - fh) // 2, (max(self.sizes) - fw) // 2
+            return self.kernels[i][0][s], slice(top, top + fh), slice(left, left + fw)
+        return self.kernels[i][k][s], slice(None), slice(None)
+
     # -- branches -----------------------------------------------------------------------
 
     def _filter_branch(self, i: int, k: int):
         """Filter-size choice k of layer i: its per-source kernels, gamma and beta."""
         fh, fw = self.filter_pairs[k]
         self.mark(self.branch_id(f"layer_{i}/filter={fh}x{fw}"))
-        kernels = tuple(v.read_value() for v in self.kernels[i][k])
+        parts = (self.kernel_part(i, k, s) for s in range(i + 1))
+        kernels = tuple(v[rows, cols] for v, rows, cols in parts)  # Nested: the centred part.
         return kernels + (self.gammas[i][k].read_value(), self.betas[i][k].read_value())
 
     def _strided_conv(self, i: int, pair: int, x, kernel):

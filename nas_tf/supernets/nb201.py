@@ -120,6 +120,28 @@ class _Reduction(tf.Module):
         return self.a.l2() + self.b.l2() + tf.reduce_sum(tf.square(self.shortcut))
 
 
+class _PoolReduction(tf.Module):
+    """A reduction with no 3x3 convolution: 2x2 average pool, then 1x1 conv + BN to 2C.
+
+    The benchmark's residual block adds two 3x3 convolutions per reduction;
+    on a tiny network and easy data they carry the accuracy whatever the cell,
+    which is then hard to rank (docs/weight_sharing.md).
+    """
+
+    def __init__(self, rng, c_in, c_out, name=None):
+        super().__init__(name=name)
+        self.conv = _ConvBN(rng, 1, c_in, c_out, relu_first=True)
+
+    def __call__(self, x):
+        return self.conv(tf.nn.avg_pool2d(x, 2, 2, "SAME"))
+
+    def l2(self):
+        return self.conv.l2()
+
+
+REDUCTIONS = {"residual": _Reduction, "pool": _PoolReduction}
+
+
 class NB201Supernet(base.Supernet):
     """The NAS-Bench-201 search network over `nb201_space()` (see the module docstring).
 
@@ -129,23 +151,26 @@ class NB201Supernet(base.Supernet):
       channels: C, the first stage's width (the benchmark's 16).
       cells_per_stage: N (the benchmark's 5).
       weight_decay: L2 weight of the kernels the sampled network uses.
+      reduction: "residual" (the benchmark's block) or "pool" (`_PoolReduction`).
       instrument: count each (cell, edge, operation) branch's runs.
       seed: seeds the initial weights.
     """
 
     def __init__(self, input_shape=(8, 8, 1), num_classes=10, channels=8, cells_per_stage=1,
-                 weight_decay=5e-4, instrument=False, seed=0):
+                 weight_decay=5e-4, reduction="residual", instrument=False, seed=0):
         super().__init__(nb201_space(), instrument=instrument, name="nb201_supernet")
         self.image_shape = tuple(int(d) for d in input_shape)
         self.num_classes = int(num_classes)
         self.weight_decay = float(weight_decay)
+        if reduction not in REDUCTIONS:
+            raise ValueError(f"reduction must be one of {sorted(REDUCTIONS)}, got {reduction!r}.")
         rng = np.random.default_rng(seed)
         self.stem = _ConvBN(rng, 3, self.image_shape[-1], channels, relu_first=False)
         self.cells, self.reductions = [], []
         width, names = channels, []
         for stage in range(3):
             if stage:
-                self.reductions.append(_Reduction(rng, width, 2 * width))
+                self.reductions.append(REDUCTIONS[reduction](rng, width, 2 * width))
                 width *= 2
             for _ in range(cells_per_stage):
                 cell = len(self.cells)

@@ -24,12 +24,15 @@ import shutil
 import sys
 from typing import Optional
 
+from nas_tf import data as data_lib
 from nas_tf import families
 from nas_tf import history as history_lib
 from nas_tf import progress as progress_lib
+from nas_tf import search as search_error  # SearchError (nas_tf.search imports this module lazily).
 from nas_tf import summaries
 from nas_tf.algorithms import base as algorithms_base
 from nas_tf.algorithms import controller_search
+from nas_tf.children import base as children_base
 from nas_tf.search_config import BEST_ARCHITECTURE, CONFIG, HISTORY, PROJECT, check_and_write_config
 from nas_tf.supernets import config as shared_config
 from nas_tf.supernets import search as search_lib
@@ -37,6 +40,11 @@ from nas_tf.supernets import search as search_lib
 # What a weight-sharing search writes (removed by --overwrite).
 OUTPUTS = (HISTORY, BEST_ARCHITECTURE, shared_config.STATE, search_lib.LOG, search_lib.DERIVE,
            search_lib.CHECKPOINTS, PROJECT, summaries.TENSORBOARD)
+
+
+class UnsupportedSpaceError(search_error.SearchError, ValueError):
+    """A space (or dataset) that weight sharing cannot search (`nas_tf.train` prints it
+    as one line, as it does a `SearchError`)."""
 
 
 def make_algorithm(config, space, on_update=None):
@@ -57,17 +65,20 @@ def run(config, data=None) -> Optional[dict]:
       {"trial_id", "reward", "architecture"} of the best derived architecture.
 
     Raises:
-      ValueError: for a space without a supernet, or data of the wrong kind.
+      UnsupportedSpaceError (a ValueError): for a space without a supernet (or
+        whose supernet refuses it, e.g. cifar10_v3), or data of the wrong kind.
       ConfigChangedError: when resuming with changed settings.
     """
-    from nas_tf import search as multi_trial  # load_data, the summary's devices line.
-
     family = families.for_space(config.space)
     if family.supernet is None:
         with_supernet = [s for s in families.space_names()
                          if families.for_space(s).supernet is not None]
-        raise ValueError(f"Space {config.space!r} has no supernet for weight sharing; "
-                         f"spaces with one: {with_supernet}.")
+        raise UnsupportedSpaceError(f"Space {config.space!r} has no supernet for weight "
+                                    f"sharing; spaces with one: {with_supernet}.")
+    if config.child.distribution != "default":
+        raise ValueError(
+            f"--child_distribution={config.child.distribution} is not supported with weight "
+            "sharing yet: the supernet trains on the default device (a GPU when there is one).")
     out = config.output_dir
     os.makedirs(out, exist_ok=True)
     if config.overwrite:
@@ -79,9 +90,12 @@ def run(config, data=None) -> Optional[dict]:
                 os.remove(path)
     check_and_write_config(config)
     if data is None:
-        data = multi_trial.load_data(config.dataset, config.data_dir, seed=config.seed)
+        data = data_lib.load(config.dataset, config.data_dir, seed=config.seed)
     spec = families.space_spec(config.space, config.space_overrides)
-    supernet, batches = family.supernet(spec, data, config)
+    try:
+        supernet, batches = family.supernet(spec, data, config)
+    except ValueError as e:  # e.g. cifar10_v3 (no supernet for its dense blocks), text data.
+        raise UnsupportedSpaceError(f"--weight_sharing: {e}") from None
     logdir = os.path.join(out, summaries.TENSORBOARD)
     os.makedirs(os.path.join(out, PROJECT), exist_ok=True)
     controller_log = summaries.ControllerSummaries(
@@ -107,7 +121,7 @@ def run(config, data=None) -> Optional[dict]:
     if config.verbose:
         print(f"nas_tf: weight-sharing search ({shared.method}) of {config.space} "
               f"({len(supernet.space.decisions)} decisions) on {config.dataset}, training on "
-              f"{multi_trial._devices()}; {shared.epochs} epochs of "
+              f"{children_base.devices_in_words()}; {shared.epochs} epochs of "
               f"{searcher.steps_per_epoch} steps, {searcher.position['epoch']} done; "
               f"output in {out}", flush=True)
     result = searcher.run()

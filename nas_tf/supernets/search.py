@@ -73,9 +73,10 @@ class SharedSearch:
         self.weights = trainer_lib.SharedWeights(supernet, training)
         self._checkpoint = tf.train.Checkpoint(shared=self.weights)
         self.position = {"epoch": 0, "phase": "train", "step": 0, "valid_index": 0,
-                         "fed": 0, "checkpoint": 0}
+                         "fed": 0, "checkpoint": 0, "loss_sum": 0.0, "loss_count": 0}
         self._queue: List[str] = []  # Architectures (JSON) drawn for the next training steps.
         self._rewards: List[float] = []  # The current controller phase's rewards.
+        self._logged = None  # The last epoch's log record (saved; see `_log`).
         os.makedirs(os.path.join(output_dir, CHECKPOINTS), exist_ok=True)
         self.resumed = self._restore()
 
@@ -87,29 +88,39 @@ class SharedSearch:
         while pos["epoch"] < c.epochs:
             started = time.perf_counter()
             if pos["phase"] == "train":
-                losses = self._train_phase()
+                self._train_phase()
                 pos["phase"] = "controller" if self._learns() else "done"
                 self._save()
-            else:
-                losses = []
             if pos["phase"] == "controller":
                 self._controller_phase()
                 pos["phase"] = "done"
                 self._save()
-            record = self._epoch_record(losses, time.perf_counter() - started)
-            pos.update(epoch=pos["epoch"] + 1, phase="train", fed=0)
+            record = self._epoch_record(time.perf_counter() - started)
+            pos.update(epoch=pos["epoch"] + 1, phase="train", fed=0, loss_sum=0.0, loss_count=0)
             self._rewards = []
+            self._logged = record  # Saved with the position: a kill before the log line keeps it.
             self._save()
-            durable.append_line(os.path.join(self.output_dir, LOG), json.dumps(record))
+            self._log(record)
             if self.on_epoch is not None:
                 self.on_epoch(record)
         return self.derive()
 
+    def _log(self, record) -> None:
+        """Appends the epoch's log line unless the log has it already (a resume)."""
+        path = os.path.join(self.output_dir, LOG)
+        if os.path.exists(path):
+            from nas_tf import jsonl
+
+            lines = list(jsonl.records(path))
+            if lines and lines[-1].get("epoch", 0) >= record["epoch"]:
+                return
+        durable.append_line(path, json.dumps(record))
+
     def _learns(self) -> bool:
         return self.config.method == "controller" and self.position["epoch"] >= self.config.warmup
 
-    def _train_phase(self) -> List[float]:
-        pos, losses = self.position, []
+    def _train_phase(self) -> None:
+        pos = self.position
         end = (pos["epoch"] + 1) * self.steps_per_epoch
         every = self.config.checkpoint_steps
         while pos["step"] < end:
@@ -118,12 +129,12 @@ class SharedSearch:
             arch = self.supernet.space.architecture_from_json(self._queue.pop(0))
             x, y = self.batches.train(pos["step"])
             loss, _ = self.weights.train_step(x, y, self.supernet.encode(arch))
-            losses.append(loss)
+            pos["loss_sum"] = pos.get("loss_sum", 0.0) + loss
+            pos["loss_count"] = pos.get("loss_count", 0) + 1
             pos["step"] += 1
             durable.fault_point("shared_after_step")
             if every and pos["step"] % every == 0 and pos["step"] < end:
                 self._save()
-        return losses
 
     def _draw(self, n: int) -> List[space_lib.Architecture]:
         """Architectures for the next training steps: uniform in warm-up, else the algorithm's."""
@@ -150,12 +161,13 @@ class SharedSearch:
             pos["fed"] += 1
             durable.fault_point("shared_after_feedback")
 
-    def _epoch_record(self, losses, seconds) -> dict:
+    def _epoch_record(self, seconds) -> dict:
         pos = self.position
+        count = pos.get("loss_count", 0)
         return {
             "epoch": pos["epoch"] + 1,
             "step": pos["step"],
-            "train_loss": float(np.mean(losses)) if losses else None,
+            "train_loss": pos["loss_sum"] / count if count else None,
             "learning_rate": float(self.weights.learning_rate(pos["step"])),
             "controller_updates": self.algorithm.num_updates,
             "mean_reward": float(np.mean(self._rewards)) if self._rewards else None,
@@ -214,7 +226,8 @@ class SharedSearch:
         durable.atomic_write(controller, lambda f: np.savez(f, **arrays))
         durable.fault_point("shared_before_state")
         state = {"position": dict(pos, checkpoint=number), "queue": self._queue,
-                 "rewards": self._rewards, "algorithm": self.algorithm.state(),
+                 "rewards": self._rewards, "logged": self._logged,
+                 "algorithm": self.algorithm.state(),
                  "learner_state": learner_state, "feeds": feeds}
         durable.atomic_write_text(os.path.join(self.output_dir, STATE), json.dumps(state))
         pos["checkpoint"] = number
@@ -247,4 +260,7 @@ class SharedSearch:
         self.position = dict(state["position"])
         self._queue = list(state["queue"])
         self._rewards = list(state["rewards"])
+        self._logged = state.get("logged")
+        if self._logged is not None:
+            self._log(self._logged)
         return True
