@@ -4,6 +4,9 @@ r"""Weight sharing on the NAS-Bench-201 cell over the embedded digits: does it r
   python experiments/weight_sharing.py --mode=ranking   # supernet vs stand-alone: Kendall tau
   python experiments/weight_sharing.py --mode=search    # 10 seeds x 3 methods -> results.json
   python experiments/weight_sharing.py --mode=speed     # cells evaluated per second, ratio
+  python experiments/weight_sharing.py --space=cifar10_v1 --seeds=3 --epochs=12
+      # the paper's v1 space on digits: weight sharing vs multi-trial at equal wall
+      # time, each best network retrained (experiments/weight_sharing_conv.py)
 
 The network is `nas_tf.supernets.nb201` scaled to the 8x8 digits (8
 channels, one cell per stage). A cell trained "stand-alone" is the same
@@ -31,6 +34,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from nas_tf import cli  # noqa: E402
 
@@ -59,6 +63,9 @@ EVAL_BATCH = 180  # The digits' validation split is one batch; the test split tw
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--space", default="nb201_cell", choices=("nb201_cell", "cifar10_v1"),
+                   help="nb201_cell: the modes below; cifar10_v1: the v1 comparison.")
+    p.add_argument("--retrain_epochs", type=int, default=10, help="cifar10_v1: final training.")
     p.add_argument("--mode", default="all", choices=MODES + ("all",))
     p.add_argument("--table", default=TABLE, help="NAS-Bench-201 CIFAR-10 table (csv).")
     p.add_argument("--architectures", type=int, default=1000, help="traces: cells run.")
@@ -230,6 +237,11 @@ def ranking(data, table, args) -> dict:
     shared = np.array([search.weights.evaluate(valid, search.supernet.encode(
         cell_arch(search.supernet.space, code))) for code in cells])
     mean = standalone.mean(axis=1)
+    # BN uses each evaluation batch's statistics: the same ranking from batches of 30.
+    small = image_batches.ImageBatches(data, BATCH, seed=1, valid_batch_size=30)
+    small_valid = [small.valid(i) for i in range(small.num_valid)]
+    shared_small = np.array([search.weights.evaluate(small_valid, search.supernet.encode(
+        cell_arch(search.supernet.space, code))) for code in cells])
     out = {
         "cells": [table_lib.cellstr(c) for c in cells],
         "standalone_test": standalone.tolist(),
@@ -237,6 +249,7 @@ def ranking(data, table, args) -> dict:
         "tau_supernet_standalone": kendall_tau(shared, mean),
         "tau_interval": tau_interval(shared, mean),
         "top10_overlap": top_overlap(shared, mean),
+        "tau_supernet_standalone_batch30": kendall_tau(shared_small, mean),
         "tau_standalone_table": kendall_tau(mean, table.test[cells]),
         "tau_standalone_table_interval": tau_interval(mean, table.test[cells]),
         "tau_supernet_table": kendall_tau(shared, table.test[cells]),
@@ -247,7 +260,8 @@ def ranking(data, table, args) -> dict:
     }
     print(f"Kendall tau, supernet vs stand-alone ({len(cells)} cells): "
           f"{out['tau_supernet_standalone']:.3f} (95% CI {out['tau_interval'][0]:.3f} to "
-          f"{out['tau_interval'][1]:.3f}); top-10 overlap {out['top10_overlap']}/10; "
+          f"{out['tau_interval'][1]:.3f}); top-10 overlap {out['top10_overlap']}/10; with BN "
+          f"batches of 30: {out['tau_supernet_standalone_batch30']:.3f}; "
           f"stand-alone seed vs seed {out['tau_seed_to_seed']}; digits stand-alone vs table "
           f"test_top1 {out['tau_standalone_table']:.3f}; supernet vs table "
           f"{out['tau_supernet_table']:.3f}", flush=True)
@@ -264,14 +278,51 @@ def speed(data, args) -> dict:
     per_standalone = (time.perf_counter() - start) / 3
     search, result, seconds = train_supernet(data, args, "random", seed=1)
     ranked = len(result["candidates"])
+    valid = [search.batches.valid(i) for i in range(search.batches.num_valid)]
+    rng = np.random.default_rng(5)
+    cells = [algorithms_base.random_architecture(search.supernet.space, rng) for _ in range(200)]
+    start = time.perf_counter()
+    for arch in cells:
+        search.weights.evaluate(valid, search.supernet.encode(arch))
+    per_eval = (time.perf_counter() - start) / len(cells)
     out = {"standalone_seconds_per_cell": per_standalone,
+           "trained_supernet_seconds_per_cell": per_eval,
+           "trained_supernet_ratio": per_standalone / per_eval,
            "supernet_search_seconds": seconds, "supernet_cells_ranked": ranked,
            "supernet_cells_per_second": ranked / seconds,
            "standalone_cells_per_second": 1.0 / per_standalone,
            "ratio": (ranked / seconds) * per_standalone}
     print(f"stand-alone: {per_standalone:.1f} s per cell ({args.standalone_epochs} epochs); "
           f"supernet: {ranked} cells ranked in {seconds:.1f} s including its training; "
-          f"ratio {out['ratio']:.1f}x", flush=True)
+          f"ratio {out['ratio']:.1f}x; a trained supernet evaluates a cell on the validation "
+          f"split in {1000 * per_eval:.1f} ms ({out['trained_supernet_ratio']:.0f}x a stand-alone "
+          f"cell's training)", flush=True)
+    out["xla"] = xla_step_times(data, args)
+    return out
+
+
+def xla_step_times(data, args, steps=200) -> dict:
+    """Seconds per training step over random cells, with and without XLA (after tracing)."""
+    out = {}
+    for jit in (False, True):
+        net = supernet(data, args)
+        weights = trainer_lib.SharedWeights(net, trainer_lib.SharedTraining(jit_compile=jit))
+        batches = image_batches.ImageBatches(data, BATCH, seed=0)
+        rng = np.random.default_rng(0)
+        codes = [net.encode(algorithms_base.random_architecture(net.space, rng))
+                 for _ in range(steps + 1)]
+        start = time.perf_counter()
+        weights.train_step(*batches.train(0), codes[0])
+        first = time.perf_counter() - start
+        start = time.perf_counter()
+        for i in range(1, steps + 1):
+            weights.train_step(*batches.train(i), codes[i])
+        out["xla" if jit else "graph"] = {"first_step_seconds": first,
+                                          "step_ms": 1000 * (time.perf_counter() - start) / steps}
+    print(f"training step over random cells: {out['graph']['step_ms']:.1f} ms without XLA, "
+          f"{out['xla']['step_ms']:.1f} ms with XLA (first step, with tracing/compiling: "
+          f"{out['graph']['first_step_seconds']:.1f} s vs {out['xla']['first_step_seconds']:.1f} s)",
+          flush=True)
     return out
 
 
@@ -321,6 +372,12 @@ def search(data, table, args) -> dict:
 
 def main(argv=None):
     args = parse_args(argv)
+    if args.space == "cifar10_v1":
+        import weight_sharing_conv  # experiments/, beside this file.
+
+        os.makedirs(args.work_dir, exist_ok=True)
+        weight_sharing_conv.conv_mode(args)
+        return
     data = embedded.load_digits()
     table = table_lib.load_table(args.table)
     os.makedirs(args.work_dir, exist_ok=True)

@@ -99,7 +99,12 @@ def search_config(output_dir: str, **settings):
         )
     space = settings.get("space", fields["space"].default)
     family = families.for_space(space)
-    start = resolve_preset(settings.get("preset", fields["preset"].default), family)
+    if settings.get("preset") is None:
+        # Weight sharing's default controller is ENAS's: it measured best there
+        # (docs/weight_sharing.md); the multi-trial default is the `default` preset.
+        shared = settings.get("weight_sharing") is not None
+        settings["preset"] = "enas" if shared else fields["preset"].default
+    start = resolve_preset(settings["preset"], family)
     for name in ("reuse_rewards", "max_resamples", "mutate_best", "mutate_until"):
         settings.setdefault(name, start[name])
     if settings.get("weight_sharing") is not None:

@@ -104,8 +104,8 @@ define.integer("controller_layers", None, "Controller LSTM layers (unset: the pr
                "paper: 2).", lower_bound=1)
 define.float("controller_init_range", None, "Controller weights start uniform in "
              "[-r, r] (unset: the preset's; paper: 0.08).", lower_bound=1e-6)
-define.enum("controller_preset", "default", ["default", "paper", "enas"],
-            "Search method. 'paper': Zoph & Le 2017 where the paper specifies it (plain REINFORCE, Adam "
+define.enum("controller_preset", None, ["default", "paper", "enas"],
+            "Search method (unset: 'default', or 'enas' with --weight_sharing). 'paper': Zoph & Le 2017 where the paper specifies it (plain REINFORCE, Adam "
             "0.0006, or 0.0005 for ptb_cell; duplicates retrained; no mutation, clipping "
             "or logit bounding). 'default': what measured best at hundreds of trials "
             "(docs/search_brain.md). 'enas': ENAS's controller, for --weight_sharing "

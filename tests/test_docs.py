@@ -9,6 +9,8 @@ Every command in the README is tested:
   line on tiny settings is tests/test_train.py's
   `test_cli_writes_what_a_user_gets_and_resumes`;
 * `bash tools/test.sh`: what CI runs first (.ci/run);
+* the weight-sharing quick search: tests/test_shared_search.py's
+  `test_readme_weight_sharing_command_runs` (slow) runs it as written;
 * the HyperModel example: tests/test_readme.py runs it as written;
 * the `nas_tf.Search` example: tests/test_api.py's
   `test_readme_notebook_example_runs` runs it as written.
@@ -36,6 +38,7 @@ _README_COMMANDS = {
     "python3 -m venv .venv && . .venv/bin/activate && pip install -e .",
     "python3 -m venv .venv && . .venv/bin/activate && pip install -e . && python -m nas_tf.train",
     "bash tools/test.sh",
+    "python -m nas_tf.train --flagfile=experiments/cifar_shared_quick.flags",
 }
 
 

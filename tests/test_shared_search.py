@@ -172,3 +172,34 @@ def test_cli_refuses_a_space_without_supernet_support(tmp_path):
     assert result.returncode != 0
     assert "cifar10_v3" in result.stderr and "v1 and cifar10_v2" in result.stderr
     assert "Traceback" not in result.stderr, result.stderr[-3000:]
+
+
+@pytest.mark.slow
+def test_readme_weight_sharing_command_runs(tmp_path):
+    """The README's command as written (output moved to tmp): killed once, resumed, then
+    the best network retrained by `nas_tf.retrain` and the search reported."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    out = tmp_path / "quick"
+    command = [sys.executable, "-m", "nas_tf.train",
+               "--flagfile=experiments/cifar_shared_quick.flags", f"--output_dir={out}"]
+    env = dict(os.environ, **SUBPROCESS_ENV)
+    killed = subprocess.run(command, cwd=root, env=dict(env, NAS_TF_FAULT="shared_after_step:50"),
+                            capture_output=True, text=True, timeout=900)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
+    assert (out / STATE).exists()  # Some epochs were checkpointed before the kill.
+    resumed = subprocess.run(command, cwd=root, env=env, capture_output=True, text=True,
+                             timeout=900)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "Convolutional network, 4 layers" in resumed.stdout
+    epochs = [json.loads(line)["epoch"] for line in _read(out / search_lib.LOG).splitlines()]
+    assert epochs == list(range(1, 13))
+    retrain = subprocess.run(
+        [sys.executable, "-m", "nas_tf.retrain", f"--architecture={out / 'best_architecture.json'}",
+         "--data_name=digits", "--grid_epochs=1", "--epochs=1", "--grid_learning_rates=0.1",
+         f"--output_dir={tmp_path / 'retrain'}"],
+        cwd=root, env=env, capture_output=True, text=True, timeout=900)
+    assert retrain.returncode == 0, retrain.stderr[-3000:]
+    assert (tmp_path / "retrain" / "results.json").exists()
+    report = subprocess.run([sys.executable, "-m", "nas_tf.report", str(out)], cwd=root, env=env,
+                            capture_output=True, text=True, timeout=600)
+    assert report.returncode == 0, report.stderr[-3000:]
