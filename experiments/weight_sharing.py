@@ -297,32 +297,6 @@ def speed(data, args) -> dict:
           f"ratio {out['ratio']:.1f}x; a trained supernet evaluates a cell on the validation "
           f"split in {1000 * per_eval:.1f} ms ({out['trained_supernet_ratio']:.0f}x a stand-alone "
           f"cell's training)", flush=True)
-    out["xla"] = xla_step_times(data, args)
-    return out
-
-
-def xla_step_times(data, args, steps=200) -> dict:
-    """Seconds per training step over random cells, with and without XLA (after tracing)."""
-    out = {}
-    for jit in (False, True):
-        net = supernet(data, args)
-        weights = trainer_lib.SharedWeights(net, trainer_lib.SharedTraining(jit_compile=jit))
-        batches = image_batches.ImageBatches(data, BATCH, seed=0)
-        rng = np.random.default_rng(0)
-        codes = [net.encode(algorithms_base.random_architecture(net.space, rng))
-                 for _ in range(steps + 1)]
-        start = time.perf_counter()
-        weights.train_step(*batches.train(0), codes[0])
-        first = time.perf_counter() - start
-        start = time.perf_counter()
-        for i in range(1, steps + 1):
-            weights.train_step(*batches.train(i), codes[i])
-        out["xla" if jit else "graph"] = {"first_step_seconds": first,
-                                          "step_ms": 1000 * (time.perf_counter() - start) / steps}
-    print(f"training step over random cells: {out['graph']['step_ms']:.1f} ms without XLA, "
-          f"{out['xla']['step_ms']:.1f} ms with XLA (first step, with tracing/compiling: "
-          f"{out['graph']['first_step_seconds']:.1f} s vs {out['xla']['first_step_seconds']:.1f} s)",
-          flush=True)
     return out
 
 

@@ -219,7 +219,7 @@ define.float("shared_min_learning_rate", 0.0005, "Shared weights: its end (ENAS:
 define.integer("shared_checkpoint_steps", None, "Also checkpoint every this many steps "
                "(unset: after each phase of each epoch).", lower_bound=1)
 define.enum("shared_xla", "auto", list(cli.AUTO_ON_OFF), "XLA for the shared-weight steps: "
-            "auto is on with a GPU or TPU.")
+            "auto is off (XLA did not compile them; docs/weight_sharing.md, 'Devices').")
 
 
 def _ints(name):

@@ -203,3 +203,20 @@ def test_readme_weight_sharing_command_runs(tmp_path):
     report = subprocess.run([sys.executable, "-m", "nas_tf.report", str(out)], cwd=root, env=env,
                             capture_output=True, text=True, timeout=600)
     assert report.returncode == 0, report.stderr[-3000:]
+
+
+def test_python_api_runs_a_weight_sharing_search(tmp_path):
+    """docs/weight_sharing.md's `nas_tf.Search` example, on tiny settings."""
+    import nas_tf
+
+    result = nas_tf.Search(
+        str(tmp_path / "api"), space="nb201_cell", dataset="digits", verbose=0,
+        space_overrides={"channels": 2, "cells_per_stage": 1},
+        weight_sharing={"epochs": 2, "steps_per_epoch": 2, "warmup_epochs": 1,
+                        "controller_samples": 4, "derive_samples": 3,
+                        "training.jit_compile": False}).run()
+    config = json.loads(_read(tmp_path / "api" / "config.json"))
+    assert config["preset"] == "enas"  # Weight sharing's default controller.
+    assert config["weight_sharing"]["training"]["jit_compile"] is False
+    best = _read(tmp_path / "api" / "best_architecture.json")
+    assert result.best_architecture.to_json() == nas_tf.Architecture.from_json(best).to_json()

@@ -25,9 +25,13 @@ from nas_tf.supernets.config import SharedTraining
 
 
 def _resolve_jit(jit_compile: Optional[bool]) -> bool:
-    if jit_compile is not None:
-        return bool(jit_compile)
-    return bool(tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("TPU"))
+    """None means off: XLA did not compile these steps (docs/weight_sharing.md, "Devices").
+
+    With the batch dimension unknown, TensorFlow 2.21's XLA aborts the process
+    while compiling the `Case` ops (a failed check in its constant inference);
+    with a static batch its compile did not finish in minutes on a CPU.
+    """
+    return bool(jit_compile)
 
 
 class SharedWeights(tf.Module):
