@@ -431,7 +431,10 @@ def run(config: SearchConfig, data=None, after_child=None) -> Optional[dict]:
         if config.weight_sharing is not None:
             from nas_tf.supernets import runner
 
-            return runner.run(config, data)
+            try:
+                return runner.run(config, data)
+            except runner.UnsupportedSpaceError as e:  # One line at the command line.
+                raise SearchError(str(e)) from e
         return _run(config, data, after_child)
 
 

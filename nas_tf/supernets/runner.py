@@ -28,7 +28,6 @@ from nas_tf import data as data_lib
 from nas_tf import families
 from nas_tf import history as history_lib
 from nas_tf import progress as progress_lib
-from nas_tf import search as search_error  # SearchError (nas_tf.search imports this module lazily).
 from nas_tf import summaries
 from nas_tf.algorithms import base as algorithms_base
 from nas_tf.algorithms import controller_search
@@ -42,9 +41,9 @@ OUTPUTS = (HISTORY, BEST_ARCHITECTURE, shared_config.STATE, search_lib.LOG, sear
            search_lib.CHECKPOINTS, PROJECT, summaries.TENSORBOARD)
 
 
-class UnsupportedSpaceError(search_error.SearchError, ValueError):
-    """A space (or dataset) that weight sharing cannot search (`nas_tf.train` prints it
-    as one line, as it does a `SearchError`)."""
+class UnsupportedSpaceError(ValueError):
+    """A space (or dataset) that weight sharing cannot search (`nas_tf.search.run` raises
+    it as a `SearchError`, which `nas_tf.train` prints as one line)."""
 
 
 def make_algorithm(config, space, on_update=None):
