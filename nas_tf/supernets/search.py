@@ -39,7 +39,9 @@ import numpy as np
 import tensorflow as tf
 
 from nas_tf import durable
+from nas_tf import jsonl
 from nas_tf import space as space_lib
+from nas_tf.algorithms import base as algorithms_base
 from nas_tf.supernets import trainer as trainer_lib
 from nas_tf.supernets.config import STATE, SharedSearchConfig
 
@@ -109,8 +111,6 @@ class SharedSearch:
         """Appends the epoch's log line unless the log has it already (a resume)."""
         path = os.path.join(self.output_dir, LOG)
         if os.path.exists(path):
-            from nas_tf import jsonl
-
             lines = list(jsonl.records(path))
             if lines and lines[-1].get("epoch", 0) >= record["epoch"]:
                 return
@@ -140,9 +140,7 @@ class SharedSearch:
         """Architectures for the next training steps: uniform in warm-up, else the algorithm's."""
         if self.config.method == "controller" and self.position["epoch"] < self.config.warmup:
             rng = np.random.default_rng([self.algorithm.seed, self.position["step"], 3])
-            from nas_tf.algorithms import base
-
-            return [base.random_architecture(self.supernet.space, rng) for _ in range(n)]
+            return [algorithms_base.random_architecture(self.supernet.space, rng) for _ in range(n)]
         return self.algorithm.sample(n)
 
     def _controller_phase(self) -> None:
@@ -189,9 +187,7 @@ class SharedSearch:
             archs = self.algorithm.sample(self.config.derive_samples)
         else:
             rng = np.random.default_rng([self.algorithm.seed, 4])
-            from nas_tf.algorithms import base
-
-            archs = [base.random_architecture(self.supernet.space, rng)
+            archs = [algorithms_base.random_architecture(self.supernet.space, rng)
                      for _ in range(self.config.derive_samples)]
         valid = [self.batches.valid(i) for i in range(self.batches.num_valid)]
         scored = {}
