@@ -117,6 +117,30 @@ class Supernet(tf.Module, abc.ABC):
         return dict(zip(self.branch_names, self.branch_runs.numpy().tolist()))
 
 
+class ImageClassifier(Supernet):
+    """A supernet of image classifiers: its loss and accuracy from `logits_and_l2`.
+
+    Subclasses define `logits_and_l2(x, code) -> (logits, L2 of the kernels
+    the sampled network used)` and `weight_decay`.
+    """
+
+    @abc.abstractmethod
+    def logits_and_l2(self, x, code) -> Tuple[tf.Tensor, tf.Tensor]:
+        """The sampled network's logits and the L2 of the weights it used."""
+
+    def train_loss(self, x, y, code):
+        """Mean cross-entropy + weight_decay * sum of squares of the used kernels."""
+        logits, l2 = self.logits_and_l2(x, code)
+        loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(y, logits))
+        return loss + self.weight_decay * l2
+
+    def eval_sums(self, x, y, code):
+        """(correct predictions, batch size), float32."""
+        logits, _ = self.logits_and_l2(x, code)
+        correct = tf.cast(tf.equal(tf.argmax(logits, -1, output_type=tf.int32), y), tf.float32)
+        return tf.reduce_sum(correct), tf.cast(tf.size(y), tf.float32)
+
+
 def switch(index, branches: Sequence[Callable[[], tf.Tensor]], name=None):
     """`tf.switch_case` over `branches`, each bound to its own arguments.
 

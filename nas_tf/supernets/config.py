@@ -24,7 +24,7 @@ class SharedTraining:
       total_steps: steps the cosine spans (one cycle; later steps keep the end).
       momentum: Nesterov momentum (ENAS: 0.9).
       clip_norm: global gradient-norm clipping (ENAS: 5.0); None: off.
-      jit_compile: compile both steps with XLA (None: off; see `trainer._resolve_jit`).
+      jit_compile: compile both steps with XLA (None: off; see `trainer.SharedWeights`).
     """
 
     learning_rate: float = 0.05

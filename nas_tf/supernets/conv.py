@@ -97,7 +97,7 @@ def _centre_pad(x, height, width):
     return tf.pad(x, pads)
 
 
-class ConvSupernet(base.Supernet):
+class ConvSupernet(base.ImageClassifier):
     """The supernet of a `ConvSpaceSpec` (v1 or v2; see the module docstring).
 
     Args:
@@ -363,18 +363,6 @@ class ConvSupernet(base.Supernet):
     def __call__(self, x, code):
         """The sampled network's logits (BN with batch statistics)."""
         return self.logits_and_l2(x, code)[0]
-
-    def train_loss(self, x, y, code):
-        """Mean cross-entropy + weight_decay * sum of squares of the used kernels."""
-        logits, l2 = self.logits_and_l2(x, code)
-        loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(y, logits))
-        return loss + self.weight_decay * l2
-
-    def eval_sums(self, x, y, code):
-        """(correct predictions, batch size), float32."""
-        logits, _ = self.logits_and_l2(x, code)
-        correct = tf.cast(tf.equal(tf.argmax(logits, -1, output_type=tf.int32), y), tf.float32)
-        return tf.reduce_sum(correct), tf.cast(tf.size(y), tf.float32)
 
 
 def build(spec: conv_space.ConvSpaceSpec, input_shape=(8, 8, 1), num_classes=10,

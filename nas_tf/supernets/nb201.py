@@ -142,7 +142,7 @@ class _PoolReduction(tf.Module):
 REDUCTIONS = {"residual": _Reduction, "pool": _PoolReduction}
 
 
-class NB201Supernet(base.Supernet):
+class NB201Supernet(base.ImageClassifier):
     """The NAS-Bench-201 search network over `nb201_space()` (see the module docstring).
 
     Args:
@@ -243,16 +243,6 @@ class NB201Supernet(base.Supernet):
         x = tf.nn.relu(batch_norm(x, self.last_gamma, self.last_beta))
         x = tf.reduce_mean(x, axis=[1, 2])
         return tf.matmul(x, self.dense) + self.bias, l2 + tf.reduce_sum(tf.square(self.dense))
-
-    def train_loss(self, x, y, code):
-        logits, l2 = self.logits_and_l2(x, code)
-        loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(y, logits))
-        return loss + self.weight_decay * l2
-
-    def eval_sums(self, x, y, code):
-        logits, _ = self.logits_and_l2(x, code)
-        correct = tf.cast(tf.equal(tf.argmax(logits, -1, output_type=tf.int32), y), tf.float32)
-        return tf.reduce_sum(correct), tf.cast(tf.size(y), tf.float32)
 
 
 def build(input_shape=(8, 8, 1), num_classes=10, **kwargs) -> NB201Supernet:

@@ -17,21 +17,10 @@ decay applies to the used weights only (`Supernet.train_loss`).
 """
 
 import math
-from typing import Optional
 
 import tensorflow as tf
 
 from nas_tf.supernets.config import SharedTraining
-
-
-def _resolve_jit(jit_compile: Optional[bool]) -> bool:
-    """None means off: XLA did not compile these steps (docs/weight_sharing.md, "Devices").
-
-    With the batch dimension unknown, TensorFlow 2.21's XLA aborts the process
-    while compiling the `Case` ops (a failed check in its constant inference);
-    with a static batch its compile did not finish in minutes on a CPU.
-    """
-    return bool(jit_compile)
 
 
 class SharedWeights(tf.Module):
@@ -56,7 +45,10 @@ class SharedWeights(tf.Module):
         self.traces = {"train": 0, "eval": 0}
         code = tf.TensorSpec([supernet.code_length], tf.int32)
         signature = list(supernet.input_signature) + [code]
-        jit = _resolve_jit(config.jit_compile)
+        # XLA only when asked (None: off). With the batch dimension unknown, TensorFlow
+        # 2.21's XLA aborts the process compiling the `Case` ops (a failed check in its
+        # constant inference); with a static batch its compile did not end in minutes on a CPU.
+        jit = bool(config.jit_compile)
         self._train = tf.function(self._train_step, input_signature=signature, jit_compile=jit)
         self._eval = tf.function(self._eval_step, input_signature=signature, jit_compile=jit)
 
