@@ -1,6 +1,7 @@
 """The recurrent-cell family: the Penn Treebank cell space (Zoph & Le 2017, sec. 4.2).
 
-Its space is `nas_tf.spaces.cell.ptb_cell(base)`, its children language
+Its space is `nas_tf.spaces.cell.ptb_cell(base, functions)` (functions
+"extended": the paper's control experiment 1, max and sin added), its children language
 models (`nas_tf.children.language_model`) trained by `nas_tf.tasks.CellTask`,
 its reward c / (validation perplexity)^2 with c = 80. The paper's controller
 for this search learns at 0.0005 (sec. 4.2; 0.0006 for CIFAR-10): the
@@ -22,13 +23,16 @@ SPACE = "ptb_cell"
 
 @dataclasses.dataclass(frozen=True)
 class CellSpec:
-    """The cell space of a search: `ptb_cell(base)`.
+    """The cell space of a search: `ptb_cell(base, functions)`.
 
     Attributes:
       base: leaves of the cell's tree, a power of two (8: sec. 4.2).
+      functions: the nodes' function set (`nas_tf.spaces.cell.FUNCTIONS`):
+        "paper", or "extended" (max and sin added: control experiment 1).
     """
 
     base: int = 8
+    functions: str = cell_space.PAPER
 
     @property
     def name(self) -> str:
@@ -36,12 +40,23 @@ class CellSpec:
 
     @property
     def space(self) -> space_lib.Space:
-        return cell_space.ptb_cell(self.base)
+        return cell_space.ptb_cell(self.base, self.functions)
 
 
-def ptb_cell(base: int = 8) -> CellSpec:
-    """The factory of the "ptb_cell" space (ValueError for a base that is not a power of two)."""
-    return CellSpec(cell_space.check_base(base))
+def ptb_cell(base: int = 8, functions: str = cell_space.PAPER) -> CellSpec:
+    """The factory of the "ptb_cell" space.
+
+    Raises:
+      ValueError: for a base that is not a power of two, or an unknown
+        function set.
+    """
+    cell_space.function_set(functions)
+    return CellSpec(cell_space.check_base(base), functions)
+
+
+def _space(spec):
+    """The space to parse a cell with: the search's; None (no spec): the smallest that holds it."""
+    return spec.space if isinstance(spec, CellSpec) else None
 
 
 def owns(arch: space_lib.Architecture) -> bool:
@@ -51,7 +66,7 @@ def owns(arch: space_lib.Architecture) -> bool:
 
 def summary(arch: space_lib.Architecture, spec=None) -> str:
     """The cell as equations, one line per tree node (`CellDescription`)."""
-    return str(cell_space.CellDescription.from_architecture(arch))
+    return str(cell_space.CellDescription.from_architecture(arch, _space(spec)))
 
 
 def build(arch, spec=None, vocab_size=10000, language_model=None, **unused):
@@ -59,14 +74,15 @@ def build(arch, spec=None, vocab_size=10000, language_model=None, **unused):
 
     Args:
       arch: the cell.
-      spec: unused (a cell needs no more than its decisions).
+      spec: the search's `CellSpec` to validate against (None: the smallest
+        function set that holds the cell's decisions).
       vocab_size: the vocabulary.
       language_model: a `LanguageModelConfig` (default: the paper's 2-layer model).
       **unused: other families' `Architecture.build` settings (ignored).
     """
     from nas_tf.children import language_model as lm
 
-    description = cell_space.CellDescription.from_architecture(arch)
+    description = cell_space.CellDescription.from_architecture(arch, _space(spec))
     return lm.build_model(description, vocab_size, language_model or lm.LanguageModelConfig())
 
 
@@ -77,7 +93,8 @@ def make_task(spec, data, config):
 
     if not isinstance(data, ptb.LMData):
         raise ValueError(f"Space {SPACE!r} searches language models: use a text dataset.")
-    return tasks.CellTask(spec.base, data, config.lm_model, config.lm_train)
+    return tasks.CellTask(spec.base, data, config.lm_model, config.lm_train,
+                          functions=spec.functions)
 
 
 def supernet(spec, data, config):
@@ -98,7 +115,7 @@ def supernet(spec, data, config):
     net = cell_supernet.CellSupernet(
         base=spec.base, vocab_size=data.vocab_size, embedding_size=units, units=units,
         dropout=config.lm_model.output_dropout, steps=steps, seed=config.seed,
-        init_scale=config.lm_model.init_scale)
+        init_scale=config.lm_model.init_scale, functions=spec.functions)
     batches = text_batches.TextBatches(data, config.weight_sharing.batch_size, steps,
                                        seed=config.seed)
     return net, batches
@@ -120,6 +137,7 @@ FAMILY = families.register(families.Family(
     reward="ptb",
     flags={
         "search_cell_base": "space_overrides.base",
+        "search_cell_functions": "space_overrides.functions",
         # Language models train on one replica; the task refuses others, naming the flag.
         "child_distribution": "lm_train.distribution",
     },

@@ -116,16 +116,19 @@ class CellTask:
       data: the `LMData`.
       model: the `LanguageModelConfig`.
       train: the `TrainConfig`.
+      functions: the space's function set, "paper" or "extended" (max and
+        sin added: the paper's control experiment 1).
     """
 
     base: int
     data: ptb.LMData
     model: language_model.LanguageModelConfig = language_model.LanguageModelConfig()
     train: lm_trainer.TrainConfig = lm_trainer.TrainConfig()
+    functions: str = cell_space.PAPER
 
     @property
     def space(self) -> space_lib.Space:
-        return cell_space.ptb_cell(self.base)
+        return cell_space.ptb_cell(self.base, self.functions)
 
     def __call__(self, request) -> dict:
         arch_json, model_path = request

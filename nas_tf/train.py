@@ -31,6 +31,7 @@ from nas_tf import builtin_families  # noqa: F401 (registers the paper's space f
 from nas_tf import data as data_lib
 from nas_tf import families
 from nas_tf import settings as settings_lib
+from nas_tf.spaces import cell as cell_space
 
 # This entry point's own flag registry (the convention of `nas_tf.cli`).
 FLAGS = flags.FlagValues()
@@ -55,6 +56,9 @@ define.enum("search_space", "cifar10_v1", list(families.space_names()),
             "searched), v3 (max pooling at fixed depths); or its recurrent cell (ptb_cell).")
 define.integer("search_cell_base", 8, "ptb_cell: leaves of the cell's tree, a power of two "
                "(paper: 8).", lower_bound=2)
+define.enum("search_cell_functions", None, list(cell_space.FUNCTIONS), "ptb_cell: the "
+            "functions of the cell's nodes (unset: 'paper': add, elem_mult; identity, tanh, "
+            "sigmoid, relu). 'extended' adds max and sin, the paper's control experiment 1.")
 define.integer("search_nb201_channels", None, "nb201_cell: channels of the first stage "
                "(the benchmark's 16).", lower_bound=1)
 define.integer("search_nb201_cells", None, "nb201_cell: cells per stage (the benchmark's 5).",

@@ -9,8 +9,10 @@ perplexity after every epoch (bits per character on character-level data),
 then the test perplexity, and writes to --output_dir:
 
   config.json     the resolved settings;
+  grid.jsonl      with a tuning grid: one line per finished grid point;
   results.json    per-epoch validation figures, test figures, parameters,
-                  milliseconds per training step;
+                  milliseconds per training step, the grid and the chosen
+                  settings;
   model.keras     the trained model (the best validation epoch's weights).
 
   python -m nas_tf.train_lm --architecture=runs/ptb_quick/best_architecture.json \
@@ -21,7 +23,22 @@ then the test perplexity, and writes to --output_dir:
       --data_name=ptb --data_dir=/data/tfds --output_dir=runs/ptb/final   # paper sizes
 
 Library defaults are the paper's where it gives them (2 layers, 35 epochs,
-about 20M parameters) and Zaremba et al. 2014's medium setup otherwise.
+about 20M parameters) and Zaremba et al. 2014's medium setup otherwise
+(SGD; --optimizer=adam is the alternative).
+
+The paper tuned its final models "over learning rate, weight initialization,
+dropout rates and decay epoch" (sec. 4.2). --grid_learning_rates,
+--grid_init_scales, --grid_dropouts and --grid_lr_decay_after list values of
+those axes (an empty list: the single-value flag). With more than one
+combination, each trains --grid_epochs epochs (unset: --epochs), the one of
+lowest best validation perplexity is chosen (the test split chooses nothing;
+a diverging point is recorded and skipped), and the final model trains
+--epochs with it; when both lengths agree the chosen point's model is the
+final one, if it trained in this run. The same command after a kill skips
+the points grid.jsonl holds (`nas_tf.lm_grid`).
+
+  python -m nas_tf.train_lm --cell=lstm --data_name=text --units=64 --epochs=5 \
+      --grid_learning_rates=1,0.5 --grid_dropouts=0.3,0.5 --output_dir=runs/ptb_quick/lstm_grid
 """
 
 import dataclasses
@@ -29,7 +46,7 @@ import json
 import math
 import os
 import time
-from typing import TYPE_CHECKING, Optional
+from typing import TYPE_CHECKING, Optional, Tuple
 
 from absl import app
 from absl import flags
@@ -40,6 +57,7 @@ cli.quiet_tensorflow()  # Before anything below imports TensorFlow.
 
 from nas_tf import data as data_lib
 from nas_tf import durable
+from nas_tf import lm_grid
 from nas_tf import progress
 
 # This entry point's own flag registry (the convention of `nas_tf.cli`).
@@ -93,7 +111,11 @@ define.integer("batch_size", 20, "Contiguous rows per batch (Zaremba et al.: 20)
 define.integer("bptt_steps", 35, "Unrolled steps per batch (Zaremba et al.: 35).", lower_bound=1)
 define.integer("eval_batch_size", 10, "Rows when measuring validation and test perplexity.",
                lower_bound=1)
-define.float("learning_rate", 1.0, "SGD learning rate (Zaremba et al.: 1.0).", lower_bound=1e-8)
+define.enum("optimizer", "sgd", ["sgd", "adam"], "Optimizer: 'sgd' is Zaremba et al.'s (with "
+            "--learning_rate=1); 'adam' is Keras's Adam, e.g. at --learning_rate=2e-3. Either is "
+            "clipped at --clip_norm and decayed per --lr_decay.")
+define.float("learning_rate", 1.0, "Initial learning rate (Zaremba et al.'s SGD: 1.0; Adam: e.g. "
+             "2e-3).", lower_bound=1e-8)
 define.float("lr_decay", 0.8, "Learning-rate factor per epoch after --lr_decay_after epochs (TensorFlow's "
              "PTB tutorial, medium: 0.8; Zaremba et al. divide by 1.2).", lower_bound=1e-6, upper_bound=1.0)
 define.integer("lr_decay_after", 6, "Epochs at the full learning rate (Zaremba et al., medium: 6).",
@@ -109,6 +131,18 @@ define.enum("xla", "auto", list(cli.AUTO_ON_OFF), "XLA for the training step: au
 define.boolean("restore_best", True, "Test and save the weights of the epoch with the lowest "
                "validation perplexity (else the last epoch's).")
 define.integer("seed", 0, "Seed of the weights and the dropout masks.", lower_bound=0)
+
+# The paper's tuning grid (sec. 4.2 names the axes, not their values).
+define.list("grid_learning_rates", [], "Grid: initial learning rates, comma-separated (empty: "
+            "--learning_rate alone).")
+define.list("grid_init_scales", [], "Grid: weight-initialization scales (empty: --init_scale "
+            "alone).")
+define.list("grid_dropouts", [], "Grid: dropout rates, each setting --input_dropout and "
+            "--output_dropout together (empty: those two flags).")
+define.list("grid_lr_decay_after", [], "Grid: epochs at the full learning rate, whole numbers "
+            "(empty: --lr_decay_after alone).")
+define.integer("grid_epochs", None, "Epochs of each grid point when the grid has more than one "
+               "(unset: --epochs, and the chosen point's model is the final one).", lower_bound=1)
 
 if TYPE_CHECKING:  # TensorFlow loads after the flags are parsed.
     from nas_tf.children import language_model as lm
@@ -184,6 +218,10 @@ class RunConfig:
       restore_best: test and save the best validation epoch's weights.
       architecture_path: the file the cell came from (recorded only).
       verbose: 0 silent, 1 a line per epoch and the results.
+      grid: the `nas_tf.lm_grid.GridPoint`s to choose among (`run`); their
+        values replace those of `model` and `train`. Empty: no grid. A grid of
+        one point is put into `model` and `train` and emptied.
+      grid_epochs: epochs of each grid point; None: `train.epochs`.
     """
 
     output_dir: str
@@ -195,6 +233,8 @@ class RunConfig:
     restore_best: bool = True
     architecture_path: Optional[str] = None
     verbose: int = 1
+    grid: Tuple[lm_grid.GridPoint, ...] = ()
+    grid_epochs: Optional[int] = None
 
     def __post_init__(self):
         from nas_tf.children import language_model as lm
@@ -210,6 +250,27 @@ class RunConfig:
             raise ValueError("A searched-cell model needs a cell: give an architecture file.")
         if self.model.cell == "lstm" and self.description is not None:
             raise ValueError("The LSTM baseline takes no cell architecture.")
+        self._settle_grid()
+
+    def _settle_grid(self):
+        """Checks the grid; a one-point grid becomes the model's and schedule's own values."""
+        grid = tuple(self.grid)
+        if len(set(grid)) != len(grid):
+            raise ValueError("The grid repeats a point; give each value once per axis.")
+        if self.grid_epochs is not None and self.grid_epochs < 1:
+            raise ValueError(f"grid_epochs must be positive or None, got {self.grid_epochs}.")
+        if len(grid) == 1:
+            model, train = grid[0].apply(self.model, self.train)
+            object.__setattr__(self, "model", model)
+            object.__setattr__(self, "train", train)
+            grid = ()
+        object.__setattr__(self, "grid", grid)
+
+    def at_point(self, point: "lm_grid.GridPoint", epochs: int) -> "RunConfig":
+        """This run with `point`'s settings and `epochs` epochs, and no grid."""
+        model, train = point.apply(self.model, self.train)
+        train = dataclasses.replace(train, epochs=epochs)
+        return dataclasses.replace(self, model=model, train=train, grid=())
 
     def to_dict(self) -> dict:
         """Plain JSON data: the cell as its config and its architecture values."""
@@ -226,6 +287,8 @@ class RunConfig:
             "model": dataclasses.asdict(self.model),
             "train": dataclasses.asdict(self.train),
             "restore_best": self.restore_best,
+            "grid": [point.settings() for point in self.grid],
+            "grid_epochs": self.grid_epochs,
         }
 
 
@@ -238,8 +301,68 @@ def load_data(name: str, data_dir: Optional[str] = None):
     return data_lib.load(name, data_dir)
 
 
+def _train(config: RunConfig, data, keep_model: bool = True):
+    """Trains `config`'s model (no grid), a progress line per epoch; its `LanguageModelResult`."""
+    from nas_tf.children import lm_trainer
+
+    line = progress.Progress(config.train.epochs, verbose=config.verbose, label="epoch")
+
+    def on_epoch_end(epoch, ppl):
+        figure = f"{math.log2(ppl):.3f} bits per char" if data.level == "char" else f"perplexity {ppl:.2f}"
+        lr = config.train.learning_rate_at(epoch)
+        line.update(epoch + 1, note=f"lr {lr:.4g}  validation {figure}")
+
+    try:
+        return lm_trainer.train_language_model(
+            config.description, data, config.model, config.train, on_epoch_end,
+            keep_model=keep_model, restore_best=config.restore_best and keep_model,
+        )  # fmt: skip
+    finally:
+        line.close()
+
+
+def tune(config: RunConfig, data, say=print):
+    """Runs `config.grid` (resuming from `<output_dir>/grid.jsonl`) and chooses its best point.
+
+    Args:
+      config: a run with a grid of two or more points (with none, nothing
+        trains); `output_dir` must exist.
+      data: its `LMData`.
+      say: called with a line per grid point.
+
+    Returns:
+      (final, result, records): `config` at the chosen point with `train.epochs`
+      epochs and no grid; the chosen point's `LanguageModelResult` when it is
+      already that final model (same epochs, trained in this call), else
+      None; and the grid's records (`lm_grid.run_grid`).
+
+    Raises:
+      ChildDivergedError: every grid point diverged.
+    """
+    if not config.grid:
+        return config, None, []
+    epochs = config.grid_epochs or config.train.epochs
+    final_length = epochs == config.train.epochs
+
+    def train_point(point):
+        return _train(config.at_point(point, epochs), data, keep_model=final_length)
+
+    path = os.path.join(config.output_dir, lm_grid.GRID)
+    context = lm_grid.shared_settings(config.to_dict(), data, epochs)
+    outcome = lm_grid.run_grid(config.grid, train_point, path, context, say)
+    final = config.at_point(outcome.chosen, config.train.epochs)
+    result = outcome.result if final_length else None
+    say(f"Chosen: {outcome.chosen.describe()}; " + (
+        "its model is the final one." if result is not None
+        else f"training the final model with it ({config.train.epochs} epochs)."))  # fmt: skip
+    return final, result, outcome.records
+
+
 def run(config: RunConfig, data=None) -> dict:
     """Trains the model of `config`, measures it on the test split, writes it out.
+
+    With a grid (`config.grid`), `tune` chooses the settings first and the
+    final model trains with them (unless the chosen point's model is it).
 
     Args:
       config: what to train.
@@ -249,8 +372,8 @@ def run(config: RunConfig, data=None) -> dict:
       The results written to `<output_dir>/results.json`.
 
     Raises:
-      nas_tf.children.convnet.ChildTrainingError: if training diverges or runs
-        out of memory.
+      nas_tf.children.convnet.ChildTrainingError: if training diverges (with a
+        grid: every grid point, or the final run) or runs out of memory.
       nas_tf.data.DataNotPreparedError: when Penn Treebank is not prepared.
     """
     from nas_tf.children import lm_trainer
@@ -262,24 +385,13 @@ def run(config: RunConfig, data=None) -> dict:
     say(f"Training {what} language model on {data.name} ({data.vocab_size} tokens, "
         f"{len(data.train):,} training ids).")  # fmt: skip
     start = time.time()
-    line = progress.Progress(config.train.epochs, verbose=config.verbose, label="epoch")
-
-    def on_epoch_end(epoch, ppl):
-        figure = f"{math.log2(ppl):.3f} bits per char" if char else f"perplexity {ppl:.2f}"
-        lr = config.train.learning_rate_at(epoch)
-        line.update(epoch + 1, note=f"lr {lr:.4g}  validation {figure}")
-
-    try:
-        result = lm_trainer.train_language_model(
-            config.description, data, config.model, config.train, on_epoch_end,
-            restore_best=config.restore_best,
-        )  # fmt: skip
-    finally:
-        line.close()
-    model = result.model
-    t = config.train
-    test_loss = lm_trainer.evaluate(model, data.test, t.eval_batch_size, t.bptt_steps, t.max_eval_batches)
     os.makedirs(config.output_dir, exist_ok=True)
+    final, result, grid = tune(config, data, say)
+    if result is None:
+        result = _train(final, data)
+    model = result.model
+    t = final.train
+    test_loss = lm_trainer.evaluate(model, data.test, t.eval_batch_size, t.bptt_steps, t.max_eval_batches)
     model_path = os.path.join(config.output_dir, "model.keras")
     with durable.atomic_path(model_path) as tmp:
         model.save(tmp)
@@ -302,6 +414,8 @@ def run(config: RunConfig, data=None) -> dict:
         "seconds": time.time() - start,
         "model_path": model_path,
         "config": config.to_dict(),
+        "grid": grid,
+        "chosen": lm_grid.GridPoint.of(final.model, final.train).settings(),
     }
     durable.atomic_write_text(
         os.path.join(config.output_dir, "results.json"),
@@ -319,6 +433,22 @@ def run(config: RunConfig, data=None) -> dict:
     return results
 
 
+def grid_from_flags() -> Tuple["lm_grid.GridPoint", ...]:
+    """The grid the --grid_* flags describe; an empty list stands for its single-value flag(s).
+
+    Raises:
+      app.UsageError: naming the flag of a value that does not parse, is out
+        of range, or repeats.
+    """
+    alone = [(FLAGS.learning_rate,), (FLAGS.init_scale,),
+             ((FLAGS.input_dropout, FLAGS.output_dropout),), (FLAGS.lr_decay_after,)]  # fmt: skip
+    try:
+        axes = [lm_grid.parse_axis(name, FLAGS[name].value or []) for name in lm_grid.AXES]
+        return lm_grid.grid_points(*[axis or single for axis, single in zip(axes, alone)])
+    except ValueError as e:
+        raise app.UsageError(str(e)) from None
+
+
 def config_from_flags() -> RunConfig:
     """The `RunConfig` the flags describe (flag problems raise UsageError)."""
     from nas_tf.children import language_model as lm
@@ -330,6 +460,7 @@ def config_from_flags() -> RunConfig:
         raise app.UsageError("--cell=nas needs --architecture (a best_architecture.json).")
     if FLAGS.cell == "lstm" and FLAGS.architecture is not None:
         raise app.UsageError("--architecture applies to --cell=nas only.")
+    grid = grid_from_flags()
     from nas_tf import remote
 
     try:
@@ -373,10 +504,13 @@ def config_from_flags() -> RunConfig:
                 max_eval_batches=FLAGS.max_eval_batches,
                 jit_compile=cli.auto_on_off(FLAGS.xla),
                 seed=FLAGS.seed,
+                optimizer=FLAGS.optimizer,
             ),
             restore_best=FLAGS.restore_best,
             architecture_path=FLAGS.architecture,
             verbose=FLAGS.verbose,
+            grid=grid,
+            grid_epochs=FLAGS.grid_epochs,
         )
     except ValueError as e:
         raise app.UsageError(str(e))

@@ -90,10 +90,33 @@ def test_lstm_like_cell_matches_its_equations():
     np.testing.assert_allclose(c_t, c, atol=1e-5)
 
 
+def test_max_and_sin_match_their_equations():
+    """Control experiment 1's functions, written out by hand for a base-2 cell."""
+    description = cell_space.CellDescription(
+        nodes=(("max", "sin"), ("elem_mult", "relu"), ("add", "sin")),
+        inject=("max", "tanh"), inject_node=1, memory_node=0)
+    cell = make_cell(description)
+    (w1, w3), (w2, w4) = leaf_weights(cell)
+    x, h, c = inputs(5)
+    out, h_t, c_t = run_rnn(cell, x, h, c)
+    for t in range(TIME):
+        xt = x[:, t]
+        m = np.maximum(xt @ w1, h @ w2)
+        a0 = np.sin(m)
+        a1 = np.tanh(np.maximum(relu((xt @ w3) * (h @ w4)), c))
+        h, c = np.sin(a0 + a1), m
+        np.testing.assert_allclose(out[:, t], h, atol=1e-5)
+    np.testing.assert_allclose(h_t, h, atol=1e-5)
+    np.testing.assert_allclose(c_t, c, atol=1e-5)
+    clone = NASCell.from_config(cell.get_config())  # A saved layer keeps max and sin.
+    assert clone.description == description
+
+
 # -- an independent numpy evaluator of any description ---------------------------
 
-_NP_ACT = {"identity": lambda v: v, "tanh": np.tanh, "sigmoid": sigmoid, "relu": relu}
-_NP_COMB = {"add": lambda a, b: a + b, "elem_mult": lambda a, b: a * b}
+_NP_ACT = {"identity": lambda v: v, "tanh": np.tanh, "sigmoid": sigmoid, "relu": relu,
+           "sin": np.sin}
+_NP_COMB = {"add": lambda a, b: a + b, "elem_mult": lambda a, b: a * b, "max": np.maximum}
 
 
 def numpy_step(description, leaf_x, leaf_h, c):
@@ -121,17 +144,18 @@ def numpy_step(description, leaf_x, leaf_h, c):
     return h_t, pre[description.memory_node]
 
 
-def random_description(base, data):
-    space = cell_space.ptb_cell(base)
+def random_description(base, data, functions="paper"):
+    space = cell_space.ptb_cell(base, functions)
     values = {d.name: data.draw(st.sampled_from(d.values)) for d in space.decisions}
     arch = space.validate(space_lib.Architecture(values))
     return cell_space.CellDescription.from_architecture(arch, space)
 
 
 @settings(max_examples=10, deadline=None)
-@given(base=st.sampled_from([2, 4, 8]), use_bias=st.booleans(), data=st.data())
-def test_every_cell_builds_steps_and_matches_numpy(base, use_bias, data):
-    description = random_description(base, data)
+@given(base=st.sampled_from([2, 4, 8]), use_bias=st.booleans(),
+       functions=st.sampled_from(sorted(cell_space.FUNCTIONS)), data=st.data())
+def test_every_cell_builds_steps_and_matches_numpy(base, use_bias, functions, data):
+    description = random_description(base, data, functions)
     cell = make_cell(description, use_bias=use_bias)
     w, u = leaf_weights(cell)
     bx = bu = np.zeros((base, UNITS), np.float32)

@@ -96,3 +96,85 @@ def test_bad_descriptions_and_architectures_are_refused():
     del values["node_2_combine"]
     with pytest.raises(space_lib.ArchitectureError):
         cell_space.CellDescription.from_architecture(space_lib.Architecture(values))
+
+
+# -- control experiment 1: max and sin added (sec. 4.2) ----------------------------
+
+
+def test_default_space_is_the_papers_unchanged():
+    assert cell_space.COMBINATIONS == ("add", "elem_mult")
+    assert cell_space.ACTIVATIONS == ("identity", "tanh", "sigmoid", "relu")
+    assert cell_space.function_set() == (cell_space.COMBINATIONS, cell_space.ACTIVATIONS)
+    default, paper = cell_space.ptb_cell(8), cell_space.ptb_cell(8, "paper")
+    assert default.name == paper.name == "ptb_cell_base8"
+    assert [(d.name, d.values, d.kind) for d in default.decisions] == [
+        (d.name, d.values, d.kind) for d in paper.decisions]  # fmt: skip
+    assert cell_space.space_size(8, "paper") == cell_space.space_size(8) == 8**15 * 8 * 15 * 15
+
+
+def test_extended_space_appends_max_and_sin():
+    space = cell_space.ptb_cell(8, "extended")
+    assert space.name == "ptb_cell_base8_extended"
+    assert space.names == cell_space.ptb_cell(8).names
+    for d in space.decisions:
+        if d.kind == cell_space.COMBINE_KIND:
+            assert d.values == ("add", "elem_mult", "max")
+        elif d.kind == cell_space.ACTIVATION_KIND:
+            assert d.values == ("identity", "tanh", "sigmoid", "relu", "sin")
+        else:
+            assert d.values == tuple(range(15))
+    # The paper's choices keep their indices; max and sin come last.
+    paper = cell_space.ptb_cell(8)
+    for d in paper.decisions:
+        assert space[d.name].values[: d.num_choices] == d.values
+    assert cell_space.space_size(8, "extended") == 15**15 * 15 * 15 * 15 == 15**18
+    assert cell_space.space_size(2, "extended") == 15**3 * 15 * 3 * 3
+    assert cell_space.ALL_COMBINATIONS == ("add", "elem_mult", "max")
+    assert cell_space.ALL_ACTIVATIONS == ("identity", "tanh", "sigmoid", "relu", "sin")
+    with pytest.raises(ValueError, match="Cell functions must be one of"):
+        cell_space.ptb_cell(8, "more")
+    with pytest.raises(ValueError, match="Cell functions must be one of"):
+        cell_space.space_size(8, None)
+
+
+def extended_example():
+    """A base-2 cell that uses max and sin, in a node and in the cell inject."""
+    return cell_space.CellDescription(
+        nodes=(("max", "sin"), ("elem_mult", "relu"), ("add", "sin")),
+        inject=("max", "tanh"), inject_node=1, memory_node=0)
+
+
+def test_max_and_sin_round_trip_through_json_config_and_description():
+    description = extended_example()
+    assert description.functions == "extended"
+    assert cell_space.paper_example().functions == "paper"
+    assert "a_0 = sin(max(W x_t, U h_(t-1)))" in str(description)
+    arch = description.to_architecture()
+    space = cell_space.ptb_cell(2, "extended")
+    back = space.architecture_from_json(arch.to_json())
+    assert back == arch
+    assert cell_space.CellDescription.from_architecture(back, space) == description
+    # Without a space: the smallest function set that holds the cell.
+    assert cell_space.CellDescription.from_architecture(back) == description
+    config = json.loads(json.dumps(description.to_config()))
+    assert cell_space.CellDescription.from_config(config) == description
+    # The paper's space refuses max and sin.
+    with pytest.raises(space_lib.ArchitectureError, match="'max' is not one of"):
+        cell_space.CellDescription.from_architecture(arch, cell_space.ptb_cell(2))
+    # Paper cells are points of the extended space too, with the same choice indices.
+    paper_arch = cell_space.paper_example().to_architecture()
+    assert cell_space.CellDescription.from_architecture(paper_arch, space) == (
+        cell_space.paper_example())
+    for name, value in paper_arch.values.items():
+        assert space[name].index(value) == cell_space.ptb_cell(2)[name].index(value)
+
+
+def test_extended_controller_samples_parse():
+    space = cell_space.ptb_cell(2, "extended")
+    controller = Controller(space, seed=2)
+    seen = set()
+    for arch in controller.sample(16):
+        description = cell_space.CellDescription.from_architecture(arch, space)
+        assert description.to_architecture() == arch
+        seen |= {v for n in description.nodes + (description.inject,) for v in n}
+    assert {"max", "sin"} & seen

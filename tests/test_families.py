@@ -158,6 +158,50 @@ def test_flags_and_keywords_take_one_path(tmp_path):
     assert from_flags.reinforce.learning_rate == 0.0005  # The cell family's paper override.
 
 
+def test_cell_functions_flag_reaches_the_space_the_task_and_the_supernet(tmp_path):
+    """--search_cell_functions=extended: the paper's control experiment 1 (max and sin added)."""
+    from nas_tf import train
+    from nas_tf.data import ptb
+    from nas_tf.spaces import cell as cell_space
+
+    common = ["train", f"--output_dir={tmp_path}", "--search_space=ptb_cell", "--data_name=text",
+              "--search_cell_base=2"]  # fmt: skip
+    train.FLAGS.unparse_flags()
+    try:
+        train.FLAGS(common)
+        plain = train.config_from_flags()
+        train.FLAGS(common + ["--search_cell_functions=extended", "--weight_sharing",
+                              "--shared_batch_size=2", "--child_bptt_steps=5", "--lm_units=4"])
+        extended = train.config_from_flags()
+        train.FLAGS.unparse_flags()
+        with pytest.raises(Exception, match="search_cell_functions"):
+            train.FLAGS(common + ["--search_cell_functions=more"])
+    finally:
+        train.FLAGS.unparse_flags()
+    # Unset, the overrides (config.json's) are what they were before the flag existed.
+    assert plain.space_overrides == {"base": 2}
+    assert families.space_spec(plain.space, plain.space_overrides).space == cell_space.ptb_cell(2)
+    assert extended.space_overrides == {"base": 2, "functions": "extended"}
+    spec = families.space_spec(extended.space, extended.space_overrides)
+    assert spec.space == cell_space.ptb_cell(2, "extended")
+    assert families.spec_from_config(
+        json.loads(json.dumps(families.spec_to_config(extended.space, extended.space_overrides)))
+    ) == spec  # fmt: skip
+    lines = [" ".join(f"w{(i * 7 + j) % 11}" for j in range(9)) for i in range(30)]
+    data = ptb.from_lines(lines[:20], lines[20:25], lines[25:])
+    assert families.make_task(extended, data).space == spec.space
+    net, _ = families.for_space(extended.space).supernet(spec, data, extended)
+    assert net.space == spec.space and "node_0_combine=max" in net.branch_names
+    arch = cell_space.CellDescription(
+        nodes=(("max", "sin"), ("add", "tanh"), ("add", "sin")), inject=("max", "relu"),
+        inject_node=0, memory_node=1).to_architecture()
+    assert "a_0 = sin(max(W x_t, U h_(t-1)))" in arch.summary(spec)
+    with pytest.raises(ValueError, match="no setting 'funcs'"):
+        families.space_spec("ptb_cell", {"funcs": "extended"})
+    with pytest.raises(ValueError, match="Cell functions must be one of"):
+        families.space_spec("ptb_cell", {"functions": "more"})
+
+
 def train_settings(config):
     """A config's settings as keywords (its nested configs as dicts)."""
     return {f.name: (dataclasses.asdict(getattr(config, f.name))

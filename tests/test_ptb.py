@@ -87,10 +87,20 @@ def test_char_files_are_preferred_and_missing_files_are_named(ptb_files, tmp_pat
 
 
 def test_embedded_corpus_is_real_text_split_by_a_fixed_rule():
+    lines = text_corpus.lines()
     train, valid, test = text_corpus.split_lines()
-    total = len(train) + len(valid) + len(test)
-    assert len(train) == int(0.8 * total) and len(valid) == int(0.9 * total) - len(train)
+    assert sorted(train + valid + test) == sorted(lines)
+    # Blocks of 5 lines, interleaved: block 8 of every 10 validates, block 9 tests.
+    assert valid[:5] == lines[40:45] and test[:5] == lines[45:50] and train[40:45] == lines[50:55]
+    old = text_corpus.split_lines("contiguous")
+    assert old[0] == lines[: int(0.8 * len(lines))] and old[2] == lines[int(0.9 * len(lines)) :]
+    with pytest.raises(ValueError, match="split must be one of"):
+        text_corpus.split_lines("random")
     data = text_corpus.load("word")
+    counts = np.bincount(data.train, minlength=data.vocab_size)
+    unk = data.vocab.tokens.index("<unk>")
+    assert counts[unk] > 0 and np.delete(counts, unk).min() >= text_corpus.MIN_COUNT
+    assert text_corpus.load("word", split="contiguous").name.endswith("_contiguous")
     assert 50_000 < len(data.train) and 5_000 < len(data.valid) and 5_000 < len(data.test)
     assert {"the", "statement", "<eos>", "<unk>", "N"} <= set(data.vocab.tokens)
     assert text_corpus.load("word") is not data  # Fresh arrays, same content.

@@ -105,9 +105,10 @@ def test_only_sampled_branches_run(traced):
         assert len(expected) == 2 * 7 + 3
 
 
-def test_step_equals_run_cell():
+@pytest.mark.parametrize("functions", sorted(cell_space.FUNCTIONS))
+def test_step_equals_run_cell(functions):
     for base in (2, 8):
-        net = make_net(base=base, instrument=False)
+        net = make_net(base=base, instrument=False, functions=functions)
         step = tf.function(net.step)
         rng = np.random.default_rng(base)
         for s in range(4):
@@ -142,9 +143,10 @@ def test_eval_sums_equal_the_stand_alone_recurrence(traced):
     np.testing.assert_allclose(got.numpy(), float(total), rtol=1e-5)
 
 
-def test_every_choice_changes_the_output():
+@pytest.mark.parametrize("functions", sorted(cell_space.FUNCTIONS))
+def test_every_choice_changes_the_output(functions):
     """The late-binding check: each choice of each decision gives its own (h, c)."""
-    net = make_net(base=4, instrument=False)
+    net = make_net(base=4, instrument=False, functions=functions)
     step = tf.function(net.step, input_signature=[tf.TensorSpec([BATCH, 4 * UNITS])] * 2 + [
         tf.TensorSpec([BATCH, UNITS]), code_spec(net)])
     rng = np.random.default_rng(3)
@@ -168,6 +170,71 @@ def test_every_choice_changes_the_output():
             for j in range(i):
                 assert np.abs(outs[i] - outs[j]).max() > 1e-6, (decision.name, i, j)
     assert step.experimental_get_tracing_count() == 1
+
+
+# -- control experiment 1: max and sin (functions="extended") -------------------------
+
+
+def extended_example():
+    """A base-2 cell with max and sin in nodes and in the cell inject."""
+    return cell_space.CellDescription(
+        nodes=(("max", "sin"), ("elem_mult", "relu"), ("add", "sin")),
+        inject=("max", "tanh"), inject_node=1, memory_node=0)
+
+
+def test_extended_encode_keeps_the_papers_indices_and_adds_branches():
+    paper, net = make_net(base=2, instrument=False), make_net(base=2, functions="extended")
+    assert net.space == cell_space.ptb_cell(2, "extended") and net.code_length == paper.code_length
+    arch = cell_space.paper_example().to_architecture()
+    assert net.encode(arch).tolist() == paper.encode(arch).tolist()
+    # max is combination 2, sin activation 4 (appended after the paper's).
+    assert net.encode(extended_example().to_architecture()).tolist() == [
+        2, 4, 1, 3, 0, 4, 2, 1, 0, 1]
+    with pytest.raises(space_lib.ArchitectureError, match="'max'"):
+        paper.encode(extended_example().to_architecture())
+    names = set(net.branch_names)
+    assert {"node_0_combine=max", "node_2_activation=sin", "inject_combine=max",
+            "inject_activation=sin"} <= names
+    assert len(names) == 3 * (3 + 5) + 3 + 5 + 3
+    assert not any("max" in n or "sin" in n for n in paper.branch_names)
+
+
+def test_extended_step_matches_numpy():
+    """max and sin against numpy, written out by hand for `extended_example`."""
+    net = make_net(base=2, instrument=False, functions="extended")
+    rng = np.random.default_rng(4)
+    wx, uh = (rng.normal(size=(BATCH, 2 * UNITS)).astype(np.float32) for _ in range(2))
+    c = rng.normal(size=(BATCH, UNITS)).astype(np.float32)
+    h_t, c_t = tf.function(net.step)(wx, uh, c, net.encode(extended_example().to_architecture()))
+    (x1, x2), (h1, h2) = np.split(wx, 2, -1), np.split(uh, 2, -1)
+    m = np.maximum(x1, h1)
+    a1 = np.tanh(np.maximum(np.maximum(x2 * h2, 0.0), c))
+    np.testing.assert_allclose(h_t.numpy(), np.sin(np.sin(m) + a1), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(c_t.numpy(), m, rtol=1e-5, atol=1e-6)
+
+
+def test_extended_one_trace_and_only_sampled_branches_run():
+    net = make_net(base=2, functions="extended")
+    sig = [*net.input_signature, code_spec(net)]
+
+    @tf.function(input_signature=sig)
+    def train(x, y, code):
+        with tf.GradientTape() as tape:
+            loss = net.train_loss(x, y, code)
+        return loss, tape.gradient(loss, net.trainable_variables)
+
+    x, y = tokens(3)
+    archs = [extended_example().to_architecture(), cell_space.paper_example().to_architecture()]
+    archs += [random_architecture(net.space, np.random.default_rng(s)) for s in range(3)]
+    for arch in archs:
+        net.branch_runs.assign(tf.zeros_like(net.branch_runs))
+        loss, grads = train(x, y, net.encode(arch))
+        assert np.isfinite(loss.numpy()) and all(g is not None for g in grads)
+        expected = {f"{name}={value}" for name, value in arch.values.items()
+                    if name != cell_space.MEMORY_OUT}
+        for name, runs in net.runs().items():
+            assert runs == (STEPS if name in expected else 0), name
+    assert train.experimental_get_tracing_count() == 1
 
 
 # -- TextBatches ----------------------------------------------------------------------

@@ -211,3 +211,42 @@ def test_restore_best_keeps_the_best_epochs_weights():
     assert result.val_perplexities[best] == result.best_val_perplexity
     loss = lm_trainer.evaluate(result.model, data.valid, 2, 5, 2)
     assert math.exp(loss) == pytest.approx(result.best_val_perplexity, rel=1e-4)
+
+
+def _tiny_schedule(**kwargs):
+    return lm_trainer.TrainConfig(
+        epochs=1, batch_size=4, bptt_steps=5, eval_batch_size=2, max_train_batches=2,
+        max_eval_batches=1, **kwargs,
+    )  # fmt: skip
+
+
+def test_adam_trains_and_differs_from_sgd():
+    data = text_corpus.load("char")
+    model = lm.LanguageModelConfig(units=4, cell="lstm")
+    runs = {
+        name: lm_trainer.train_language_model(None, data, model, _tiny_schedule(**kwargs))
+        for name, kwargs in [("sgd", {}), ("adam", {"optimizer": "adam", "learning_rate": 2e-3})]
+    }
+    adam = runs["adam"]
+    assert all(math.isfinite(x) for x in adam.train_losses + adam.val_perplexities)
+    assert adam.train_losses != runs["sgd"].train_losses  # Same seed and batches: the optimizer differs.
+    optimizer = _tiny_schedule(optimizer="adam", clip_norm=2.0).make_optimizer()
+    assert isinstance(optimizer, keras.optimizers.Adam) and optimizer.global_clipnorm == 2.0
+    assert isinstance(_tiny_schedule().make_optimizer(), keras.optimizers.SGD)
+
+
+def test_an_unknown_optimizer_is_refused():
+    with pytest.raises(ValueError, match="Unknown optimizer 'rmsprop'"):
+        lm_trainer.TrainConfig(optimizer="rmsprop")
+    with pytest.raises(train_lm.flags.IllegalFlagValueError):
+        _parse(["--optimizer=rmsprop"])
+
+
+def test_the_optimizer_flag_reaches_the_config(tmp_path):
+    _parse(_TINY + ["--cell=lstm", "--optimizer=adam", "--learning_rate=2e-3",
+                    f"--output_dir={tmp_path}"])  # fmt: skip
+    config = train_lm.config_from_flags()
+    assert config.train.optimizer == "adam" and config.train.learning_rate == 2e-3
+    assert config.to_dict()["train"]["optimizer"] == "adam"
+    _parse(_TINY + ["--cell=lstm", f"--output_dir={tmp_path}"])
+    assert train_lm.config_from_flags().train.optimizer == "sgd"  # The default stays SGD.

@@ -22,15 +22,19 @@ from keras.src.layers.rnn.dropout_rnn_cell import DropoutRNNCell
 
 from nas_tf.spaces import cell as cell_space
 
+# Every function of `cell_space.ALL_ACTIVATIONS` / `ALL_COMBINATIONS`: max and
+# sin are the paper's control experiment 1 (`ptb_cell(base, "extended")`).
 _ACTIVATIONS = {
     "identity": lambda v: v,
     "tanh": ops.tanh,
     "sigmoid": ops.sigmoid,
     "relu": ops.relu,
+    "sin": ops.sin,
 }
 _COMBINATIONS = {
     "add": ops.add,
     "elem_mult": ops.multiply,
+    "max": ops.maximum,
 }
 
 

@@ -3,7 +3,9 @@
 Zoph & Le 2017, sec. 4.2 trains every child 35 epochs; the other settings
 are Zaremba et al. 2014's medium setup (batch 20, 35 unrolled steps, SGD at
 learning rate 1, gradient norm clipped at 5) with TensorFlow's PTB tutorial's
-decay (x0.8 per epoch after epoch 6; Zaremba et al. divide by 1.2). Training is truncated back-propagation through time over contiguous
+decay (x0.8 per epoch after epoch 6; Zaremba et al. divide by 1.2); Adam
+(`TrainConfig.optimizer`) is the other choice, under the same clipping and
+schedule. Training is truncated back-propagation through time over contiguous
 batches (`nas_tf.data.ptb.batchify`) with the state carried from batch to
 batch, in a custom loop around one `tf.function` step run through the
 placement's strategy (`strategy.run`). Every training window is full
@@ -37,6 +39,10 @@ from nas_tf.data import ptb
 from nas_tf.spaces import cell as cell_space
 
 
+# The optimizers a child can train with: Keras's class of each.
+OPTIMIZERS = {"sgd": keras.optimizers.SGD, "adam": keras.optimizers.Adam}
+
+
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
     """How a child is trained.
@@ -46,7 +52,8 @@ class TrainConfig:
       batch_size: contiguous rows per batch (20: Zaremba et al.).
       bptt_steps: unrolled steps per batch (35: Zaremba et al.).
       eval_batch_size: rows when measuring perplexity.
-      learning_rate: SGD learning rate (1.0: Zaremba et al.).
+      learning_rate: initial learning rate (1.0: Zaremba et al.'s SGD; Adam
+        wants far less, e.g. 2e-3).
       lr_decay: factor applied per epoch once `lr_decay_after` epochs are done
         (0.8 after 6: TensorFlow's PTB tutorial, medium; Zaremba et al. use 1/1.2).
       lr_decay_after: epochs at the full learning rate.
@@ -62,6 +69,9 @@ class TrainConfig:
         elsewhere; variables stay float32.
       distribution: "default" only (see the module doc); "mirrored" and
         "tpu" raise ValueError, naming the flag.
+      optimizer: "sgd" (plain SGD, Zaremba et al.) or "adam" (Keras's Adam
+        with its default betas and epsilon); either is clipped at
+        `clip_norm` and follows `learning_rate_at`.
     """
 
     epochs: int = 35
@@ -78,8 +88,13 @@ class TrainConfig:
     seed: int = 0
     mixed_precision: bool = False
     distribution: str = "default"
+    optimizer: str = "sgd"
 
     def __post_init__(self):
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(
+                f"Unknown optimizer {self.optimizer!r}; choose one of {list(OPTIMIZERS)}."
+            )
         if self.distribution not in base.DISTRIBUTIONS:
             raise ValueError(
                 f"Unknown distribution {self.distribution!r}; choose one of {list(base.DISTRIBUTIONS)}."
@@ -104,6 +119,15 @@ class TrainConfig:
     def learning_rate_at(self, epoch: int) -> float:
         """Learning rate of 0-based `epoch`."""
         return self.learning_rate * self.lr_decay ** max(0, epoch + 1 - self.lr_decay_after)
+
+    def make_optimizer(self) -> keras.optimizers.Optimizer:
+        """A fresh Keras optimizer of `optimizer` at `learning_rate`, clipped at `clip_norm`.
+
+        The training loop sets its learning rate each epoch (`learning_rate_at`).
+        """
+        return OPTIMIZERS[self.optimizer](
+            learning_rate=self.learning_rate, global_clipnorm=self.clip_norm
+        )
 
 
 @dataclasses.dataclass
@@ -164,9 +188,7 @@ class _Trainer:
         self.config = config
         self.placement = placement or base.Placement(tf.distribute.get_strategy())
         with self.placement.scope():
-            self.optimizer = self.placement.optimizer(
-                keras.optimizers.SGD(learning_rate=config.learning_rate, global_clipnorm=config.clip_norm)
-            )
+            self.optimizer = self.placement.optimizer(config.make_optimizer())
             self.optimizer.build(model.trainable_variables)
         jit = base.resolve_xla(config.jit_compile)
         self._train_fn = tf.function(self._run_train, jit_compile=jit, reduce_retracing=True)
@@ -197,8 +219,8 @@ def compiled_train_step(model: CellLanguageModel, config: TrainConfig = TrainCon
     """The compiled training step of `train_language_model`, with its own optimiser.
 
     For timing and custom loops: `step(x, y, states)` takes int32 tokens and
-    targets [batch, time] and the states, applies one SGD update at
-    `config.learning_rate` (clipped at `config.clip_norm`, XLA per
+    targets [batch, time] and the states, applies one update of
+    `config.optimizer` at `config.learning_rate` (clipped at `config.clip_norm`, XLA per
     `config.jit_compile`) and returns (mean loss, new states).
     """
     return _Trainer(model, config, placement_of(config)).train_step

@@ -59,17 +59,21 @@ class Vocabulary:
         return len(self.tokens)
 
     @classmethod
-    def build(cls, lines: Iterable[Sequence[str]], max_size: Optional[int] = None) -> "Vocabulary":
+    def build(
+        cls, lines: Iterable[Sequence[str]], max_size: Optional[int] = None, min_count: int = 1
+    ) -> "Vocabulary":
         """Counts tokens (plus one `EOS` per line); keeps the `max_size` most frequent.
 
-        `UNK` stands for every other token: if the lines lack it, it is added
-        last (PTB's files hold it already, so their vocabulary stays 10,000).
+        `UNK` stands for every other token, and for tokens seen fewer than
+        `min_count` times: if the lines lack it, it is added last (PTB's
+        files hold it already, so their vocabulary stays 10,000).
         """
         counts = collections.Counter()
         for tokens in lines:
             counts.update(tokens)
             counts[EOS] += 1
         ordered = sorted(counts, key=lambda t: (-counts[t], t))
+        ordered = [t for t in ordered if counts[t] >= min_count or t in (EOS, UNK)]
         if UNK not in counts:
             ordered.append(UNK)
         if max_size is not None and len(ordered) > max_size:
@@ -134,12 +138,17 @@ def from_lines(
     level: str = "word",
     name: str = "ptb",
     max_vocab: Optional[int] = None,
+    min_count: int = 1,
 ) -> LMData:
-    """Builds `LMData` from text lines (vocabulary from the training lines)."""
+    """Builds `LMData` from text lines (vocabulary from the training lines).
+
+    `min_count` > 1 maps training tokens rarer than that to `UNK`, so that
+    the model learns a cost for unseen tokens (PTB's files come so).
+    """
     if level not in LEVELS:
         raise ValueError(f"level must be one of {LEVELS}, got {level!r}.")
     splits = [[tokenize(line) for line in lines] for lines in (train, valid, test)]
-    vocab = Vocabulary.build(splits[0], max_size=max_vocab)
+    vocab = Vocabulary.build(splits[0], max_size=max_vocab, min_count=min_count)
     ids = [vocab.encode_lines(s) for s in splits]
     return LMData(*ids, vocab=vocab, level=level, name=name)
 

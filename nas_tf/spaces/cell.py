@@ -7,6 +7,12 @@ children. For every node the controller picks a combination method in
 {add, elem_mult} and an activation in {identity, tanh, sigmoid, relu}. The root's
 output is h_t.
 
+The paper's control experiment 1 (sec. 4.2, "adding more functions in the
+search space") adds `max` to the combinations and `sin` to the activations:
+`ptb_cell(base, functions="extended")`. The function sets are named in
+`FUNCTIONS`; the extended set appends its values after the paper's, so a
+choice index means the same function in both spaces.
+
 Two further predictions give the cell a memory, as an LSTM's memory cell does:
 
 * "cell inject": a combination and an activation that merge c_(t-1) into the
@@ -20,7 +26,9 @@ nodes, and both cell indices range over all of them, which gives
 (2 * 4)^15 * (2 * 4) * 15^2 = 6.3e16 cells: the "about 6 x 10^16" of sec. 4.2.
 
 `ptb_cell(base)` is the space (plain data); `CellDescription` is one parsed
-cell, independent of decision names, for the child builder and for tests.
+cell, independent of decision names, for the child builder and for tests. A
+description accepts every function of every set (`ALL_COMBINATIONS`,
+`ALL_ACTIVATIONS`); the space it is validated against decides which it may hold.
 """
 
 import dataclasses
@@ -31,6 +39,27 @@ from nas_tf import space as space_lib
 # Zoph & Le 2017, sec. 3.4.
 COMBINATIONS = ("add", "elem_mult")
 ACTIVATIONS = ("identity", "tanh", "sigmoid", "relu")
+
+
+class Functions(NamedTuple):
+    """A named set of the cell's functions: the values of its combine and activation decisions."""
+
+    combinations: Tuple[str, ...]
+    activations: Tuple[str, ...]
+
+
+PAPER = "paper"
+EXTENDED = "extended"
+# Function set name -> its functions. "extended" is the paper's control
+# experiment 1 (sec. 4.2): `max` (element-wise maximum) added to the
+# combinations and `sin` to the activations, after the paper's values.
+FUNCTIONS = {
+    PAPER: Functions(COMBINATIONS, ACTIVATIONS),
+    EXTENDED: Functions(COMBINATIONS + ("max",), ACTIVATIONS + ("sin",)),
+}
+# Every function some set holds (what a `CellDescription` may name).
+ALL_COMBINATIONS = tuple(dict.fromkeys(c for f in FUNCTIONS.values() for c in f.combinations))
+ALL_ACTIVATIONS = tuple(dict.fromkeys(a for f in FUNCTIONS.values() for a in f.activations))
 
 COMBINE_KIND = "cell_combine"
 ACTIVATION_KIND = "cell_activation"
@@ -78,7 +107,16 @@ def node_decision_names(node: int) -> Tuple[str, str]:
     return f"node_{node}_combine", f"node_{node}_activation"
 
 
-def ptb_cell(base: int = 8) -> space_lib.Space:
+def function_set(name: str = PAPER) -> Functions:
+    """The function set called `name` ("paper" or "extended"; ValueError naming them otherwise)."""
+    if not isinstance(name, str) or name not in FUNCTIONS:
+        raise ValueError(
+            f"Cell functions must be one of {sorted(FUNCTIONS)}, got {name!r}."
+        )
+    return FUNCTIONS[name]
+
+
+def ptb_cell(base: int = 8, functions: str = PAPER) -> space_lib.Space:
     """The recurrent-cell search space with `base` leaves (8 in the paper).
 
     The controller predicts, in order (Figure 5): combination and activation of
@@ -88,30 +126,53 @@ def ptb_cell(base: int = 8) -> space_lib.Space:
 
     Args:
       base: number of leaves, a power of two (Zoph & Le 2017, sec. 4.2: 8).
+      functions: the `FUNCTIONS` set the nodes choose from: "paper" (add,
+        elem_mult; identity, tanh, sigmoid, relu) or "extended" (also max and
+        sin: the paper's control experiment 1).
 
     Returns:
-      A `Space` named `ptb_cell_base{base}`.
+      A `Space` named `ptb_cell_base{base}` ("paper") or
+      `ptb_cell_base{base}_{functions}`.
     """
     check_base(base)
+    combinations, activations = function_set(functions)
     n = num_nodes(base)
     decisions = []
     for node in range(n):
         combine, activation = node_decision_names(node)
-        decisions.append(space_lib.Categorical(combine, COMBINATIONS, kind=COMBINE_KIND))
-        decisions.append(space_lib.Categorical(activation, ACTIVATIONS, kind=ACTIVATION_KIND))
-    decisions.append(space_lib.Categorical(INJECT_COMBINE, COMBINATIONS, kind=COMBINE_KIND))
-    decisions.append(space_lib.Categorical(INJECT_ACTIVATION, ACTIVATIONS, kind=ACTIVATION_KIND))
+        decisions.append(space_lib.Categorical(combine, combinations, kind=COMBINE_KIND))
+        decisions.append(space_lib.Categorical(activation, activations, kind=ACTIVATION_KIND))
+    decisions.append(space_lib.Categorical(INJECT_COMBINE, combinations, kind=COMBINE_KIND))
+    decisions.append(space_lib.Categorical(INJECT_ACTIVATION, activations, kind=ACTIVATION_KIND))
     nodes = tuple(range(n))
     decisions.append(space_lib.Categorical(MEMORY_OUT, nodes, kind=INDEX_KIND))
     decisions.append(space_lib.Categorical(MEMORY_INJECT, nodes, kind=INDEX_KIND))
-    return space_lib.Space(tuple(decisions), name=f"ptb_cell_base{base}")
+    name = f"ptb_cell_base{base}" + ("" if functions == PAPER else f"_{functions}")
+    return space_lib.Space(tuple(decisions), name=name)
 
 
-def space_size(base: int = 8) -> int:
-    """Number of distinct cells in `ptb_cell(base)` (6.3e16 for base 8)."""
+def space_size(base: int = 8, functions: str = PAPER) -> int:
+    """Number of distinct cells in `ptb_cell(base, functions)`.
+
+    6.3e16 for base 8 and the paper's functions; (3 * 5)^16 * 15^2 = 15^18
+    = 1.5e21 with the extended ones.
+    """
     n = num_nodes(check_base(base))
-    per_node = len(COMBINATIONS) * len(ACTIVATIONS)
+    combinations, activations = function_set(functions)
+    per_node = len(combinations) * len(activations)
     return per_node**n * per_node * n * n
+
+
+def smallest_functions(combinations, activations) -> Optional[str]:
+    """The first (smallest) `FUNCTIONS` set holding all the given functions; None if none does."""
+    try:
+        used_c, used_a = set(combinations), set(activations)
+    except TypeError:  # An unhashable value (a list in a JSON file) is no function.
+        return None
+    for name, fs in FUNCTIONS.items():
+        if used_c <= set(fs.combinations) and used_a <= set(fs.activations):
+            return name
+    return None
 
 
 class Node(NamedTuple):
@@ -147,13 +208,13 @@ class CellDescription:
         check_base(base)
         for i, node in enumerate(nodes + (self.inject,)):
             where = f"node {i}" if i < len(nodes) else "cell inject"
-            if node.combine not in COMBINATIONS:
+            if node.combine not in ALL_COMBINATIONS:
                 raise ValueError(
-                    f"Cell {where}: combination {node.combine!r} is not one of {COMBINATIONS}."
+                    f"Cell {where}: combination {node.combine!r} is not one of {ALL_COMBINATIONS}."
                 )
-            if node.activation not in ACTIVATIONS:
+            if node.activation not in ALL_ACTIVATIONS:
                 raise ValueError(
-                    f"Cell {where}: activation {node.activation!r} is not one of {ACTIVATIONS}."
+                    f"Cell {where}: activation {node.activation!r} is not one of {ALL_ACTIVATIONS}."
                 )
         for name in ("inject_node", "memory_node"):
             value = getattr(self, name)
@@ -170,6 +231,12 @@ class CellDescription:
     def root(self) -> int:
         return len(self.nodes) - 1
 
+    @property
+    def functions(self) -> str:
+        """The smallest `FUNCTIONS` set holding this cell's functions ("paper" or "extended")."""
+        nodes = self.nodes + (self.inject,)
+        return smallest_functions([n.combine for n in nodes], [n.activation for n in nodes])
+
     def children(self, node: int) -> Optional[Tuple[int, int]]:
         return children(self.base, node)
 
@@ -179,12 +246,15 @@ class CellDescription:
     def from_architecture(
         cls, arch: space_lib.Architecture, space: Optional[space_lib.Space] = None
     ) -> "CellDescription":
-        """Parses an architecture of `ptb_cell(base)`.
+        """Parses an architecture of `ptb_cell(base, functions)`.
 
         Args:
           arch: the architecture.
-          space: the space to validate against; by default `ptb_cell(base)` with
-            the base implied by the architecture's node decisions.
+          space: the space to validate against (`ptb_cell(base, "extended")`
+            for a cell of control experiment 1); by default `ptb_cell(base,
+            functions)` with the base implied by the architecture's node
+            decisions and the smallest function set that holds its values (a
+            cell with max or sin: "extended").
 
         Raises:
           ArchitectureError: if `arch` is not a point of the space.
@@ -194,7 +264,7 @@ class CellDescription:
         base = (n + 1) // 2
         if space is None:
             try:
-                space = ptb_cell(base)
+                space = ptb_cell(base, _functions_of_values(values))
             except ValueError:
                 raise space_lib.ArchitectureError(
                     f"Architecture has {n} cell nodes; a cell tree has 2 * base - 1 "
@@ -212,7 +282,7 @@ class CellDescription:
         )
 
     def to_architecture(self) -> space_lib.Architecture:
-        """The architecture of `ptb_cell(self.base)` that describes this cell."""
+        """The architecture of `ptb_cell(self.base, self.functions)` that describes this cell."""
         values = {}
         for i, node in enumerate(self.nodes):
             combine, activation = node_decision_names(i)
@@ -258,6 +328,19 @@ class CellDescription:
         lines.append(f"  c_t = value of node {self.memory_node} before its activation")
         lines.append(f"  h_t = a_{self.root}")
         return "\n".join(lines)
+
+
+def _functions_of_values(values: Mapping) -> str:
+    """The smallest `FUNCTIONS` set holding an architecture's combine and activation values.
+
+    The paper's set when none does (the space's validation then names the bad value).
+    """
+    ends = ("_combine", "_activation")
+    names = [n for n in values if n in (INJECT_COMBINE, INJECT_ACTIVATION)
+             or (n.startswith("node_") and n.endswith(ends))]
+    combinations = [values[n] for n in names if n.endswith(ends[0])]
+    activations = [values[n] for n in names if n.endswith(ends[1])]
+    return smallest_functions(combinations, activations) or PAPER
 
 
 def paper_example() -> CellDescription:

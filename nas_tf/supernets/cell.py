@@ -2,13 +2,16 @@
 
 Zoph & Le 2017, sec. 3.4, search a recurrent cell: a complete binary tree of
 `base` leaves whose every node picks a combination {add, elem_mult} and an
-activation {identity, tanh, sigmoid, relu}, plus a "cell inject" (combination
+activation {identity, tanh, sigmoid, relu} (with `functions="extended"`,
+the paper's control experiment 1, also the combination max and the
+activation sin), plus a "cell inject" (combination
 and activation that merge c_(t-1) into one node) and two cell indices (the
 node c_(t-1) is injected into, and the node whose pre-activation value becomes
 c_t). Training every sampled cell from scratch is what made their search cost
 thousands of GPU-days; ENAS (Pham et al. 2018, sec. 2.2 and 3.1, their Penn
 Treebank experiment) shares one set of weights among all cells of a space
-instead. `CellSupernet` is that idea over `nas_tf.spaces.cell.ptb_cell(base)`.
+instead. `CellSupernet` is that idea over
+`nas_tf.spaces.cell.ptb_cell(base, functions)`.
 
 What is shared, and by whom:
 
@@ -53,26 +56,30 @@ from nas_tf.supernets import base as base_lib
 
 REWARD_C = 80.0  # ENAS's reward for a cell: 80 / validation perplexity.
 
+# Every function of `cell_space.ALL_ACTIVATIONS` / `ALL_COMBINATIONS` (max and
+# sin: the paper's control experiment 1, `functions="extended"`).
 _ACTIVATIONS = {
     "identity": tf.identity,
     "tanh": tf.tanh,
     "sigmoid": tf.sigmoid,
     "relu": tf.nn.relu,
+    "sin": tf.sin,
 }
 _COMBINATIONS = {
     "add": tf.add,
     "elem_mult": tf.multiply,
+    "max": tf.maximum,
 }
 
 
 class CellSupernet(base_lib.Supernet):
-    """A one-layer recurrent language model whose cell is any cell of `ptb_cell(base)`.
+    """A one-layer recurrent language model whose cell is any cell of `ptb_cell(base, functions)`.
 
     Code layout (`encode`, int32, length 2 * n + 4 with n = 2 * base - 1 nodes):
     `[node_0 combine, node_0 activation, ..., node_(n-1) combine,
     node_(n-1) activation, inject combine, inject activation, memory-out node,
-    inject node]`, choice indices into `cell_space.COMBINATIONS`,
-    `cell_space.ACTIVATIONS` and node numbers.
+    inject node]`, choice indices into the space's combinations and
+    activations (`cell_space.function_set(functions)`) and node numbers.
 
     Instrumented branches (`branch_names`): `node_{i}_combine={c}`,
     `node_{i}_activation={a}`, `inject_combine={c}`, `inject_activation={a}`
@@ -82,6 +89,8 @@ class CellSupernet(base_lib.Supernet):
 
     Args:
       base: leaves of the cell tree (a power of two; 8 in the paper).
+      functions: the space's function set, "paper" or "extended" (adds max
+        and sin: the paper's control experiment 1); `cell_space.FUNCTIONS`.
       vocab_size: number of tokens (10,000 for PTB).
       embedding_size: width of the embedding.
       units: width of h and c.
@@ -101,13 +110,15 @@ class CellSupernet(base_lib.Supernet):
     def __init__(self, base: int = 8, vocab_size: int = 10000, embedding_size: int = 32,
                  units: int = 32, dropout: float = 0.0, weight_decay: float = 0.0,
                  instrument: bool = False, seed: int = 0, steps: int = 35,
-                 init_scale: float = 0.05, name=None):
-        super().__init__(cell_space.ptb_cell(base), instrument=instrument, name=name)
+                 init_scale: float = 0.05, functions: str = cell_space.PAPER, name=None):
+        super().__init__(cell_space.ptb_cell(base, functions), instrument=instrument, name=name)
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {dropout}.")
         if steps < 1 or units < 1 or embedding_size < 1 or vocab_size < 2:
             raise ValueError("steps, units and embedding_size must be positive, vocab_size >= 2.")
         self.base = int(base)
+        self.functions = functions
+        self._combinations, self._activations = cell_space.function_set(functions)
         self.num_nodes = cell_space.num_nodes(self.base)
         self.vocab_size = int(vocab_size)
         self.embedding_size = int(embedding_size)
@@ -132,10 +143,10 @@ class CellSupernet(base_lib.Supernet):
         names = []
         for i in range(n):
             combine, activation = cell_space.node_decision_names(i)
-            names += [f"{combine}={c}" for c in cell_space.COMBINATIONS]
-            names += [f"{activation}={a}" for a in cell_space.ACTIVATIONS]
-        names += [f"{cell_space.INJECT_COMBINE}={c}" for c in cell_space.COMBINATIONS]
-        names += [f"{cell_space.INJECT_ACTIVATION}={a}" for a in cell_space.ACTIVATIONS]
+            names += [f"{combine}={c}" for c in self._combinations]
+            names += [f"{activation}={a}" for a in self._activations]
+        names += [f"{cell_space.INJECT_COMBINE}={c}" for c in self._combinations]
+        names += [f"{cell_space.INJECT_ACTIVATION}={a}" for a in self._activations]
         names += [f"{cell_space.MEMORY_INJECT}={i}" for i in range(n)]
         self.declare_branches(names)
 
@@ -278,7 +289,7 @@ class CellSupernet(base_lib.Supernet):
         branches = [
             functools.partial(self._combine_branch, self.branch_id(f"{decision}={c}"),
                               _COMBINATIONS[c], left, right)
-            for c in cell_space.COMBINATIONS
+            for c in self._combinations
         ]
         return base_lib.switch(index, branches, name=decision)
 
@@ -286,7 +297,7 @@ class CellSupernet(base_lib.Supernet):
         branches = [
             functools.partial(self._activation_branch, self.branch_id(f"{decision}={a}"),
                               _ACTIVATIONS[a], value)
-            for a in cell_space.ACTIVATIONS
+            for a in self._activations
         ]
         return base_lib.switch(index, branches, name=decision)
 
