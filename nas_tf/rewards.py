@@ -36,8 +36,22 @@ def cifar10_reward(val_accuracies: Sequence[float], last: int = 5, power: float 
     return max(window) ** power
 
 
+# The reward of a recurrent cell whose loss diverged (NaN or infinite): the
+# limit of c / ppl^2 as the perplexity goes to infinity. Given to the
+# controller like any other reward (`nas_tf.tasks.CellTask`), it pushes the
+# policy away from diverging cells; a failed trial would teach it nothing.
+DIVERGED_PTB_REWARD = 0.0
+
+
 def ptb_reward(perplexity: float, c: float = 80.0) -> float:
-    """Zoph & Le 2017, sec. 4.2: c / (validation perplexity)^2 with c = 80."""
+    """Zoph & Le 2017, sec. 4.2: c / (validation perplexity)^2 with c = 80.
+
+    A diverged child has no perplexity: its reward is `DIVERGED_PTB_REWARD`,
+    the limit of this one as the perplexity goes to infinity.
+
+    Raises:
+      ValueError: for a perplexity that is not positive and finite.
+    """
     perplexity = float(perplexity)
     if not perplexity > 0 or not math.isfinite(perplexity):
         raise ValueError(f"Perplexity must be positive and finite, got {perplexity}.")

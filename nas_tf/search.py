@@ -28,7 +28,11 @@ Nothing lost, nothing trained twice, nothing silent:
   again on resume: its recorded result is reported instead;
 * a child's own failure (out of memory, a NaN loss, impossible shapes, a
   crashed or timed-out worker) fails its trial, with the reason, message and
-  worker traceback in the history, and the search goes on; any other error
+  worker traceback in the history, and the search goes on; except that a
+  recurrent cell whose loss diverges is a finished child with reward 0 and
+  "diverged": true in its record (`nas_tf.tasks.CellTask`), so the controller
+  learns to avoid it; it is the best child only when no other one finished
+  (`_rank`); any other error
   (a bug, a missing file, a full disk) stops the search with a `SearchError`
   that carries the traceback, leaving the saved state to resume from;
 * `max_consecutive_failures` failed children in a row stop the search too.
@@ -176,6 +180,7 @@ class ChildSearch(oracle_lib.NASRL):
             summaries.write_hparams_config(self._logdir, task.space, ["reward", metric])
         done = list(self._history.values())
         self._failures = sum(r["status"] != "COMPLETED" for r in done)
+        self._diverged = sum(bool(r.get("diverged")) for r in done if r["status"] == "COMPLETED")
         self._best_reward = _best_of([r for r in done if r["status"] == "COMPLETED"])[0]
         self._progress = progress_lib.Progress(
             self.oracle.max_trials, done=len(done), verbose=verbose
@@ -219,13 +224,13 @@ class ChildSearch(oracle_lib.NASRL):
             raise keras_tuner.errors.FailedTrialError(f"{reason}: {message}") from e
         record.update(status="COMPLETED", **result)
         self._record(record)
-        self._keep_best_model(trial.trial_id, result["reward"], model_path)
+        self._keep_best_model(trial.trial_id, _rank(record), model_path)
         return self.task.objective(result)
 
     def _report_again(self, done, model_path):
         """A trial already in the history (killed before Keras Tuner saved it): no retraining."""
         if done["status"] == "COMPLETED":
-            self._keep_best_model(done["trial_id"], done["reward"], model_path)
+            self._keep_best_model(done["trial_id"], _rank(done), model_path)
             return self.task.objective(done)
         reason, message = done.get("reason", "error"), done.get("message", "")
         raise keras_tuner.errors.FailedTrialError(f"{reason}: {message}")
@@ -262,23 +267,24 @@ class ChildSearch(oracle_lib.NASRL):
                 f"resume. The last failure ({last.get('reason', '?')}): {last.get('message', '')}"
             ) from e
 
-    def _keep_best_model(self, trial_id, reward, model_path):
+    def _keep_best_model(self, trial_id, rank, model_path):
         """Keeps only the best child's model on disk (thousands of children would fill it).
 
-        Idempotent: a resumed search calls it again for a trial it had recorded.
+        `rank` is the child's `_rank` (None: never the best). Idempotent: a
+        resumed search calls it again for a trial it had recorded.
         """
         durable.fault_point("before_best_model")
         if self._best is None:
             done = [r for r in self._history.values() if r["status"] == "COMPLETED"]
             done = [r for r in done if r["trial_id"] != trial_id]
-            self._best = _best_of(done)
-        best_reward, best_id = self._best
-        if _finite(reward) and (best_reward is None or reward > best_reward):
+            self._best = _best_rank_of(done)
+        best_rank, best_id = self._best
+        if rank is not None and (best_rank is None or rank > best_rank):
             if best_id is not None and best_id != trial_id:
                 old = os.path.join(self.get_trial_dir(best_id), "model.keras")
                 if os.path.exists(old):
                     os.remove(old)
-            self._best = (reward, trial_id)
+            self._best = (rank, trial_id)
         elif best_id != trial_id and os.path.exists(model_path):
             os.remove(model_path)
 
@@ -295,14 +301,21 @@ class ChildSearch(oracle_lib.NASRL):
         durable.fault_point("after_record")
         summaries.write_child(self._logdir, record)
         self._failures += record["status"] != "COMPLETED"
+        self._diverged += record["status"] == "COMPLETED" and bool(record.get("diverged"))
         reward = record.get("reward")
         if record["status"] == "COMPLETED" and _finite(reward):
             self._best_reward = max(reward, self._best_reward or -math.inf)
         if self.log_level >= 1 or record.get("traceback"):
-            if record["status"] == "COMPLETED":
+            if record["status"] == "COMPLETED" and record.get("diverged"):
+                what = (
+                    f"reward {record['reward']:.4f}  DIVERGED: {str(record.get('message', ''))[:300]}"
+                    f"  {_seconds(record.get('train_seconds'))}"
+                )
+            elif record["status"] == "COMPLETED":
                 what = (
                     f"reward {record['reward']:.4f}  {self.task.headline(record)}  "
-                    f"params {record['num_params']:,}  {record['train_seconds']:.1f}s"
+                    f"params {_params(record.get('num_params'))}  "
+                    f"{_seconds(record.get('train_seconds'))}"
                 )
             else:
                 what = f"FAILED ({record['reason']}): {record['message'][:300]}"
@@ -311,7 +324,11 @@ class ChildSearch(oracle_lib.NASRL):
             self._progress.update(
                 # Finished children this process knows of (a worker: its own and earlier ones).
                 done=len(self._history),
-                values={"best": self._best_reward, "failed": self._failures or None},
+                values={
+                    "best": self._best_reward,
+                    "diverged": self._diverged or None,
+                    "failed": self._failures or None,
+                },
                 prefix=f"[child {record['trial_id']}]",
                 note=what,
             )
@@ -331,32 +348,65 @@ def _finite(x) -> bool:
     return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
 
 
+def _params(n) -> str:
+    return f"{n:,}" if isinstance(n, int) and not isinstance(n, bool) else "-"
+
+
+def _seconds(x) -> str:
+    return f"{x:.1f}s" if _finite(x) else "-"
+
+
 _trial_order = history_lib.trial_order
 
 
-def _best_of(records):
-    """(reward, trial id) of the best finished record: highest finite reward, earliest on ties."""
+def _rank(record):
+    """How a finished record ranks for the best child (higher is better), or None if never.
+
+    The reward first; at equal rewards a child that trained ranks above one
+    that diverged (reward 0, `nas_tf.tasks.CellTask`), so a diverged child is
+    the best only when no other finished.
+    """
+    reward = record.get("reward")
+    if not _finite(reward):
+        return None
+    return (reward, not record.get("diverged"))
+
+
+def _best_rank_of(records):
+    """(`_rank`, trial id) of the best finished record, earliest on ties; (None, None) if none."""
     best = (None, None)
     for r in sorted(records, key=lambda r: _trial_order(r["trial_id"])):
-        if _finite(r.get("reward")) and (best[0] is None or r["reward"] > best[0]):
-            best = (r["reward"], r["trial_id"])
+        rank = _rank(r)
+        if rank is not None and (best[0] is None or rank > best[0]):
+            best = (rank, r["trial_id"])
     return best
+
+
+def _best_of(records):
+    """(reward, trial id) of the best finished record (`_rank`: highest finite reward, a
+    diverged child below a trained one of equal reward, earliest on ties)."""
+    rank, trial_id = _best_rank_of(records)
+    return (None if rank is None else rank[0]), trial_id
 
 
 def summarize(output_dir: str, task, top_k: int = 5) -> str:
     """A text table of the best `top_k` children."""
     history = read_history(output_dir)
     done = [r for r in history if r["status"] == "COMPLETED"]
-    done.sort(key=lambda r: r["reward"] if _finite(r["reward"]) else -math.inf, reverse=True)
+    done.sort(key=lambda r: _rank(r) or (-math.inf, False), reverse=True)
+    diverged = sum(bool(r.get("diverged")) for r in done)
     depth = task.space.uses_depth
     lines = [
-        f"{len(done)} children trained, {len(history) - len(done)} failed. "
+        f"{len(done)} children trained"
+        + (f" ({diverged} diverged, reward 0)" if diverged else "")
+        + f", {len(history) - len(done)} failed. "
         f"Top {min(top_k, len(done))}:",
         f"{'trial':>6} {'reward':>8}  {'validation':<18} {'params':>12}" + ("  depth" if depth else ""),
     ]
     for r in done[:top_k]:
         lines.append(
-            f"{r['trial_id']:>6} {r['reward']:8.4f}  {task.headline(r):<18} {r['num_params']:12,d}"
+            f"{r['trial_id']:>6} {r['reward']:8.4f}  {task.headline(r):<18} "
+            f"{_params(r.get('num_params')):>12}"
             + (f"  {r['architecture']['depth']:>5}" if depth else "")
         )
     return "\n".join(lines)

@@ -8,7 +8,10 @@ and returns a JSON-compatible record whose "reward" goes to the controller.
 * `ConvTask`: the CIFAR-10 convolutional search (Zoph & Le 2017, sec. 4.1);
   reward = (max validation accuracy of the last 5 epochs)^3.
 * `CellTask`: the Penn Treebank recurrent-cell search (sec. 4.2);
-  reward = 80 / (validation perplexity)^2.
+  reward = 80 / (validation perplexity)^2. A child whose loss diverges (NaN
+  or infinite) is a finished child with reward 0, the limit of c / ppl^2 as
+  the perplexity grows without bound, so that the controller learns to
+  avoid such cells (`CellTask.diverged_record`).
 
 A seeded `ConvTask` seeds each child from its seed and its architecture, so
 a child trains the same way whenever and in whichever process it runs: a
@@ -23,6 +26,7 @@ count trainings with it, across processes.
 import dataclasses
 import hashlib
 import os
+import time
 import types
 from typing import Any, Dict, Optional
 
@@ -31,6 +35,7 @@ import keras
 from nas_tf import durable
 from nas_tf import rewards
 from nas_tf import space as space_lib
+from nas_tf.children import base as children_base
 from nas_tf.children import convnet
 from nas_tf.children import language_model
 from nas_tf.children import lm_trainer
@@ -137,9 +142,16 @@ class CellTask:
         space = self.space
         arch = space.architecture_from_json(arch_json)
         description = cell_space.CellDescription.from_architecture(arch, space)
-        result = lm_trainer.train_language_model(
-            description, self.data, self.model, self.train, keep_model=bool(model_path)
-        )
+        start = time.time()
+        try:
+            result = lm_trainer.train_language_model(
+                description, self.data, self.model, self.train, keep_model=bool(model_path)
+            )
+        except children_base.ChildDivergedError as e:
+            # The cell's own failure: a reward (0), not a failed trial. Out of
+            # memory and crashes are not the cell's fault: they still fail.
+            _finished_child(model_path)
+            return self.diverged_record(str(e), time.time() - start)
         if model_path:
             with durable.atomic_path(model_path) as tmp:
                 result.model.save(tmp)
@@ -155,14 +167,47 @@ class CellTask:
             "level": self.data.level,
         }
 
+    def diverged_record(self, message: str, train_seconds: float) -> dict:
+        """The record of a child whose training or validation loss stopped being finite.
+
+        Its reward is `nas_tf.rewards.DIVERGED_PTB_REWARD` (0.0): the limit of
+        c / ppl^2 as the perplexity goes to infinity, so the controller is
+        pushed away from the cell instead of learning nothing from it. The
+        record is strict JSON: the figures it has no value for (perplexities,
+        losses, bits per token, parameters: the model is gone) are None,
+        never NaN or infinity; "diverged" is true and "message" says where
+        the loss diverged. No model is saved.
+        """
+        return {
+            "val_perplexity": None,
+            "best_val_perplexity": None,
+            "bits_per_token": None,
+            "train_loss": None,
+            "reward": rewards.DIVERGED_PTB_REWARD,
+            "diverged": True,
+            "message": message,
+            "num_params": None,
+            "train_seconds": float(train_seconds),
+            "level": self.data.level,
+        }
+
     @staticmethod
     def headline(record: dict) -> str:
+        if record.get("diverged"):
+            return "diverged"
         if record.get("level") == "char":
             return f"val_bpc {record['bits_per_token']:.3f}"
         return f"val_ppl {record['best_val_perplexity']:.2f}"
 
     @staticmethod
     def objective(record: dict) -> dict:
+        """Keras Tuner's metrics: the reward, and the best validation perplexity if any.
+
+        A diverged child reports its reward (0.0) only: Keras Tuner's metrics
+        are finite floats, and it has no perplexity.
+        """
+        if record.get("diverged") or record.get("best_val_perplexity") is None:
+            return {"reward": record["reward"]}
         return {"reward": record["reward"], "val_perplexity": record["best_val_perplexity"]}
 
 

@@ -8,6 +8,10 @@
   output directory itself): the controller's figures per update
   (`nas_tf.summaries`).
 
+A recurrent cell whose loss diverged is a completed child with reward 0,
+"diverged": true and no perplexity (`nas_tf.tasks.CellTask`): it counts as
+trained, and ranks below any child that trained to the same reward.
+
 A running search may be appending: a last line without its newline is
 skipped; any other line that is not a record is a `nas_tf.history.HistoryError`
 naming the file and line, as it is for the search.
@@ -46,6 +50,11 @@ class SearchFiles:
         return [r for r in self.records if r.get("status") == "COMPLETED" and _finite(r.get("reward"))]
 
     @property
+    def diverged(self) -> List[dict]:
+        """Completed children whose loss diverged (reward 0, no perplexity)."""
+        return [r for r in self.completed if r.get("diverged")]
+
+    @property
     def failed(self) -> List[dict]:
         return [r for r in self.records if r.get("status") != "COMPLETED"]
 
@@ -54,10 +63,13 @@ class SearchFiles:
         return sorted({str(r["worker"]) for r in self.records if r.get("worker") is not None})
 
     def best(self) -> Optional[dict]:
-        """The best child: highest reward, earliest on ties (as the search exports it)."""
+        """The best child: highest reward, earliest on ties (as the search exports it).
+
+        A diverged child ranks below a trained one of equal reward.
+        """
         best = None
         for r in self.completed:
-            if best is None or r["reward"] > best["reward"]:
+            if best is None or rank(r) > rank(best):
                 best = r
         return best
 
@@ -69,6 +81,12 @@ class SearchFiles:
             return space_lib.Architecture.from_json(json.dumps(arch))
         except space_lib.ArchitectureError:
             return None
+
+
+def rank(record: dict):
+    """A completed record's rank for the best child (`nas_tf.search._rank`): the reward,
+    then trained above diverged."""
+    return (record["reward"], not record.get("diverged"))
 
 
 def _finite(x) -> bool:

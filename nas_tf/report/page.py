@@ -20,7 +20,9 @@ pre { background: #f7f7f7; padding: 8px; font-size: 12px; overflow-x: auto; }
 
 
 def metric(record: dict) -> str:
-    """The child's headline validation figure."""
+    """The child's headline validation figure ("diverged" for a cell whose loss diverged)."""
+    if record.get("diverged"):
+        return "diverged"
     if isinstance(record.get("val_accuracy"), list) and record["val_accuracy"]:
         return f"val acc {max(record['val_accuracy']):.4f}"
     if isinstance(record.get("best_val_perplexity"), (int, float)):
@@ -36,7 +38,8 @@ def metric(record: dict) -> str:
 def top_rows(files: data_lib.SearchFiles, k: int) -> List[dict]:
     """The k best children, best first (earliest on ties)."""
     done = sorted(
-        enumerate(files.completed), key=lambda item: (-item[1]["reward"], item[0])
+        enumerate(files.completed),
+        key=lambda item: (-item[1]["reward"], bool(item[1].get("diverged")), item[0]),
     )
     return [r for _, r in done[:k]]
 
@@ -67,7 +70,9 @@ def render(
         ("output directory", files.output_dir),
         ("space", f"{c.get('space', '?')} {c.get('space_overrides') or ''}"),
         ("dataset", c.get("dataset", "?")),
-        ("children", f"{len(files.completed)} trained, {len(files.failed)} failed"
+        ("children", f"{len(files.completed)} trained"
+                     + (f" ({len(files.diverged)} diverged, reward 0)" if files.diverged else "")
+                     + f", {len(files.failed)} failed"
                      + (f", of {c['max_trials']} planned" if "max_trials" in c else "")),
         ("controller updates", str(len(files.updates))),
         ("method", c.get("preset", "?")),

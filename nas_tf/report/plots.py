@@ -73,13 +73,20 @@ def rewards(files: data_lib.SearchFiles, path: str) -> Optional[str]:
         window = window_for(len(y))
         ax.plot(x, moving_average(y, window), color="black", lw=1.6, label=f"moving average ({window})")
         ax.step(x, best_so_far(y), where="post", color="tab:red", lw=1.6, label="best so far")
+    diverged = [i for i, r in enumerate(done) if r.get("diverged")]
+    if diverged:  # Trained children too (reward 0), marked apart.
+        ax.scatter(x[diverged], y[diverged], marker="v", color="tab:orange", s=22,
+                   label="diverged (reward 0)")
     failed = [order[r["trial_id"]] for r in files.failed if r["trial_id"] in order]
     if failed:
         bottom = float(np.min(y)) if len(y) else 0.0
         ax.scatter(failed, [bottom] * len(failed), marker="x", color="tab:red", s=28, label="failed")
     ax.set_xlabel("child (trial order)")
     ax.set_ylabel("reward")
-    ax.set_title(f"Reward per child: {len(done)} trained, {len(files.failed)} failed")
+    diverged_note = f" ({len(diverged)} diverged)" if diverged else ""
+    ax.set_title(
+        f"Reward per child: {len(done)} trained{diverged_note}, {len(files.failed)} failed"
+    )
     ax.grid(alpha=0.3)
     ax.legend(loc="lower right", fontsize=8)
     fig.subplots_adjust(left=0.11, right=0.98, top=0.92, bottom=0.12)
