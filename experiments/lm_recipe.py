@@ -111,8 +111,14 @@ def grid(args) -> List[dict]:
     return points
 
 
-def key(stage: str, model: str, point: dict, seed: int) -> str:
-    return json.dumps([stage, model, point, seed], sort_keys=True)
+def context(args) -> dict:
+    """What every run of this output directory shares; a run of another context is not reused."""
+    names = ("data", "units", "epochs", "lr_decay_after", "max_train_batches", "max_eval_batches")
+    return {n: getattr(args, n) for n in names}
+
+
+def key(args, model: str, point: dict, seed: int) -> str:
+    return json.dumps([context(args), model, point, seed], sort_keys=True)
 
 
 def train_one(args, model, point: dict, seed: int, data, levels) -> dict:
@@ -235,14 +241,14 @@ def main(argv=None):
 
     data = data_lib.load(args.data, args.data_dir)
     levels = ngram.split_levels(data)
-    shape = types.SimpleNamespace(final_units=args.units, cell_base=4)
+    shape = types.SimpleNamespace(final_units=args.units, cell_base=4, cell_functions="paper")
     models = {m.name: m for m in rcs.final_models(shape, [], data.vocab_size)}
     os.makedirs(args.output_dir, exist_ok=True)
     path = os.path.join(args.output_dir, "runs.jsonl")
     done = {r["key"]: r for r in jsonl.records(path)} if os.path.exists(path) else {}
 
     def run(stage, name, point, seed):
-        k = key(stage if stage == "confirm" and seed else "sweep", name, point, seed)
+        k = key(args, name, point, seed)
         if k not in done:
             record = {"key": k, **train_one(args, models[name], point, seed, data, levels)}
             durable.append_line(path, json.dumps(record, sort_keys=True))

@@ -1,49 +1,70 @@
-"""Benchmark: the paper's recurrent-cell claim, end to end, against two baselines.
+"""Benchmark: the paper's recurrent-cell claim, end to end, against its baselines.
 
 Zoph & Le 2017 (sec. 4.2, Table 2) report that the cell their controller
 found beats LSTM language models of the same size. This program replays the
-whole pipeline at a size chosen by flags, from one command:
+whole pipeline at a size chosen by flags, from one command, on one or more
+datasets (`--data=text,text_char`: word and character level):
 
-1. Search. The `ptb_cell` space (base 4 by default, 8 as in the paper),
-   children = small 2-layer language models trained a few batches, reward
-   80 / (validation perplexity)^2 (`nas_tf.tasks.CellTask`, the search's own
-   child). Two methods, the same budget of distinct children, the same child
-   settings and seeds:
+1. Search. The `ptb_cell` space (base 4 by default, 8 as in the paper;
+   `--cell_functions=extended` adds max and sin, the paper's control
+   experiment 1), children = small 2-layer language models trained a few
+   batches, reward 80 / (validation perplexity)^2 (`nas_tf.tasks.CellTask`,
+   the search's own child). Four methods, the same child settings and seeds;
+   the three multi-trial ones with the same budget of children:
      controller  `nas_tf.search.run` with the library defaults (the
                  `default` preset: `ControllerConfig()`, `ReinforceConfig()`,
                  re-use of known rewards);
+     paper       the same search with the controller's `paper` preset (Zoph
+                 & Le's method where it is specified: plain REINFORCE, Adam
+                 0.0005 for cells, every sample trained, nothing mutated);
+                 against random search this is the paper's control
+                 experiment 2;
      random      uniform random cells without repeats (numpy), as
                  experiments/nasbench201.py runs random search, each trained
-                 by the same `CellTask`.
+                 by the same `CellTask`;
+     shared      the weight-sharing search (ENAS; `nas_tf.search.run` with
+                 `weight_sharing`, experiments/ptb_shared.flags' controller):
+                 one supernet of --child_units trained --shared_epochs x
+                 --shared_steps_per_epoch steps, its best cell the derived
+                 one (`best_architecture.json`).
 2. Final training (`nas_tf.train_lm.run`). The best cell of every search,
    `keras.layers.LSTM`, the hand-written LSTM-like cell (`lstm_like()`) and
    the paper's cell (experiments/paper/ptb_cell_base8.json), each as a full
    language model with the same parameter count (the width of each is
    solved so that it lands within 2 % of the LSTM's at --final_units), the
-   same schedule and --final_seeds training seeds. Then milliseconds per
-   training step, measured on fresh copies of every model in alternating
-   rounds (`cell_vs_lstm.step_times`), so that load from other processes
-   weighs on all alike.
-3. Report: `<output_dir>/report.md` (the tables, the settings, the command
-   and the compute time) and a plot (test perplexity per model with error
-   bars; the best reward over children, controller against random).
+   same recipe (--final_optimizer, --final_learning_rate, --final_init_scale,
+   --final_dropout: the one experiments/lm_recipe.py chooses) and
+   --final_seeds training seeds. Then milliseconds per training step,
+   measured on fresh copies of every model in alternating rounds
+   (`cell_vs_lstm.step_times`), so that load from other processes weighs on
+   all alike.
+3. Report: `<output_dir>/report.md`: per dataset the tables (test perplexity,
+   or bits per character at character level), a verdict computed from them
+   (each comparison's difference of means against the larger sample
+   standard deviation), the settings and compute time; the command and its
+   wall time; and a plot per dataset (test figure per model with error bars;
+   the best reward over children, per multi-trial method). With one dataset
+   everything is in <output_dir> as it has always been; with several, each
+   dataset's searches and final models are in <output_dir>/<data>/.
 
-Nothing finished is redone: a search resumes (the controller's from its own
-state, random search from its `history.jsonl`), a finished search writes
-`summary.json` and is skipped, every final model writes `results.json` and
-is skipped, and the timing writes `timing.json`. Run the same command again
-after a kill. A larger --budget extends finished searches (the controller
-continues its policy; random search draws the same sequence further), and a
-final model whose best cell or settings changed is trained again.
+Nothing finished is redone: a search resumes (the controller's and the
+weight-sharing search from their own state, random search from its
+`history.jsonl`), a finished search writes `summary.json` and is skipped,
+every final model writes `results.json` and is skipped, and the timing
+writes `timing.json`. Run the same command again after a kill. A larger
+--budget extends finished multi-trial searches (the controller continues its
+policy; random search draws the same sequence further), and a final model
+whose best cell or settings changed is trained again.
 
 Usage:
     python experiments/replicate_cell_search.py --quick          # a few minutes
-    python experiments/replicate_cell_search.py                  # the laptop run
+    python experiments/replicate_cell_search.py --data=text,text_char   # the laptop run
     python experiments/replicate_cell_search.py --cell_base=8 --budget=300 \\
         --child_units=64 --child_epochs=2 --child_max_train_batches= ...   # see docs
 """
 
 import argparse
+import copy
 import dataclasses
 import json
 import math
@@ -63,17 +84,42 @@ sys.path.insert(0, os.path.join(_HERE, ".."))
 from nas_tf import durable  # noqa: E402
 from nas_tf import history  # noqa: E402
 from nas_tf import space as space_lib  # noqa: E402
+from nas_tf.spaces import cell as cell_space  # noqa: E402 (plain Python, no TensorFlow)
 
 PAPER_CELL = os.path.join(_HERE, "paper", "ptb_cell_base8.json")
-METHODS = ("controller", "random")
-# Final models that are not a search's: name -> what the tables call them.
+DATASETS = ("text", "text_char", "ptb", "ptb_char")
+# Multi-trial searches (a budget of trained children) -> the controller preset (None: random).
+MULTI_TRIAL = {"controller": "default", "paper": "paper", "random": None}
+SHARED = "shared"  # The weight-sharing search.
+METHODS = tuple(MULTI_TRIAL) + (SHARED,)
+# What the tables call the final models of each search method.
+SEARCHED = {
+    "controller": "controller's best cell",
+    "paper": "paper preset's best cell",
+    "random": "random search's best cell",
+    SHARED: "weight-sharing search's derived cell",
+}
+# Final models that are not a search's: group -> what the tables call them.
 BASELINES = {
     "lstm": "keras.layers.LSTM",
     "lstm_like": "LSTM-like cell (lstm_like)",
-    "paper": "paper's cell (base 8)",
+    "paper_cell": "paper's cell (base 8)",
 }
+# The verdict's comparisons: (group, group it is compared with, how the sentence names each).
+COMPARISONS = (
+    ("controller", "random", "Controller's cells", "random search's"),
+    ("controller", "lstm", "Controller's cells", "keras.layers.LSTM's"),
+    ("paper", "random", "The paper preset's cells", "random search's"),
+    ("shared", "random", "The weight-sharing search's cells", "random search's"),
+    ("paper_cell", "lstm", "The paper's cell", "keras.layers.LSTM's"),
+)
 TOLERANCE = 0.02  # Final models' parameter counts may differ from the target by 2 %.
 SUMMARY = "summary.json"
+OPTIMIZERS = ("sgd", "adam")
+# The weight-sharing search's controller: experiments/ptb_shared.flags' (ENAS's PTB
+# controller: logits 2.5 tanh, entropy bonus 1e-3).
+SHARED_TANH_CONSTANT = 2.5
+SHARED_ENTROPY_WEIGHT = 1e-3
 
 
 # -- settings ------------------------------------------------------------------
@@ -83,15 +129,17 @@ def parse_args(argv=None):
     """Command-line flags (--quick replaces the sizes by a few-minute run's)."""
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--output_dir", default="runs/replicate_cell_search",
-                   help="Where searches, final models and the report go (resumed from).")
+                   help="Where searches, final models and the report go (resumed from); with "
+                   "several --data, each dataset's in <output_dir>/<data>/.")
     p.add_argument("--quick", action="store_true", help="Tiny sizes: the whole pipeline in a "
                    "few minutes (for tests); overrides the size flags.")
-    p.add_argument("--data", default="text", choices=("text", "text_char", "ptb", "ptb_char"),
-                   help="Dataset: the embedded corpus (text, text_char) or a prepared Penn "
-                   "Treebank (ptb, ptb_char, with --data_dir).")
+    p.add_argument("--data", default="text",
+                   help="Comma-separated datasets, each run through the whole pipeline: the "
+                   "embedded corpus (text, text_char) or a prepared Penn Treebank (ptb, "
+                   "ptb_char, with --data_dir).")
     p.add_argument("--data_dir", help="TFDS directory with a prepared Penn Treebank.")
-    p.add_argument("--methods", default="controller,random",
-                   help="Comma-separated search methods: controller, random.")
+    p.add_argument("--methods", default=",".join(METHODS),
+                   help=f"Comma-separated search methods: {', '.join(METHODS)}.")
     p.add_argument("--seeds", type=int, default=3, help="Searches per method (seeds 1..n).")
     p.add_argument("--only_seed", type=int, default=0, help="Run only the searches of this "
                    "seed (0: all); with --searches_only, to spread searches over processes.")
@@ -99,18 +147,47 @@ def parse_args(argv=None):
                    "(no final training, no report): run the searches of each method or seed "
                    "as separate processes or machines sharing --output_dir, then the whole "
                    "command, which finds them done.")
-    p.add_argument("--budget", type=int, default=60, help="Distinct children per search.")
+    p.add_argument("--budget", type=int, default=60, help="Children per multi-trial search "
+                   "(distinct ones, except the paper preset's, which trains repeats too).")
     p.add_argument("--cell_base", type=int, default=4, help="Leaves of the searched cell "
                    "(paper: 8).")
-    p.add_argument("--child_units", type=int, default=32, help="Width of every child.")
+    p.add_argument("--cell_functions", default=cell_space.PAPER,
+                   choices=list(cell_space.FUNCTIONS), help="The nodes' functions: 'paper' "
+                   "(add, elem_mult; identity, tanh, sigmoid, relu) or 'extended' (max and "
+                   "sin added: the paper's control experiment 1).")
+    p.add_argument("--child_units", type=int, default=32, help="Width of every child (and "
+                   "of the weight-sharing supernet).")
     p.add_argument("--child_epochs", type=int, default=1, help="Epochs per child (paper: 35).")
     p.add_argument("--child_max_train_batches", type=int, default=60,
                    help="Batches per child epoch (0: the whole training split).")
     p.add_argument("--child_max_eval_batches", type=int, default=20,
                    help="Validation batches per child (0: the whole split).")
+    p.add_argument("--child_optimizer", default="sgd", choices=OPTIMIZERS,
+                   help="Children's optimizer (sgd: Zaremba et al.'s).")
+    p.add_argument("--child_learning_rate", type=float, default=1.0,
+                   help="Children's learning rate (SGD 1.0; Adam e.g. 0.002).")
+    p.add_argument("--child_init_scale", type=float, default=0.05,
+                   help="Children's (and the supernet's) weights start in [-s, s].")
     p.add_argument("--isolate_children", type=int, choices=(0, 1), default=1,
                    help="1: children train in a recycled worker process (the search's "
                    "default); 0: in this process.")
+    p.add_argument("--shared_epochs", type=int, default=10,
+                   help="Weight-sharing search: epochs (each: shared-weight steps, then the "
+                   "controller's samples; the first quarter draws uniformly).")
+    p.add_argument("--shared_steps_per_epoch", type=int, default=100,
+                   help="Weight-sharing search: shared-weight steps per epoch.")
+    p.add_argument("--shared_learning_rate", type=float, default=0.05,
+                   help="Weight-sharing search: the shared weights' SGD (Nesterov 0.9, cosine "
+                   "to 0.0005, clip 5) starts here (ENAS: 0.05; experiments/ptb_shared.flags' "
+                   "0.25 diverged at 32 units on the embedded corpus).")
+    p.add_argument("--shared_batch_size", type=int, default=20,
+                   help="Weight-sharing search: windows of 35 tokens per step.")
+    p.add_argument("--shared_controller_samples", type=int, default=50,
+                   help="Weight-sharing search: controller samples per epoch, each rewarded "
+                   "on one validation minibatch.")
+    p.add_argument("--shared_derive_samples", type=int, default=30,
+                   help="Weight-sharing search: cells drawn from the final policy and ranked "
+                   "on the whole validation split; the best is the search's cell.")
     p.add_argument("--final_seeds", type=int, default=3, help="Training seeds per final model.")
     p.add_argument("--final_units", type=int, default=128, help="Width of the LSTM; its "
                    "parameter count is every final model's target.")
@@ -120,13 +197,23 @@ def parse_args(argv=None):
     p.add_argument("--final_max_eval_batches", type=int, default=0,
                    help="Validation and test batches of final models (0: whole splits).")
     p.add_argument("--final_lr_decay_after", type=int, default=4,
-                   help="Final models: epochs at SGD 1.0, then x0.8 per epoch.")
+                   help="Final models: epochs at the full learning rate, then x0.8 per epoch.")
+    p.add_argument("--final_optimizer", default="sgd", choices=OPTIMIZERS,
+                   help="Final models' optimizer (sgd: Zaremba et al.'s).")
+    p.add_argument("--final_learning_rate", type=float, default=1.0,
+                   help="Final models' learning rate (SGD 1.0; Adam e.g. 0.002).")
+    p.add_argument("--final_init_scale", type=float, default=0.05,
+                   help="Final models' weights start in [-s, s] (Zaremba et al.: 0.05).")
+    p.add_argument("--final_dropout", type=float, default=None,
+                   help="Final models' input and output dropout (default: --dropout).")
     p.add_argument("--dropout", type=float, default=0.5,
-                   help="Input and output dropout of children and final models.")
+                   help="Input and output dropout of children (and the supernet) and, unless "
+                   "--final_dropout, of final models.")
     p.add_argument("--timing_rounds", type=int, default=3, help="Alternating timing rounds.")
     p.add_argument("--timing_steps", type=int, default=10, help="Steps per model and round.")
-    p.add_argument("--plot", default="", help="Where the plot goes "
-                   "(default: <output_dir>/cell_search_replication.png).")
+    p.add_argument("--plot", default="", help="Where the plot goes (default: "
+                   "cell_search_replication.png in each dataset's directory; with several "
+                   "datasets a given path gets _<data> before its extension).")
     p.add_argument("--verbose", type=int, choices=(0, 1), default=1,
                    help="1: a line per child and per final model.")
     args = p.parse_args(argv)
@@ -134,36 +221,81 @@ def parse_args(argv=None):
         args.seeds, args.budget, args.final_seeds = 2, 3, 2
         args.child_units, args.child_epochs = 8, 1
         args.child_max_train_batches, args.child_max_eval_batches = 3, 2
-        args.final_units, args.final_epochs = 40, 1
+        args.shared_epochs, args.shared_steps_per_epoch, args.shared_batch_size = 2, 3, 4
+        args.shared_controller_samples, args.shared_derive_samples = 3, 3
+        args.final_units, args.final_epochs = 48, 1  # 48: base 8 within 2 % at both levels.
         args.final_max_train_batches, args.final_max_eval_batches = 4, 2
         args.timing_rounds, args.timing_steps = 1, 2
         args.isolate_children = 0
+    args.datasets = [d.strip() for d in args.data.split(",") if d.strip()]
+    bad = [d for d in args.datasets if d not in DATASETS]
+    if bad or not args.datasets or len(set(args.datasets)) != len(args.datasets):
+        p.error(f"--data: give distinct names from {list(DATASETS)}, got {args.data!r}.")
+    args.data = args.datasets[0]
     args.methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     bad = [m for m in args.methods if m not in METHODS]
     if bad or not args.methods:
         p.error(f"--methods: unknown {bad}; choose from {list(METHODS)}.")
     for name in ("seeds", "budget", "child_units", "child_epochs", "final_seeds",
-                 "final_units", "final_epochs", "timing_rounds", "timing_steps"):  # fmt: skip
+                 "final_units", "final_epochs", "timing_rounds", "timing_steps",
+                 "shared_epochs", "shared_steps_per_epoch", "shared_batch_size",
+                 "shared_controller_samples", "shared_derive_samples"):  # fmt: skip
         if getattr(args, name) < 1:
             p.error(f"--{name} must be positive, got {getattr(args, name)}.")
     for name in ("child_max_train_batches", "child_max_eval_batches",
                  "final_max_train_batches", "final_max_eval_batches"):  # fmt: skip
         if getattr(args, name) < 0:
             p.error(f"--{name} must be 0 (all) or positive, got {getattr(args, name)}.")
+    for name in ("child_learning_rate", "child_init_scale", "final_learning_rate",
+                 "final_init_scale", "shared_learning_rate"):  # fmt: skip
+        value = getattr(args, name)
+        if not (math.isfinite(value) and value > 0):
+            p.error(f"--{name} must be positive, got {value}.")
     if not 0 <= args.only_seed <= args.seeds:
         p.error(f"--only_seed must be 0 (all) or in 1..{args.seeds}, got {args.only_seed}.")
     if args.only_seed and not args.searches_only:
         p.error("--only_seed runs part of the searches; give --searches_only with it.")
     if args.cell_base < 2 or args.cell_base & (args.cell_base - 1):
         p.error(f"--cell_base must be a power of two >= 2, got {args.cell_base}.")
-    if not 0 <= args.dropout < 1:
-        p.error(f"--dropout must be in [0, 1), got {args.dropout}.")
+    if args.final_dropout is None:
+        args.final_dropout = args.dropout
+    for name in ("dropout", "final_dropout"):
+        if not 0 <= getattr(args, name) < 1:
+            p.error(f"--{name} must be in [0, 1), got {getattr(args, name)}.")
+    args.root_dir, args.plot_flag = args.output_dir, args.plot
     args.plot = args.plot or os.path.join(args.output_dir, "cell_search_replication.png")
     return args
 
 
+def for_dataset(args, name: str):
+    """`args` for one dataset: its --data, output directory and plot.
+
+    With one dataset, the output directory is --output_dir itself (as it has
+    always been); with several, <output_dir>/<name>.
+    """
+    out = copy.copy(args)
+    out.data = name
+    several = len(args.datasets) > 1
+    out.output_dir = os.path.join(args.root_dir, name) if several else args.root_dir
+    if args.plot_flag and several:
+        stem, ext = os.path.splitext(args.plot_flag)
+        out.plot = f"{stem}_{name}{ext or '.png'}"
+    else:
+        out.plot = args.plot_flag or os.path.join(out.output_dir, "cell_search_replication.png")
+    return out
+
+
 def _batches(n: int) -> Optional[int]:
     return n or None
+
+
+def space_overrides(args) -> dict:
+    """The searches' `space_overrides` (the function set only when not the paper's, so that
+    searches started before --cell_functions existed resume unchanged)."""
+    overrides = {"base": args.cell_base}
+    if args.cell_functions != cell_space.PAPER:
+        overrides["functions"] = args.cell_functions
+    return overrides
 
 
 def child_configs(args, seed: int):
@@ -172,19 +304,23 @@ def child_configs(args, seed: int):
     from nas_tf.children import lm_trainer
 
     model = lm.LanguageModelConfig(
-        units=args.child_units, input_dropout=args.dropout, output_dropout=args.dropout
-    )
+        units=args.child_units, input_dropout=args.dropout, output_dropout=args.dropout,
+        init_scale=args.child_init_scale,
+    )  # fmt: skip
     train = lm_trainer.TrainConfig(
         epochs=args.child_epochs,
         max_train_batches=_batches(args.child_max_train_batches),
         max_eval_batches=_batches(args.child_max_eval_batches),
         seed=seed,
+        learning_rate=args.child_learning_rate,
+        optimizer=args.child_optimizer,
     )
     return model, train
 
 
 def final_train_config(args, seed: int):
-    """The `TrainConfig` every final model trains with (Zaremba et al.'s schedule)."""
+    """The `TrainConfig` every final model trains with (Zaremba et al.'s schedule and
+    clipping, with the recipe's optimizer and learning rate)."""
     from nas_tf.children import lm_trainer
 
     return lm_trainer.TrainConfig(
@@ -193,9 +329,22 @@ def final_train_config(args, seed: int):
         max_train_batches=_batches(args.final_max_train_batches),
         max_eval_batches=_batches(args.final_max_eval_batches),
         seed=seed,
+        learning_rate=args.final_learning_rate,
+        optimizer=args.final_optimizer,
     )
 
 
+def final_model_config(args, model: "FinalModel"):
+    """The `LanguageModelConfig` of one final model (the recipe's dropout and weight range)."""
+    from nas_tf.children import language_model as lm
+
+    return lm.LanguageModelConfig(
+        units=model.units,
+        input_dropout=args.final_dropout,
+        output_dropout=args.final_dropout,
+        init_scale=args.final_init_scale,
+        cell="lstm" if model.description is None else "nas",
+    )
 # -- searches -----------------------------------------------------------------
 
 
@@ -319,23 +468,27 @@ def _summarize_search(records: List[dict], method: str, seed: int, seconds: floa
 
 def run_search(args, method: str, seed: int, data) -> dict:
     """One search (resumed if started, skipped if finished); returns its summary."""
-    from nas_tf import search, tasks
+    if method == SHARED:
+        return run_shared_search(args, seed, data)
+    from nas_tf import search, settings, tasks
     from nas_tf.children import worker
 
     out = os.path.join(args.output_dir, "searches", f"{method}_seed{seed}")
     summary = _read_json(os.path.join(out, SUMMARY))
     if summary is not None and summary["children"] >= args.budget:
-        return summary  # A larger --budget extends it (both methods resume exactly).
+        return summary  # A larger --budget extends it (every method resumes exactly).
     model, train = child_configs(args, seed)
     start = time.time()
     say = print if args.verbose else (lambda *a, **k: None)
     say(f"[{method} seed {seed}] {args.budget} children -> {out}", flush=True)
-    if method == "controller":
-        # The library's defaults: SearchConfig's controller, REINFORCE and preset.
-        config = search.SearchConfig(
-            output_dir=out,
+    if MULTI_TRIAL[method] is not None:
+        # The controller with a preset of the library: "default" (SearchConfig's own
+        # controller, REINFORCE and rules) or "paper" (with the cell family's override).
+        config = settings.search_config(
+            out,
+            preset=MULTI_TRIAL[method],
             space="ptb_cell",
-            space_overrides={"base": args.cell_base},
+            space_overrides=space_overrides(args),
             dataset=args.data,
             data_dir=args.data_dir,
             max_trials=args.budget,
@@ -348,7 +501,7 @@ def run_search(args, method: str, seed: int, data) -> dict:
         search.run(config, data=data)
         records = search.read_history(out)
     else:
-        task = tasks.make_task("ptb_cell", {"base": args.cell_base}, data,
+        task = tasks.make_task("ptb_cell", space_overrides(args), data,
                                lm_model=model, lm_train=train)  # fmt: skip
         pool = worker.WorkerPool(task) if args.isolate_children else task
 
@@ -367,6 +520,99 @@ def run_search(args, method: str, seed: int, data) -> dict:
     summary = _summarize_search(records, method, seed, earlier + time.time() - start)
     _write_json(os.path.join(out, SUMMARY), summary)
     return summary
+
+
+def shared_settings(args) -> dict:
+    """The weight-sharing search's `SharedSearchConfig` fields (`settings.search_config`'s
+    `weight_sharing`), recorded in its summary."""
+    return {
+        "method": "controller",
+        "epochs": args.shared_epochs,
+        "steps_per_epoch": args.shared_steps_per_epoch,
+        "batch_size": args.shared_batch_size,
+        "controller_samples": args.shared_controller_samples,
+        "derive_samples": args.shared_derive_samples,
+        "training": {"learning_rate": args.shared_learning_rate},
+    }
+
+
+def run_shared_search(args, seed: int, data) -> dict:
+    """The weight-sharing search of `seed` (resumed if started, skipped if finished).
+
+    Its supernet has the children's width, dropout, weight range and window
+    length; its controller is experiments/ptb_shared.flags' (the `enas`
+    preset, logits 2.5 tanh, entropy bonus 1e-3), its shared weights' SGD
+    starts at --shared_learning_rate. Its cell is the derived best
+    (`best_architecture.json`): no child is trained alone, so its summary has
+    no per-child rewards; it has the shared-weight steps and the derived
+    cells' validation perplexity on the shared weights.
+    """
+    from nas_tf import search, settings
+    from nas_tf.supernets import search as shared_search
+
+    out = os.path.join(args.output_dir, "searches", f"{SHARED}_seed{seed}")
+    wanted = json.loads(json.dumps(shared_settings(args)))
+    summary = _read_json(os.path.join(out, SUMMARY))
+    if summary is not None and summary.get("settings") == wanted:
+        return summary  # Other sizes: search.run refuses to mix them (ConfigChangedError).
+    model, train = child_configs(args, seed)
+    start = time.time()
+    if args.verbose:
+        print(f"[{SHARED} seed {seed}] {args.shared_epochs} x {args.shared_steps_per_epoch} "
+              f"shared-weight steps -> {out}", flush=True)  # fmt: skip
+    config = settings.search_config(
+        out,
+        space="ptb_cell",
+        space_overrides=space_overrides(args),
+        dataset=args.data,
+        data_dir=args.data_dir,
+        seed=seed,
+        lm_model=model,
+        lm_train=train,
+        weight_sharing=shared_settings(args),
+        controller={"tanh_constant": SHARED_TANH_CONSTANT},
+        reinforce={"entropy_weight": SHARED_ENTROPY_WEIGHT},
+        verbose=args.verbose,
+    )
+    search.run(config, data=data)
+    derived = history.read(out)  # Best first.
+    with open(os.path.join(out, shared_search.LOG), encoding="utf-8") as f:
+        log = [json.loads(line) for line in f if line.strip()]
+    summary = _summarize_shared(derived, log, seed, time.time() - start, wanted)
+    if not math.isfinite(summary["best_val_perplexity"] or math.nan):
+        raise RuntimeError(
+            f"The {SHARED} search of seed {seed} diverged: its shared weights give no finite "
+            f"validation perplexity (loss per epoch: {[r.get('train_loss') for r in log]}), so "
+            f"its derived cell means nothing. Remove {out} and run again with a lower "
+            "--shared_learning_rate."
+        )
+    _write_json(os.path.join(out, SUMMARY), summary)
+    return summary
+
+
+def _summarize_shared(derived: List[dict], log: List[dict], seed: int, seconds: float,
+                      settings: dict) -> dict:  # fmt: skip
+    """A weight-sharing search's summary: steps, the derived cells and the best one."""
+    if not derived:
+        raise RuntimeError(f"The {SHARED} search of seed {seed} derived no cell.")
+    best = derived[0]
+    return {
+        "method": SHARED,
+        "kind": SHARED,
+        "seed": seed,
+        "settings": settings,
+        "steps": max((r.get("step", 0) for r in log), default=0),
+        "controller_updates": max((r.get("controller_updates", 0) for r in log), default=0),
+        "derived": len(derived),
+        "derived_val_perplexities": [r.get("val_perplexity") for r in derived],
+        "best_val_perplexity": best.get("val_perplexity"),
+        "best_architecture": best["architecture"],
+        "seconds": seconds,
+    }
+
+
+def is_shared(search: dict) -> bool:
+    return search.get("kind") == SHARED
 
 
 # -- final training --------------------------------------------------------------
@@ -390,8 +636,9 @@ class FinalModel:
     """One model of the final comparison.
 
     Attributes:
-      name: directory name, e.g. "controller_seed1" or "lstm".
-      group: "controller", "random", or a key of `BASELINES`.
+      name: directory name, e.g. "controller_seed1", "lstm" or "paper" (the
+        paper's cell).
+      group: a search method of `METHODS`, or a key of `BASELINES`.
       description: the cell; None for the LSTM.
       units: the width that gives the target parameter count.
       parameters: that count (`count_parameters`).
@@ -412,20 +659,19 @@ def final_models(args, searches: List[dict], vocab_size: int) -> List[FinalModel
     """
     from nas_tf import train_lm
     from nas_tf.children import language_model as lm
-    from nas_tf.spaces import cell as cell_space
 
     def count(base, cell, use_bias):
         return lambda u: lm.count_parameters(base, u, vocab_size, cell=cell, use_bias=use_bias)
 
     target = count(lm.LSTM_BASE, "lstm", True)(args.final_units)
+    space = cell_space.ptb_cell(args.cell_base, args.cell_functions)
     cells = []
     for s in searches:
         arch = space_lib.Architecture.from_json(json.dumps(s["best_architecture"]))
-        space = cell_space.ptb_cell(args.cell_base)
         description = cell_space.CellDescription.from_architecture(space.validate(arch), space)
-        cells.append((f"{s['method']}_seed{s['seed']}", s["method"], description))
+        cells.append((_name(s), s["method"], description))
     cells.append(("lstm_like", "lstm_like", cell_space.lstm_like()))
-    cells.append(("paper", "paper", train_lm.load_architecture(PAPER_CELL, 8)))
+    cells.append(("paper", "paper_cell", train_lm.load_architecture(PAPER_CELL, 8)))
     models = [FinalModel("lstm", "lstm", None, args.final_units, target)]
     for name, group, description in cells:
         n = count(description.base, "nas", False)
@@ -449,7 +695,6 @@ def train_final(args, model: FinalModel, seed: int, data) -> dict:
     import keras
 
     from nas_tf import train_lm
-    from nas_tf.children import language_model as lm
     from nas_tf.children.base import ChildTrainingError
 
     out = os.path.join(args.output_dir, "final", model.name, f"seed{seed}")
@@ -458,12 +703,7 @@ def train_final(args, model: FinalModel, seed: int, data) -> dict:
         data_name=args.data,
         data_dir=args.data_dir,
         description=model.description,
-        model=lm.LanguageModelConfig(
-            units=model.units,
-            input_dropout=args.dropout,
-            output_dropout=args.dropout,
-            cell="lstm" if model.description is None else "nas",
-        ),
+        model=final_model_config(args, model),
         train=final_train_config(args, seed),
         verbose=0,
     )
@@ -492,24 +732,36 @@ def train_final(args, model: FinalModel, seed: int, data) -> dict:
 
 
 def _same_run(old: dict, new: dict) -> bool:
-    """Whether two `RunConfig.to_dict()`s train the same model the same way."""
+    """Whether two `RunConfig.to_dict()`s train the same model the same way.
+
+    A field that `old` lacks (written before the field existed, such as
+    `TrainConfig.optimizer`) counts as its dataclass default: such a run
+    trained with it.
+    """
+    from nas_tf.children import language_model as lm
+    from nas_tf.children import lm_trainer
+
     keys = ("data_name", "cell", "model", "train")
-    return json.loads(json.dumps({k: old.get(k) for k in keys})) == json.loads(
-        json.dumps({k: new.get(k) for k in keys})
-    )
+    old = json.loads(json.dumps({k: old.get(k) for k in keys}))
+    new = json.loads(json.dumps({k: new.get(k) for k in keys}))
+    for key, config in (("model", lm.LanguageModelConfig), ("train", lm_trainer.TrainConfig)):
+        if isinstance(old.get(key), dict):
+            defaults = json.loads(json.dumps(dataclasses.asdict(config())))
+            old[key] = {**defaults, **old[key]}
+    return old == new
 
 
 def time_models(args, models: List[FinalModel], data) -> Dict[str, float]:
-    """ms per training step of every final model, alternating rounds (cached in timing.json)."""
+    """ms per training step of every final model, alternating rounds (cached in timing.json,
+    with the seconds the timing took)."""
     import keras
-
-    from nas_tf.children import language_model as lm
 
     path = os.path.join(args.output_dir, "timing.json")
     signature = {m.name: [m.units, None if m.description is None else m.description.to_config()]
                  for m in models}  # fmt: skip
     cached = _read_json(path)
-    if cached is not None and cached.get("models") == json.loads(json.dumps(signature)):
+    if (cached is not None and cached.get("models") == json.loads(json.dumps(signature))
+            and cached.get("optimizer", "sgd") == args.final_optimizer):  # fmt: skip
         return cached["ms_per_step"]
     sys.path.insert(0, _HERE)
     try:
@@ -517,58 +769,90 @@ def time_models(args, models: List[FinalModel], data) -> Dict[str, float]:
     finally:
         sys.path.remove(_HERE)
     keras.backend.clear_session()
-    configs = {
-        m.name: (m.description, lm.LanguageModelConfig(
-            units=m.units, input_dropout=args.dropout, output_dropout=args.dropout,
-            cell="lstm" if m.description is None else "nas"))
-        for m in models
-    }  # fmt: skip
+    start = time.time()
+    configs = {m.name: (m.description, final_model_config(args, m)) for m in models}
     timed = cell_vs_lstm.step_times(configs, data, final_train_config(args, 0),
                                     args.timing_rounds, args.timing_steps)  # fmt: skip
-    _write_json(path, {"models": signature, "ms_per_step": timed})
+    _write_json(path, {"models": signature, "ms_per_step": timed, "optimizer": args.final_optimizer,
+                       "seconds": time.time() - start})  # fmt: skip
     return timed
+
+
+def timing_seconds(args) -> float:
+    """Seconds the cached timing took (0 if not recorded)."""
+    cached = _read_json(os.path.join(args.output_dir, "timing.json")) or {}
+    return float(cached.get("seconds", 0.0))
 
 
 # -- report -----------------------------------------------------------------------
 
 
-def spread(values: Sequence[float]) -> str:
+def spread(values: Sequence[float], digits: int = 2) -> str:
     """"mean ± sample standard deviation" of the finite values (just the value for one)."""
     values = [float(v) for v in values if math.isfinite(v)]
     if not values:
         return "—"
     mean = float(np.mean(values))
     if len(values) < 2:
-        return f"{mean:.2f}"
-    return f"{mean:.2f} ± {float(np.std(values, ddof=1)):.2f}"
+        return f"{mean:.{digits}f}"
+    return f"{mean:.{digits}f} ± {float(np.std(values, ddof=1)):.{digits}f}"
+
+
+def figure_of(char: bool) -> Callable[[float], float]:
+    """Perplexity -> the tables' figure: itself, or bits per character (log2) at char level."""
+    if not char:
+        return float
+
+    def bits(ppl):
+        ppl = float(ppl)
+        return math.log2(ppl) if ppl > 0 and not math.isnan(ppl) else math.nan
+
+    return bits
 
 
 def _label(group: str) -> str:
-    return {"controller": "controller's best cell", "random": "random search's best cell"}.get(
-        group, BASELINES.get(group, group)
-    )
+    return SEARCHED.get(group) or BASELINES.get(group, group)
 
 
-def tables(searches: List[dict], models: List[FinalModel], results: Dict[str, List[dict]],
-           timing: Dict[str, float]) -> str:  # fmt: skip
-    """The report's Markdown tables: final models per group, then per search."""
+def _groups(models: List[FinalModel]) -> Dict[str, List[FinalModel]]:
     groups: Dict[str, List[FinalModel]] = {}
     for m in models:
         groups.setdefault(m.group, []).append(m)
+    return groups
+
+
+def group_values(members: List[FinalModel], results: Dict[str, List[dict]], key: str,
+                 fig: Callable[[float], float] = float) -> List[float]:  # fmt: skip
+    """A group's figures for its mean and spread: per search (the mean over its training
+    seeds) when the group has several searches, else per training seed."""
+    if len(members) > 1:
+        return [_mean([fig(r[key]) for r in results[m.name]]) for m in members]
+    return [fig(r[key]) for m in members for r in results[m.name]]
+
+
+def tables(searches: List[dict], models: List[FinalModel], results: Dict[str, List[dict]],
+           timing: Dict[str, float], char: bool = False) -> str:  # fmt: skip
+    """The report's Markdown tables: final models per group, then per search.
+
+    At character level (`char`) every perplexity is shown as bits per
+    character, log2(perplexity), averaged as such.
+    """
+    fig = figure_of(char)
+    what_fig = "bpc" if char else "ppl"
+    digits = 3 if char else 2
     lines = [
-        "| model | runs | parameters | units | best val ppl | test ppl | ms / step |",
+        f"| model | runs | parameters | units | best val {what_fig} | test {what_fig} "
+        "| ms / step |",
         "| --- | --- | --- | --- | --- | --- | --- |",
     ]
-    for group, members in groups.items():
+    for group, members in _groups(models).items():
         runs = [r for m in members for r in results[m.name]]
+        val = group_values(members, results, "best_val_perplexity", fig)
+        test = group_values(members, results, "test_perplexity", fig)
         if len(members) > 1:  # One figure per search (the mean over its training seeds).
-            val = [_mean([r["best_val_perplexity"] for r in results[m.name]]) for m in members]
-            test = [_mean([r["test_perplexity"] for r in results[m.name]]) for m in members]
             what = f"{len(members)} searches x {len(results[members[0].name])} seeds"
         else:
-            val = [r["best_val_perplexity"] for r in runs]
-            test = [r["test_perplexity"] for r in runs]
-            what = f"{len(runs)} seeds"
+            what = f"{len(runs)} seed{'s' if len(runs) != 1 else ''}"
         failed = sum("failed" in r for r in runs)
         if failed:
             what += f" ({failed} diverged)"
@@ -577,36 +861,97 @@ def tables(searches: List[dict], models: List[FinalModel], results: Dict[str, Li
         ms = [timing[m.name] for m in members]
         lines.append(
             f"| {_label(group)} | {what} | {', '.join(f'{p:,}' for p in params)} | "
-            f"{', '.join(map(str, units))} | {spread(val)} | {spread(test)} | {spread(ms)} |"
+            f"{', '.join(map(str, units))} | {spread(val, digits)} | {spread(test, digits)} | "
+            f"{spread(ms)} |"
         )
+    fmt = (lambda v: f"{v:.3f}") if char else (lambda v: f"{v:.1f}")
     lines += [
         "",
-        "| search | children (failed) | children's median val ppl: first half, second half "
-        "| best reward | its child's val ppl | best cell: final val ppl | final test ppl |",
+        f"| search | children (failed) | children's median val {what_fig}: first half, second "
+        f"half | best reward | its child's val {what_fig} | best cell: final val {what_fig} "
+        f"| final test {what_fig} |",
         "| --- | --- | --- | --- | --- | --- | --- |",
     ]
     for s in searches:
-        name = f"{s['method']}_seed{s['seed']}"
-        runs = results[name]
+        runs = results[_name(s)]
+        final = (f"{spread([fig(r['best_val_perplexity']) for r in runs], digits)} | "
+                 f"{spread([fig(r['test_perplexity']) for r in runs], digits)} |")  # fmt: skip
+        if is_shared(s):
+            lines.append(
+                f"| {s['method']} seed {s['seed']} | {s['steps']:,} shared-weight steps; best "
+                f"of {s['derived']} derived | — | — | {fmt(fig(s['best_val_perplexity']))} "
+                f"(shared weights) | {final}"
+            )
+            continue
         first, second = half_medians(s["rewards"])
         lines.append(
             f"| {s['method']} seed {s['seed']} | {s['children']} ({s['failed']}) | "
-            f"{first:.1f}, {second:.1f} | "
-            f"{s['best_reward']:.3g} | {s['best_val_perplexity']:.1f} | "
-            f"{spread([r['best_val_perplexity'] for r in runs])} | "
-            f"{spread([r['test_perplexity'] for r in runs])} |"
+            f"{fmt(fig(first))}, {fmt(fig(second))} | "
+            f"{s['best_reward']:.3g} | {fmt(fig(s['best_val_perplexity']))} | {final}"
         )
     for method in METHODS:
         mine = [s for s in searches if s["method"] == method]
         if len(mine) < 2:
             continue
-        halves = np.array([half_medians(s["rewards"]) for s in mine])
+        if method == SHARED:
+            halves = "—, —"
+        else:
+            h = np.array([[fig(x) for x in half_medians(s["rewards"])] for s in mine])
+            halves = f"{spread(h[:, 0], digits)}, {spread(h[:, 1], digits)}"
+        tests = [_mean([fig(r["test_perplexity"]) for r in results[_name(s)]]) for s in mine]
         lines.append(
-            f"| **{method}, mean ± sd** | | {spread(halves[:, 0])}, {spread(halves[:, 1])} | | "
-            f"{spread([s['best_val_perplexity'] for s in mine])} | | "
-            f"{spread([_mean([r['test_perplexity'] for r in results[_name(s)]]) for s in mine])} |"
+            f"| **{method}, mean ± sd** | | {halves} | | "
+            f"{spread([fig(s['best_val_perplexity']) for s in mine], digits)} | | "
+            f"{spread(tests, digits)} |"
         )
     return "\n".join(lines)
+
+
+def compare(subject: str, values: Sequence[float], other: str, others: Sequence[float],
+            digits: int = 1) -> str:  # fmt: skip
+    """One sentence of the verdict: two groups' means (lower is better), their difference,
+    and whether it exceeds the larger of the two sample standard deviations."""
+    a = [float(v) for v in values if math.isfinite(v)]
+    b = [float(v) for v in others if math.isfinite(v)]
+    if not a or not b:
+        return f"{subject} vs {other}: no finite result to compare (every run diverged)."
+    ma, mb = float(np.mean(a)), float(np.mean(b))
+    sds = [float(np.std(v, ddof=1)) for v in (a, b) if len(v) > 1]
+    diff = mb - ma
+
+    def show(mean, v):
+        return f"{mean:.{digits}f}" + (f" ± {np.std(v, ddof=1):.{digits}f}" if len(v) > 1 else "")
+
+    if round(abs(diff), digits) == 0:
+        how = f"the same to {digits} decimal{'s' if digits != 1 else ''}"
+    else:
+        how = f"{'better' if diff > 0 else 'worse'} by {abs(diff):.{digits}f}"
+    if not sds:
+        where = "no spread to compare (one run each)"
+    elif abs(diff) > max(sds):
+        where = f"exceeds the spread (larger sd {max(sds):.{digits}f})"
+    else:
+        where = f"within the spread (larger sd {max(sds):.{digits}f})"
+    return f"{subject}: {show(ma, a)} vs {other} {show(mb, b)}: {how}, {where}."
+
+
+def verdict(models: List[FinalModel], results: Dict[str, List[dict]], char: bool = False) -> str:
+    """The comparisons of `COMPARISONS` between the groups that ran, in words."""
+    fig = figure_of(char)
+    groups = _groups(models)
+    what = "test bits per character" if char else "test perplexity"
+    lines = [
+        f"**Verdict** ({what}, lower is better; mean ± sample sd, over searches for a search "
+        "method's cells and over training seeds otherwise; a difference exceeds the spread "
+        "when it is larger than the larger of the two sds):",
+        "",
+    ]
+    for group, other, subject, object_ in COMPARISONS:
+        if group in groups and other in groups:
+            a = group_values(groups[group], results, "test_perplexity", fig)
+            b = group_values(groups[other], results, "test_perplexity", fig)
+            lines.append("- " + compare(subject, a, object_, b, 3 if char else 1))
+    return "\n".join(lines) if len(lines) > 2 else ""
 
 
 def _mean(values) -> float:
@@ -631,82 +976,142 @@ def half_medians(rewards: Sequence[Optional[float]]):
     return float(np.median(ppl[:half])), float(np.median(ppl[half:]))
 
 
+COLOURS = {"controller": "tab:blue", "paper": "tab:purple", "random": "tab:orange",
+           SHARED: "tab:cyan", "lstm": "tab:gray", "lstm_like": "tab:green",
+           "paper_cell": "tab:red"}  # fmt: skip
+
+
 def plot(path: str, searches: List[dict], models: List[FinalModel],
-         results: Dict[str, List[dict]]) -> None:  # fmt: skip
-    """Test perplexity per model (error bars); best reward and the children's perplexity
-    over the search, per method."""
+         results: Dict[str, List[dict]], char: bool = False) -> None:  # fmt: skip
+    """Test figure per model (error bars); best reward and the children's validation figure
+    over the search, per multi-trial method (the weight-sharing search trains no children
+    alone, so it has no such curves)."""
     import matplotlib
 
     matplotlib.use("Agg")
     from matplotlib import pyplot as plt
 
-    fig, (left, right, third) = plt.subplots(1, 3, figsize=(16, 4.4))
+    fig = figure_of(char)
+    unit = "bits per character" if char else "perplexity"
+    figure, (left, right, third) = plt.subplots(1, 3, figsize=(16, 4.4))
     names = [m.name for m in models]
-    finite = [[r["test_perplexity"] for r in results[n] if math.isfinite(r["test_perplexity"])]
-              for n in names]  # fmt: skip (diverged runs left out)
+    finite = [[fig(r["test_perplexity"]) for r in results[n]] for n in names]
+    finite = [[v for v in vals if math.isfinite(v)] for vals in finite]  # Diverged: left out.
     means = [np.mean(v) if v else 0.0 for v in finite]
     errors = [np.std(v, ddof=1) if len(v) > 1 else 0.0 for v in finite]
-    colours = {"controller": "tab:blue", "random": "tab:orange", "lstm": "tab:gray",
-               "lstm_like": "tab:green", "paper": "tab:red"}  # fmt: skip
     y = np.arange(len(names))
-    left.barh(y, means, xerr=errors, color=[colours.get(m.group, "k") for m in models],
+    left.barh(y, means, xerr=errors, color=[COLOURS.get(m.group, "k") for m in models],
               capsize=3)  # fmt: skip
     left.set_yticks(y, names)
     left.invert_yaxis()
-    left.set_xlabel("test perplexity (mean ± sd over training seeds; lower is better)")
+    left.set_xlabel(f"test {unit} (mean ± sd over training seeds; lower is better)")
     left.set_xlim(0, max(means) * 1.05 + max(errors))
-    for method in METHODS:
+    for method in MULTI_TRIAL:
         curves = np.array([s["best_so_far"] for s in searches if s["method"] == method])
         if not len(curves):
             continue
         x = np.arange(1, curves.shape[1] + 1)
         for c in curves:
-            right.plot(x, c, color=colours[method], alpha=0.3, lw=0.8)
-        right.plot(x, np.nanmean(curves, axis=0), color=colours[method], lw=2,
+            right.plot(x, c, color=COLOURS[method], alpha=0.3, lw=0.8)
+        right.plot(x, np.nanmean(curves, axis=0), color=COLOURS[method], lw=2,
                    label=f"{method} (mean of {len(curves)} seeds)")  # fmt: skip
     right.set_xlabel("children trained")
     right.set_ylabel("best reward so far (80 / val ppl²)")
     right.legend()
     window = 8
-    for method in METHODS:
+    cap = fig(2000.0)
+    for method in MULTI_TRIAL:
         mine = [s for s in searches if s["method"] == method]
         if not mine:
             continue
         rolled = []
-        for s in mine:  # A failed child counts as the worst perplexity (plotted at the top).
-            ppl = [math.sqrt(80.0 / r) if r else math.inf for r in s["rewards"]]
-            rolled.append([np.median(ppl[max(0, k + 1 - window): k + 1]) for k in range(len(ppl))])
-        rolled = np.minimum(np.array(rolled), 2000.0)
+        for s in mine:  # A failed child counts as the worst figure (plotted at the top).
+            val = [fig(math.sqrt(80.0 / r)) if r else math.inf for r in s["rewards"]]
+            rolled.append([np.median(val[max(0, k + 1 - window): k + 1]) for k in range(len(val))])
+        rolled = np.minimum(np.array(rolled), cap)
         x = np.arange(1, rolled.shape[1] + 1)
-        third.plot(x, np.mean(rolled, axis=0), color=colours[method], lw=2,
+        third.plot(x, np.mean(rolled, axis=0), color=COLOURS[method], lw=2,
                    label=f"{method} (mean of {len(mine)} seeds)")  # fmt: skip
-    third.set_yscale("log")
+    if not char:
+        third.set_yscale("log")
     third.set_xlabel("children trained")
-    third.set_ylabel(f"children's val ppl, running median of {window}")
+    third.set_ylabel(f"children's val {'bpc' if char else 'ppl'}, running median of {window}")
     third.legend()
-    fig.tight_layout()
+    figure.tight_layout()
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
 
 
 def settings_text(args, data) -> str:
     """What ran, in words."""
     child_batches = args.child_max_train_batches or "all"
     final_batches = args.final_max_train_batches or "all"
-    return (
+    multi = [m for m in args.methods if m in MULTI_TRIAL]
+    text = (
         f"Data: {data.name} ({data.vocab_size:,} tokens, {len(data.train):,} training ids). "
-        f"Search: ptb_cell base {args.cell_base}, {args.budget} distinct children per search, "
-        f"seeds {', '.join(map(str, range(1, args.seeds + 1)))} for {' and '.join(args.methods)}; "
-        f"children: 2 layers x {args.child_units} units, {args.child_epochs} epoch(s) of "
-        f"{child_batches} batches of 20 x 35, validation on "
-        f"{args.child_max_eval_batches or 'all'} batches, dropout {args.dropout}, reward "
-        f"80 / ppl². Final models: the parameter count of a {args.final_units}-unit LSTM "
-        f"(each width solved to within {TOLERANCE:.0%}), {args.final_epochs} epochs of "
-        f"{final_batches} batches, SGD 1.0 x0.8 per epoch after {args.final_lr_decay_after}, "
-        f"clip 5, dropout {args.dropout}, seeds 0..{args.final_seeds - 1}; test on "
-        f"{args.final_max_eval_batches or 'all'} batches with the best validation epoch's weights."
+        f"Search: ptb_cell base {args.cell_base} ({args.cell_functions} functions), seeds "
+        f"{', '.join(map(str, range(1, args.seeds + 1)))} for {', '.join(args.methods)}"
     )
+    if multi:
+        text += (
+            f"; {args.budget} children per multi-trial search; children: 2 layers x "
+            f"{args.child_units} units, {args.child_epochs} epoch(s) of {child_batches} batches "
+            f"of 20 x 35, {args.child_optimizer.upper()} {args.child_learning_rate:g}, weights "
+            f"in ±{args.child_init_scale:g}, validation on {args.child_max_eval_batches or 'all'}"
+            f" batches, dropout {args.dropout}, reward 80 / ppl²"
+        )
+    if SHARED in args.methods:
+        text += (
+            f"; weight sharing: a 1-layer supernet of {args.child_units} units, "
+            f"{args.shared_epochs} epochs x {args.shared_steps_per_epoch} steps of "
+            f"{args.shared_batch_size} x 35 tokens (SGD from {args.shared_learning_rate:g}, "
+            "cosine), "
+            f"{args.shared_controller_samples} controller samples per epoch, the best of "
+            f"{args.shared_derive_samples} derived cells"
+        )
+    return text + (
+        f". Final models: the parameter count of a {args.final_units}-unit LSTM "
+        f"(each width solved to within {TOLERANCE:.0%}), {args.final_epochs} epoch(s) of "
+        f"{final_batches} batches, {args.final_optimizer.upper()} {args.final_learning_rate:g} "
+        f"x0.8 per epoch after {args.final_lr_decay_after}, clip 5, weights in "
+        f"±{args.final_init_scale:g}, dropout {args.final_dropout}, seeds "
+        f"0..{args.final_seeds - 1}; test on {args.final_max_eval_batches or 'all'} batches "
+        "with the best validation epoch's weights."
+    )
+
+
+def run_dataset(args, data) -> dict:
+    """The whole pipeline on one dataset: {"text": its report block, "seconds": compute}
+    (None after --searches_only)."""
+    seeds = [args.only_seed] if args.only_seed else range(1, args.seeds + 1)
+    searches = [run_search(args, method, seed, data) for method in args.methods for seed in seeds]
+    if args.searches_only:
+        for s in searches:
+            size = (f"{s['steps']} shared-weight steps" if is_shared(s) else
+                    f"{s['children']} children, best reward {s['best_reward']:.5f}")  # fmt: skip
+            print(f"{args.data}: {s['method']} seed {s['seed']}: {size} ({s['seconds']:.0f} s)")
+        return None
+    models = final_models(args, searches, data.vocab_size)
+    results = {m.name: [train_final(args, m, t, data) for t in range(args.final_seeds)]
+               for m in models}  # fmt: skip
+    timing = time_models(args, models, data)
+    char = data.level == "char"
+    plot(args.plot, searches, models, results, char)
+    compute = (sum(s["seconds"] for s in searches) + timing_seconds(args)
+               + sum(r["seconds"] for runs in results.values() for r in runs))  # fmt: skip
+    figure = "bits per character (log2 of perplexity)" if char else "perplexity"
+    block = "\n\n".join(filter(None, [
+        f"## {args.data}: {data.level} level, test {figure}",
+        settings_text(args, data),
+        tables(searches, models, results, timing, char),
+        verdict(models, results, char),
+        f"Searches, final trainings and step timing of {args.data}, summed over the "
+        f"invocations that ran them: {compute:.0f} s (a search resumed after a kill counts "
+        f"from its resume). Plot: {args.plot}.",
+    ]))  # fmt: skip
+    durable.atomic_write_text(os.path.join(args.output_dir, "report.md"), block + "\n")
+    return {"text": block, "seconds": compute}
 
 
 def main(argv=None):
@@ -716,40 +1121,31 @@ def main(argv=None):
     from nas_tf import train_lm
 
     try:
-        data = train_lm.load_data(args.data, args.data_dir)
+        datas = {name: train_lm.load_data(name, args.data_dir) for name in args.datasets}
     except data_lib.DataNotPreparedError as e:
         print(f"replicate_cell_search: {e}", file=sys.stderr)
         return 2
-    os.makedirs(args.output_dir, exist_ok=True)
-    seeds = [args.only_seed] if args.only_seed else range(1, args.seeds + 1)
-    searches = [run_search(args, method, seed, data) for method in args.methods for seed in seeds]
+    blocks = []
+    for name in args.datasets:
+        dataset_args = for_dataset(args, name)
+        os.makedirs(dataset_args.output_dir, exist_ok=True)
+        blocks.append(run_dataset(dataset_args, datas[name]))
     if args.searches_only:
-        for s in searches:
-            print(f"{s['method']} seed {s['seed']}: {s['children']} children, best reward "
-                  f"{s['best_reward']:.5f} ({s['seconds']:.0f} s)")
         return 0
-    models = final_models(args, searches, data.vocab_size)
-    results = {m.name: [train_final(args, m, t, data) for t in range(args.final_seeds)]
-               for m in models}  # fmt: skip
-    timing = time_models(args, models, data)
-    plot(args.plot, searches, models, results)
-    compute = sum(s["seconds"] for s in searches) + sum(
-        r["seconds"] for runs in results.values() for r in runs
-    )
     command = "python experiments/replicate_cell_search.py " + " ".join(
         shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv)
     )
-    table = tables(searches, models, results, timing)
-    report = "\n\n".join([
-        "# Cell search replication",
-        f"```\n{command.strip()}\n```",
-        settings_text(args, data),
-        table,
-        f"This invocation: {time.time() - start:.0f} s wall. Searches and final trainings, "
-        f"summed over the invocations that finished them: {compute:.0f} s (a search "
-        f"resumed after a kill counts from its resume). Plot: {args.plot}.",
-    ])  # fmt: skip
-    durable.atomic_write_text(os.path.join(args.output_dir, "report.md"), report + "\n")
+    compute = sum(b["seconds"] for b in blocks)
+    report = "\n\n".join(
+        ["# Cell search replication", f"```\n{command.strip()}\n```"]
+        + [b["text"] for b in blocks]
+        + [
+            f"Wall time of this invocation: {time.time() - start:.0f} s. Searches, final "
+            f"trainings and step timings of {' and '.join(args.datasets)}, summed over the "
+            f"invocations that ran them: {compute:.0f} s."
+        ]
+    )  # fmt: skip
+    durable.atomic_write_text(os.path.join(args.root_dir, "report.md"), report + "\n")
     print()
     print(report)
     return 0

@@ -235,7 +235,8 @@ def run_all(args, cells: List[dict]) -> Dict[str, dict]:
             print(f"[{name}] {json.dumps({x: y for x, y in record.items() if x in ('val_perplexities', 'test_perplexity', 'failed', 'seconds')})}", flush=True)  # noqa: E501
         return done[k]
 
-    shape = types.SimpleNamespace(final_units=args.final_units, cell_base=args.cell_base)
+    shape = types.SimpleNamespace(final_units=args.final_units, cell_base=args.cell_base,
+                                  cell_functions="paper")
     out = {}
     for i, architecture in enumerate(cells):
         description = _description(args, architecture)

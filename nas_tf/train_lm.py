@@ -22,6 +22,10 @@ then the test perplexity, and writes to --output_dir:
   python -m nas_tf.train_lm --architecture=runs/ptb/best_architecture.json \
       --data_name=ptb --data_dir=/data/tfds --output_dir=runs/ptb/final   # paper sizes
 
+A cell with max or sin (a search with --search_cell_functions=extended, the
+paper's control experiment 1) loads as it is; --cell_functions=paper or
+extended requires the file's cell to belong to that function set.
+
 Library defaults are the paper's where it gives them (2 layers, 35 epochs,
 about 20M parameters) and Zaremba et al. 2014's medium setup otherwise
 (SGD; --optimizer=adam is the alternative).
@@ -59,6 +63,7 @@ from nas_tf import data as data_lib
 from nas_tf import durable
 from nas_tf import lm_grid
 from nas_tf import progress
+from nas_tf.spaces import cell as cell_space  # Plain Python: no TensorFlow yet.
 
 # This entry point's own flag registry (the convention of `nas_tf.cli`).
 FLAGS = flags.FlagValues()
@@ -69,6 +74,11 @@ define.string("architecture", None, "JSON file of the cell to train: an architec
               "--cell=nas; not allowed with --cell=lstm.")
 define.integer("cell_base", 8, "Leaves of the cell's tree, a power of two; must match the "
                "architecture file (paper: 8).", lower_bound=2)
+define.enum("cell_functions", None, list(cell_space.FUNCTIONS), "The function set the cell in "
+            "--architecture must belong to: 'paper' (add, elem_mult; identity, tanh, sigmoid, "
+            "relu) or 'extended' (max and sin added: control experiment 1). Unset: the smallest "
+            "set that holds the file's cell, so an extended search's best_architecture.json "
+            "needs no flag.")
 define.enum("cell", "nas", ["nas", "lstm"], "Recurrent layer: 'nas' for the cell in --architecture, "
             "'lstm' for keras.layers.LSTM of the same width (the baseline).")
 define.enum("data_name", "ptb", list(data_lib.names(data_lib.TEXT)), "Text to model: 'text' / "
@@ -147,32 +157,36 @@ define.integer("grid_epochs", None, "Epochs of each grid point when the grid has
 if TYPE_CHECKING:  # TensorFlow loads after the flags are parsed.
     from nas_tf.children import language_model as lm
     from nas_tf.children import lm_trainer
-    from nas_tf.spaces import cell as cell_space
 
 # Text datasets of the registry (`nas_tf.data`).
 DATASETS = data_lib.names(data_lib.TEXT)
 
 
-def load_architecture(path: str, base: Optional[int] = None):
-    """The `CellDescription` in an architecture JSON file of `ptb_cell(base)`.
+def load_architecture(path: str, base: Optional[int] = None, functions: Optional[str] = None):
+    """The `CellDescription` in an architecture JSON file of `ptb_cell(base, functions)`.
 
     Args:
       path: a file written by `Architecture.to_json` (the search's
         `best_architecture.json`).
       base: the cell base the file must hold; None: whatever base it holds.
+      functions: the function set (`nas_tf.spaces.cell.FUNCTIONS`) the cell
+        must belong to; None: the smallest set that holds it ("extended" for
+        a cell with max or sin).
 
     Returns:
       The parsed `nas_tf.spaces.cell.CellDescription`.
 
     Raises:
       ValueError: if the file is missing or unreadable, is not an
-        architecture, holds a cell of another base, or lies outside the space.
+        architecture, holds a cell of another base or with functions outside
+        `functions`, or lies outside the space.
     """
     from nas_tf import space as space_lib
-    from nas_tf.spaces import cell as cell_space
 
     if base is not None:
         cell_space.check_base(base)
+    if functions is not None:
+        cell_space.function_set(functions)
     if not os.path.isfile(path):
         raise ValueError(f"Architecture file {path} does not exist.")
     try:
@@ -197,10 +211,34 @@ def load_architecture(path: str, base: Optional[int] = None):
             f"Architecture file {path} holds {held}, but the cell base is {base} "
             f"({expected} nodes); pass the base the search used (--cell_base)."
         )
+    outside = _functions_outside(arch.values, functions)
+    if outside:
+        needed = cell_space.smallest_functions(
+            [v for k, v in arch.values.items() if k.endswith("_combine")],
+            [v for k, v in arch.values.items() if k.endswith("_activation")],
+        )
+        hint = f"; pass --cell_functions={needed} or leave it unset" if needed else ""
+        raise ValueError(
+            f"Architecture file {path} uses {', '.join(outside)}, which the {functions!r} "
+            f"function set (--cell_functions={functions}) does not have{hint}."
+        )
+    space = None if functions is None else cell_space.ptb_cell(base, functions)
     try:
-        return cell_space.CellDescription.from_architecture(arch, cell_space.ptb_cell(base))
+        # No space: the smallest function set that holds the cell, at its base.
+        return cell_space.CellDescription.from_architecture(arch, space)
     except space_lib.ArchitectureError as e:
         raise ValueError(f"Architecture file {path} is not a base-{base} cell: {e}") from None
+
+
+def _functions_outside(values, functions: Optional[str]):
+    """The combine and activation values of a cell that `functions` lacks (none if unset)."""
+    if functions is None:
+        return []
+    fs = cell_space.function_set(functions)
+    outside = [v for k, v in values.items()
+               if (k.endswith("_combine") and v not in fs.combinations)
+               or (k.endswith("_activation") and v not in fs.activations)]  # fmt: skip
+    return sorted(set(map(str, outside)))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -472,7 +510,8 @@ def config_from_flags() -> RunConfig:
     try:
         description = None
         if FLAGS.architecture is not None:
-            description = load_architecture(FLAGS.architecture, FLAGS.cell_base)
+            description = load_architecture(FLAGS.architecture, FLAGS.cell_base,
+                                            FLAGS.cell_functions)
         return RunConfig(
             output_dir=FLAGS.output_dir,
             data_name=FLAGS.data_name,

@@ -2,9 +2,12 @@
 
 The fast tests check the program's pieces without training a network: the
 width solver, random search (its draws, failures and resume after a kill,
-with a stand-in child), the best-so-far curve, the equal-size final models
-and the tables. The slow test runs the whole `--quick` pipeline twice and
-checks that the second run redoes nothing.
+with a stand-in child), the best-so-far curve, the equal-size final models,
+the tables (bits per character at character level), the verdict's wording,
+the flags, each method's search settings (with a stand-in search), and one
+command's report over two datasets (with stand-in searches and trainings).
+The slow test runs the whole `--quick` pipeline (four methods, character
+level) twice and checks that the second run redoes nothing.
 """
 
 import json
@@ -129,23 +132,29 @@ def test_best_so_far_and_summary():
         rcs._summarize_search(records[1:2], "random", 2, 5.0)
 
 
-def _searches():
+def _searches(methods=rcs.METHODS):
     arch = json.loads(cell_space.lstm_like().to_architecture().to_json())
-    return [
-        {"method": m, "seed": s, "best_architecture": arch, "children": 4, "failed": 0,
-         "best_reward": 1e-3, "best_val_perplexity": 280.0, "best_so_far": [1e-4, 1e-3],
-         "rewards": [80.0, 80.0]}
-        for m in rcs.METHODS for s in (1, 2)
-    ]  # fmt: skip
+    out = []
+    for m in methods:
+        for s in (1, 2):
+            if m == rcs.SHARED:
+                out.append({"method": m, "kind": "shared", "seed": s, "best_architecture": arch,
+                            "steps": 600, "derived": 30, "best_val_perplexity": 250.0})  # fmt: skip
+            else:
+                out.append({"method": m, "seed": s, "best_architecture": arch, "children": 4,
+                            "failed": 0, "best_reward": 1e-3, "best_val_perplexity": 280.0,
+                            "best_so_far": [1e-4, 1e-3], "rewards": [80.0, 80.0]})  # fmt: skip
+    return out
 
 
 def test_final_models_have_the_lstms_parameter_count():
     args = rcs.parse_args(["--final_units", "64"])
     models = rcs.final_models(args, _searches(), vocab_size=2888)
     assert [m.name for m in models] == [
-        "lstm", "controller_seed1", "controller_seed2", "random_seed1", "random_seed2",
-        "lstm_like", "paper",
+        "lstm", "controller_seed1", "controller_seed2", "paper_seed1", "paper_seed2",
+        "random_seed1", "random_seed2", "shared_seed1", "shared_seed2", "lstm_like", "paper",
     ]  # fmt: skip
+    assert [m.group for m in models][-2:] == ["lstm_like", "paper_cell"]
     target = lm.count_parameters(4, 64, 2888, cell="lstm", use_bias=True)
     for m in models:
         assert abs(m.parameters - target) <= 0.02 * target
@@ -191,15 +200,21 @@ def test_tables_give_mean_and_spread():
     # Controller: per-search means 93 (k = 1) and 94 (k = 2) -> 93.50 ± 0.71.
     row = next(line for line in text.splitlines() if line.startswith("| controller's"))
     assert "2 searches x 3 seeds" in row and "93.50 ± 0.71" in row
-    # A diverged run is counted apart and left out of the means (paper, k = 6: 96, 98).
+    # A diverged run is counted apart and left out of the means (paper's cell, k = 10: 100, 102).
     results["paper"][2].update(failed="nan", test_perplexity=math.nan,
                                best_val_perplexity=math.nan)  # fmt: skip
     row = next(line for line in rcs.tables(searches, models, results, timing).splitlines()
                if line.startswith("| paper's cell"))  # fmt: skip
-    assert "| 3 seeds (1 diverged) |" in row and "| 97.00 ± 1.41 |" in row
+    assert "| 3 seeds (1 diverged) |" in row and "| 101.00 ± 1.41 |" in row
+    assert "| paper preset's best cell | 2 searches x 3 seeds |" in text
     assert "| random seed 2 | 4 (0) | 1.0, 1.0 | 0.001 | 280.0 |" in text
-    # Best val ppl of the searches: 280 each; final test: per-search means 95, 96.
-    assert "| **random, mean ± sd** | | 1.00 ± 0.00, 1.00 ± 0.00 | | 280.00 ± 0.00 | | 95.50 ± 0.71 |" in text
+    # Best val ppl of the searches: 280 each; final test: per-search means 97 (k = 5), 98.
+    assert "| **random, mean ± sd** | | 1.00 ± 0.00, 1.00 ± 0.00 | | 280.00 ± 0.00 | | 97.50 ± 0.71 |" in text
+    # The weight-sharing search: steps and the derived cell instead of children (k = 7).
+    assert ("| shared seed 1 | 600 shared-weight steps; best of 30 derived | — | — | 250.0 "
+            "(shared weights) | 108.00 ± 1.00 | 99.00 ± 2.00 |") in text  # fmt: skip
+    assert "| **shared, mean ± sd** | | —, — | | 250.00 ± 0.00 | | 99.50 ± 0.71 |" in text
+    assert "| weight-sharing search's derived cell | 2 searches x 3 seeds |" in text
 
 
 def test_half_medians():
@@ -244,37 +259,304 @@ def test_searches_only_stops_before_final_training(tmp_path, monkeypatch, capsys
     assert "controller seed 2: 3 children" in capsys.readouterr().out
 
 
+def _hand_results(models, test_of):
+    """Results whose test perplexities are `test_of(k, t)` for model k and seed t."""
+    return {m.name: [{"best_val_perplexity": test_of(k, t) + 1.0, "test_perplexity": test_of(k, t),
+                      "num_parameters": m.parameters} for t in (0, 1, 2)]
+            for k, m in enumerate(models)}  # fmt: skip
+
+
+def test_tables_at_character_level_give_bits_per_character():
+    searches = _searches(["controller"])
+    models = rcs.final_models(rcs.parse_args(["--final_units", "64"]), searches, 75)
+    # Model k, seed t: test perplexity 2 ** (1 + k / 10 + t / 10) -> bpc 1 + k/10 + t/10.
+    results = _hand_results(models, lambda k, t: 2.0 ** (1 + k / 10 + t / 10))
+    text = rcs.tables(searches, models, results, {m.name: 5.0 for m in models}, char=True)
+    assert "| best val bpc | test bpc |" in text and "ppl" not in text
+    assert "| keras.layers.LSTM | 3 seeds | " in text and "| 1.100 ± 0.100 | 5.00 |" in text
+    # Controller: per-search means 1.2 (k = 1) and 1.3 (k = 2).
+    row = next(line for line in text.splitlines() if line.startswith("| controller's"))
+    assert "| 1.250 ± 0.071 |" in row
+    # The search rows: children's val ppl sqrt(80 / 80) = 1 -> 0 bits; the best child's 280.
+    assert f"| controller seed 1 | 4 (0) | 0.000, 0.000 | 0.001 | {math.log2(280):.3f} |" in text
+
+
+def test_compare_says_which_is_better_and_whether_it_exceeds_the_spread():
+    compare = rcs.compare
+    assert compare("Controller's cells", [92.1, 95.1, 98.1], "random search's",
+                   [93.1, 97.2, 101.3]) == (
+        "Controller's cells: 95.1 ± 3.0 vs random search's 97.2 ± 4.1: better by 2.1, "
+        "within the spread (larger sd 4.1).")  # fmt: skip
+    assert compare("The paper's cell", [97.0, 99.0, 101.0], "keras.layers.LSTM's",
+                   [90.0, 91.0, 92.0]) == (
+        "The paper's cell: 99.0 ± 2.0 vs keras.layers.LSTM's 91.0 ± 1.0: worse by 8.0, "
+        "exceeds the spread (larger sd 2.0).")  # fmt: skip
+    # Diverged runs (NaN) are left out; a single run has no spread.
+    assert compare("A", [90.0, math.nan], "B's", [91.0]) == (
+        "A: 90.0 vs B's 91.0: better by 1.0, no spread to compare (one run each).")
+    assert compare("A", [1.2, 1.3], "B's", [1.25, 1.25], digits=3) == (
+        "A: 1.250 ± 0.071 vs B's 1.250 ± 0.000: the same to 3 decimals, within the spread "
+        "(larger sd 0.071).")  # fmt: skip
+    assert compare("A", [math.nan], "B's", [1.0]) == (
+        "A vs B's: no finite result to compare (every run diverged).")
+
+
+def test_verdict_covers_the_comparisons_of_the_groups_that_ran():
+    searches = _searches(["controller", "random"])
+    models = rcs.final_models(rcs.parse_args(["--final_units", "64"]), searches, 2888)
+    names = [m.name for m in models]
+    assert names == ["lstm", "controller_seed1", "controller_seed2", "random_seed1",
+                     "random_seed2", "lstm_like", "paper"]  # fmt: skip
+    tests = {"lstm": 100.0, "controller_seed1": 90.0, "controller_seed2": 92.0,
+             "random_seed1": 97.0, "random_seed2": 99.0, "lstm_like": 95.0, "paper": 120.0}
+    results = _hand_results(models, lambda k, t: tests[names[k]] + t)  # Seeds: +0, +1, +2.
+    text = rcs.verdict(models, results)
+    assert text.splitlines()[2:] == [
+        # Searched cells: per-search means 91, 93 (controller), 98, 100 (random).
+        "- Controller's cells: 92.0 ± 1.4 vs random search's 99.0 ± 1.4: better by 7.0, "
+        "exceeds the spread (larger sd 1.4).",
+        "- Controller's cells: 92.0 ± 1.4 vs keras.layers.LSTM's 101.0 ± 1.0: better by 9.0, "
+        "exceeds the spread (larger sd 1.4).",
+        "- The paper's cell: 121.0 ± 1.0 vs keras.layers.LSTM's 101.0 ± 1.0: worse by 20.0, "
+        "exceeds the spread (larger sd 1.0).",
+    ]  # fmt: skip
+    assert text.startswith("**Verdict** (test perplexity, lower is better;")
+    assert rcs.verdict(models, results, char=True).startswith(
+        "**Verdict** (test bits per character")
+
+
+def test_a_final_run_from_before_the_optimizer_field_is_not_retrained():
+    from nas_tf import train_lm
+    from nas_tf.children import lm_trainer
+
+    def run(**train):
+        return train_lm.RunConfig("out", "text", description=cell_space.lstm_like(),
+                                  model=lm.LanguageModelConfig(units=64),
+                                  train=lm_trainer.TrainConfig(epochs=6, **train)).to_dict()
+
+    old = json.loads(json.dumps(run()))
+    del old["train"]["optimizer"]  # As results.json files written before it existed.
+    del old["model"]["init_scale"]
+    assert rcs._same_run(old, run())
+    assert not rcs._same_run(old, run(optimizer="adam", learning_rate=2e-3))
+    assert not rcs._same_run(old, run(learning_rate=0.5))
+
+
+def test_the_recipe_flags_reach_children_and_final_models():
+    args = rcs.parse_args([])
+    model, train = rcs.child_configs(args, 2)
+    assert (train.optimizer, train.learning_rate, model.init_scale) == ("sgd", 1.0, 0.05)
+    assert (args.final_dropout, args.methods) == (0.5, ["controller", "paper", "random", "shared"])
+    args = rcs.parse_args([
+        "--child_optimizer=adam", "--child_learning_rate=0.002", "--child_init_scale=0.1",
+        "--final_optimizer=adam", "--final_learning_rate=0.003", "--final_init_scale=0.08",
+        "--final_dropout=0.3", "--dropout=0.4", "--cell_functions=extended"])  # fmt: skip
+    model, train = rcs.child_configs(args, 2)
+    assert (train.optimizer, train.learning_rate, train.seed) == ("adam", 0.002, 2)
+    assert (model.init_scale, model.input_dropout, model.output_dropout) == (0.1, 0.4, 0.4)
+    train = rcs.final_train_config(args, 1)
+    assert (train.optimizer, train.learning_rate, train.seed) == ("adam", 0.003, 1)
+    final = rcs.FinalModel("lstm", "lstm", None, 64, 0)
+    model = rcs.final_model_config(args, final)
+    assert (model.init_scale, model.input_dropout, model.output_dropout, model.cell) == (
+        0.08, 0.3, 0.3, "lstm")
+    assert rcs.space_overrides(args) == {"base": 4, "functions": "extended"}
+    assert rcs.space_overrides(rcs.parse_args([])) == {"base": 4}  # As searches always had.
+
+
+def test_an_extended_search_cell_becomes_a_final_model():
+    extended = cell_space.ptb_cell(4, "extended")
+    arch = dict(json.loads(cell_space.lstm_like().to_architecture().to_json()))
+    arch["values"] = {**arch["values"], "node_0_combine": "max", "node_1_activation": "sin"}
+    extended.validate(extended.architecture_from_json(json.dumps(arch)))
+    searches = [{**_searches(["random"])[0], "best_architecture": arch}]
+    args = rcs.parse_args(["--final_units", "64", "--cell_functions", "extended"])
+    cell = rcs.final_models(args, searches, 2888)[1].description
+    assert cell.functions == "extended" and cell.nodes[0].combine == "max"
+    with pytest.raises(Exception, match="max"):  # Not a cell of the paper's functions.
+        rcs.final_models(rcs.parse_args(["--final_units", "64"]), searches, 2888)
+
+
+def test_datasets_get_their_own_directories_when_there_are_several():
+    one = rcs.parse_args(["--output_dir", "out"])
+    assert one.datasets == ["text"]
+    assert one.plot == os.path.join("out", "cell_search_replication.png")
+    mine = rcs.for_dataset(one, "text")
+    assert (mine.output_dir, mine.plot, mine.data) == ("out", one.plot, "text")
+    two = rcs.parse_args(["--output_dir", "out", "--data", "text,text_char"])
+    assert two.datasets == ["text", "text_char"]
+    char = rcs.for_dataset(two, "text_char")
+    assert char.output_dir == os.path.join("out", "text_char") and char.data == "text_char"
+    assert char.plot == os.path.join("out", "text_char", "cell_search_replication.png")
+    given = rcs.parse_args(["--data", "text,text_char", "--plot", "docs/p.png"])
+    assert rcs.for_dataset(given, "text").plot == "docs/p_text.png"
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--data", "text,wiki"], "--data"),
+    (["--data", "text,text"], "--data"),
+    (["--final_optimizer", "rmsprop"], "invalid choice"),
+    (["--child_optimizer", "rmsprop"], "invalid choice"),
+    (["--cell_functions", "more"], "invalid choice"),
+    (["--child_learning_rate", "0"], "--child_learning_rate must be positive"),
+    (["--final_init_scale", "-1"], "--final_init_scale must be positive"),
+    (["--final_dropout", "1"], "--final_dropout must be in"),
+    (["--shared_epochs", "0"], "--shared_epochs must be positive"),
+    (["--shared_steps_per_epoch", "0"], "--shared_steps_per_epoch must be positive"),
+    (["--shared_learning_rate", "0"], "--shared_learning_rate must be positive"),
+])  # fmt: skip
+def test_bad_new_flags_are_refused(capsys, argv, message):
+    with pytest.raises(SystemExit):
+        rcs.parse_args(argv)
+    assert message in capsys.readouterr().err
+
+
+def _fake_search_run(configs, derived=(300.0, 400.0)):
+    """Stands for nas_tf.search.run: records the config, writes what a finished search writes."""
+    from nas_tf import history
+
+    def run(config, data=None):
+        configs.append(config)
+        os.makedirs(config.output_dir, exist_ok=True)
+        arch = json.loads(cell_space.lstm_like().to_architecture().to_json())
+        if config.weight_sharing is not None:  # Derived cells, best first; the epoch log.
+            for i, ppl in enumerate(derived):
+                history.append(history.path(config.output_dir), {
+                    "trial_id": str(i + 1), "status": "COMPLETED", "architecture": arch,
+                    "reward": 80 / ppl, "val_perplexity": ppl})  # fmt: skip
+            with open(os.path.join(config.output_dir, "shared_log.jsonl"), "w") as f:
+                for epoch in (1, 2):
+                    f.write(json.dumps({"epoch": epoch, "step": 3 * epoch,
+                                        "controller_updates": epoch - 1}) + "\n")  # fmt: skip
+            return None
+        for i in range(config.max_trials):
+            history.append(history.path(config.output_dir), {
+                "trial_id": str(i), "status": "COMPLETED", "architecture": arch,
+                "reward": 80 / (200.0 + i) ** 2, "best_val_perplexity": 200.0 + i})  # fmt: skip
+        return None
+
+    return run
+
+
+def test_the_search_methods_get_their_presets_and_the_function_set(tmp_path, monkeypatch):
+    from nas_tf import search
+
+    configs = []
+    monkeypatch.setattr(search, "run", _fake_search_run(configs))
+    args = rcs.parse_args(["--output_dir", str(tmp_path), "--budget", "3", "--verbose", "0",
+                           "--cell_functions", "extended", "--shared_epochs", "2",
+                           "--shared_steps_per_epoch", "3"])  # fmt: skip
+    controller = rcs.run_search(args, "controller", 1, data=None)
+    paper = rcs.run_search(args, "paper", 1, data=None)
+    shared = rcs.run_search(args, "shared", 2, data=None)
+    default, preset, sharing = configs
+    assert default.preset == "default" and default.reuse_rewards and default.mutate_best == 0.5
+    assert preset.preset == "paper" and not preset.reuse_rewards and preset.mutate_best == 0.0
+    assert preset.reinforce.learning_rate == 0.0005  # The cell family's paper preset (sec. 4.2).
+    for config in configs:
+        assert config.space_overrides == {"base": 4, "functions": "extended"}
+    assert default.max_trials == 3 and default.lm_train.seed == 1
+    assert controller["children"] == paper["children"] == 3 and paper["method"] == "paper"
+    assert controller["best_val_perplexity"] == 200.0
+    ws = sharing.weight_sharing
+    assert (ws.epochs, ws.steps_per_epoch, ws.method) == (2, 3, "controller")
+    assert ws.training.learning_rate == 0.05 and sharing.preset == "enas"
+    assert sharing.controller.tanh_constant == 2.5 and sharing.lm_model.units == 32
+    assert rcs.is_shared(shared) and (shared["steps"], shared["derived"]) == (6, 2)
+    assert shared["best_val_perplexity"] == 300.0 and shared["controller_updates"] == 1
+    # Finished: a second call reads the summaries and runs nothing.
+    for method, seed in (("controller", 1), ("paper", 1), ("shared", 2)):
+        rcs.run_search(args, method, seed, data=None)
+    assert len(configs) == 3
+
+
+def test_a_diverged_weight_sharing_search_stops_the_command(tmp_path, monkeypatch):
+    from nas_tf import search
+
+    monkeypatch.setattr(search, "run", _fake_search_run([], derived=(math.nan, math.nan)))
+    args = rcs.parse_args(["--output_dir", str(tmp_path), "--verbose", "0"])
+    with pytest.raises(RuntimeError, match="diverged.*lower --shared_learning_rate"):
+        rcs.run_search(args, "shared", 1, data=None)
+    assert not os.path.exists(os.path.join(str(tmp_path), "searches", "shared_seed1", rcs.SUMMARY))
+
+def test_one_command_reports_every_dataset_with_its_verdict(tmp_path, monkeypatch, capsys):
+    import types
+
+    def fake_search(args, method, seed, data):
+        return {**next(s for s in _searches([method]) if s["seed"] == seed), "seconds": 10.0}
+
+    def fake_final(args, model, seed, data):
+        ppl = 100.0 + seed if data.level == "word" else 2.0 ** (1.5 + seed / 10)
+        return {"best_val_perplexity": ppl, "test_perplexity": ppl, "seconds": 1.0,
+                "num_parameters": model.parameters}  # fmt: skip
+
+    datas = {name: types.SimpleNamespace(name=name, level=level, vocab_size=vocab,
+                                         train=[0] * 100)
+             for name, level, vocab in (("text", "word", 2888), ("text_char", "char", 75))}
+    monkeypatch.setattr(rcs, "run_search", fake_search)
+    monkeypatch.setattr(rcs, "train_final", fake_final)
+    monkeypatch.setattr(rcs, "time_models", lambda a, models, d: {m.name: 1.0 for m in models})
+    monkeypatch.setattr(rcs, "plot", lambda *a, **k: None)
+    monkeypatch.setattr("nas_tf.train_lm.load_data", lambda name, data_dir=None: datas[name])
+    out = str(tmp_path)
+    assert rcs.main(["--output_dir", out, "--data", "text,text_char", "--seeds", "2",
+                     "--final_seeds", "2", "--final_units", "64"]) == 0  # fmt: skip
+    report = open(os.path.join(out, "report.md"), encoding="utf-8").read()
+    word, char = report.split("## text: word level")[1].split("## text_char: char level")
+    assert "test ppl" in word and "Controller's cells: 100.5 ± 0.0 vs" in word
+    assert "test bpc" in char and "bpc" not in word and "Controller's cells: 1.550 ± 0.000" in char
+    # 4 methods x 2 seeds x 10 s + 11 models x 2 seeds x 1 s, per dataset.
+    assert report.count("summed over the invocations that ran them: 102 s") == 2
+    assert "Wall time of this invocation: " in report and "text and text_char" in report
+    assert "summed over the invocations that ran them: 204 s." in report
+    for name in ("text", "text_char"):  # Each dataset's block beside its searches, too.
+        assert os.path.exists(os.path.join(out, name, "report.md"))
+
+
 @pytest.mark.slow
 def test_quick_pipeline_end_to_end_and_resume(tmp_path, monkeypatch, capsys):
+    """--quick at character level: the four methods, the final models, bits per character."""
+    from nas_tf.data import text_corpus
+
     out = str(tmp_path / "run")
     log = tmp_path / "trainings.log"
     monkeypatch.setenv("NAS_TF_TRAINING_LOG", str(log))
-    assert rcs.main(["--quick", "--output_dir", out, "--verbose", "0"]) == 0
+    argv = ["--quick", "--data", "text_char", "--output_dir", out, "--verbose", "0"]
+    assert rcs.main(argv) == 0
     report = open(os.path.join(out, "report.md"), encoding="utf-8").read()
-    for label in ("keras.layers.LSTM", "controller's best cell", "random search's best cell",
-                  "LSTM-like cell", "paper's cell", "controller seed 2", "random seed 1"):  # fmt: skip
+    for label in ("keras.layers.LSTM", "controller's best cell", "paper preset's best cell",
+                  "random search's best cell", "weight-sharing search's derived cell",
+                  "LSTM-like cell", "paper's cell", "controller seed 2", "paper seed 1",
+                  "random seed 1", "shared seed 2", "| test bpc |", "**Verdict** (test bits",
+                  "- Controller's cells: ", "- The weight-sharing search's cells: ",
+                  "Wall time of this invocation: "):  # fmt: skip
         assert label in report
     assert os.path.getsize(os.path.join(out, "cell_search_replication.png")) > 10_000
     for method in rcs.METHODS:
         for seed in (1, 2):
             summary = json.load(open(os.path.join(out, "searches", f"{method}_seed{seed}",
                                                   rcs.SUMMARY)))  # fmt: skip
-            assert summary["children"] == 3 and summary["distinct"] == 3
+            if method == rcs.SHARED:
+                assert summary["steps"] == 6 and summary["derived"] >= 1
+                continue
+            assert summary["children"] == 3
+            assert summary["distinct"] == 3 or method == "paper"  # The paper preset repeats.
             assert summary["best_reward"] == max(r for r in summary["rewards"] if r is not None)
-    target = lm.count_parameters(4, 40, 2888, cell="lstm", use_bias=True)
+    vocab = text_corpus.load("char").vocab_size
+    target = lm.count_parameters(4, 48, vocab, cell="lstm", use_bias=True)
     finals = sorted(os.listdir(os.path.join(out, "final")))
-    assert len(finals) == 7
+    assert len(finals) == 11
     for name in finals:
         for seed in (0, 1):
             r = json.load(open(os.path.join(out, "final", name, f"seed{seed}", "results.json")))
             assert abs(r["num_parameters"] - target) <= 0.02 * target
-            assert np.isfinite(r["test_perplexity"])
+            assert np.isfinite(r["test_perplexity"]) and r["level"] == "char"
     # The controller's children go through the search's training log; the
     # random search trains in this process (isolation off in --quick) too.
     trained = log.read_text().count("\n")
     stamp = {n: os.path.getmtime(os.path.join(out, "final", n, "seed0", "results.json"))
              for n in finals}  # fmt: skip
-    assert rcs.main(["--quick", "--output_dir", out, "--verbose", "0"]) == 0
+    assert rcs.main(argv) == 0
     assert log.read_text().count("\n") == trained  # No child trained again.
     assert stamp == {n: os.path.getmtime(os.path.join(out, "final", n, "seed0", "results.json"))
                      for n in finals}  # fmt: skip

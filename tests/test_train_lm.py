@@ -250,3 +250,46 @@ def test_the_optimizer_flag_reaches_the_config(tmp_path):
     assert config.to_dict()["train"]["optimizer"] == "adam"
     _parse(_TINY + ["--cell=lstm", f"--output_dir={tmp_path}"])
     assert train_lm.config_from_flags().train.optimizer == "sgd"  # The default stays SGD.
+
+
+@pytest.fixture
+def extended_file(tmp_path):
+    """The LSTM-like base-4 cell with max and sin: a cell of the extended function set."""
+    values = dict(cell_space.lstm_like().to_architecture().values)
+    values.update(node_0_combine="max", node_1_activation="sin")
+    path = tmp_path / "extended.json"
+    path.write_text(json.dumps({"depth": None, "values": values}))
+    return str(path)
+
+
+def test_cell_functions_default_to_the_smallest_set_holding_the_cell(extended_file, arch_file):
+    cell = train_lm.load_architecture(extended_file)  # No flag: an extended search's file works.
+    assert cell.functions == "extended" and cell.nodes[0].combine == "max"
+    assert train_lm.load_architecture(extended_file, 4, "extended") == cell
+    # A cell of the paper's functions belongs to the extended set too.
+    assert train_lm.load_architecture(arch_file, 2, "extended") == cell_space.paper_example()
+    with pytest.raises(ValueError, match="Cell functions must be one of"):
+        train_lm.load_architecture(arch_file, 2, "more")
+
+
+def test_a_max_or_sin_cell_under_the_paper_functions_names_the_function_set(extended_file):
+    with pytest.raises(ValueError) as caught:
+        train_lm.load_architecture(extended_file, 4, "paper")
+    message = str(caught.value)
+    assert "uses max, sin, which the 'paper' function set (--cell_functions=paper)" in message
+    assert "--cell_functions=extended" in message and "base" not in message
+
+
+def test_the_cell_functions_flag(tmp_path, extended_file):
+    assert train_lm.FLAGS["cell_functions"].parser.enum_values == list(cell_space.FUNCTIONS)
+    base = _TINY + [f"--architecture={extended_file}", "--cell_base=4", f"--output_dir={tmp_path}"]
+    _parse(base)
+    assert train_lm.FLAGS.cell_functions is None
+    assert train_lm.config_from_flags().description.functions == "extended"
+    _parse(base + ["--cell_functions=extended"])
+    assert train_lm.config_from_flags().description.nodes[1].activation == "sin"
+    _parse(base + ["--cell_functions=paper"])
+    with pytest.raises(train_lm.app.UsageError, match="'paper' function set"):
+        train_lm.config_from_flags()
+    with pytest.raises(train_lm.flags.IllegalFlagValueError):
+        _parse(base + ["--cell_functions=more"])
