@@ -1,4 +1,4 @@
-"""Tests of experiments/lm_recipe.py and experiments/reward_correlation.py.
+"""Tests of experiments/lm_recipe.py, reward_correlation.py and control_functions.py.
 
 Fast: the rank statistics against hand-computed values, the reward of a
 diverged child, the recipe rule (qualifying points, the fallback), and a
@@ -7,6 +7,7 @@ trained model's perplexity on shuffled tokens rising to the unigram level
 programs' --quick runs, twice (the second trains nothing).
 """
 
+import json
 import math
 import os
 import sys
@@ -21,6 +22,7 @@ from nas_tf.data import ngram, ptb
 _EXPERIMENTS = os.path.join(os.path.dirname(__file__), "..", "experiments")
 sys.path.insert(0, _EXPERIMENTS)
 try:
+    import control_functions as cf
     import lm_recipe
     import reward_correlation as rc
 finally:
@@ -85,6 +87,20 @@ def test_shuffled_tokens_raise_a_trained_models_perplexity_to_the_unigram_level(
     assert shuffled > 0.9 * unigram  # ...which shuffling takes away.
 
 
+def test_control_experiment_counts_max_and_sin(tmp_path):
+    values = {"node_0_combine": "max", "node_0_activation": "sin", "node_1_combine": "add",
+              "node_1_activation": "sin", "inject_combine": "max", "inject_activation": "tanh",
+              "cell_index_out": 1}  # fmt: skip
+    assert cf.uses(values) == {"max": 2, "sin": 2, "combinations": 3, "activations": 3}
+    other = dict(values, node_0_combine="add", node_0_activation="relu")
+    with open(tmp_path / "derive.jsonl", "w") as f:
+        for v, ppl in ((values, 120.0), (other, 110.0)):
+            f.write(json.dumps({"architecture": {"values": v}, "perplexity": ppl}) + "\n")
+    summary = cf.summarize(str(tmp_path))
+    assert summary["best_perplexity"] == 110.0 and summary["best_uses"]["max"] == 1
+    assert summary["max_share"] == pytest.approx(3 / 6) and summary["sin_share"] == pytest.approx(3 / 6)
+
+
 @pytest.mark.slow
 def test_quick_runs_twice_and_redo_nothing(tmp_path, capsys):
     for module in (lm_recipe, rc):
@@ -100,3 +116,7 @@ def test_quick_runs_twice_and_redo_nothing(tmp_path, capsys):
     assert "Spearman rho" in report and "shared weights" in report
     report = open(tmp_path / "lm_recipe" / "report.md").read()
     assert "shuffled test ppl" in report and "unigram ppl" in report
+    out = str(tmp_path / "control")
+    cf.main(["--quick", "--output_dir", out])
+    report = open(os.path.join(out, "report.md")).read()
+    assert "| extended | 1 |" in report and "| paper | 1 |" in report
