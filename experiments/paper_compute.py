@@ -38,6 +38,9 @@ SEARCH_CHILDREN, CHILD_EPOCHS, TRAIN_IMAGES, FULL_IMAGES = 12_800, 50, 45_000, 5
 GRID_POINTS, GRID_EPOCHS, FINAL_EPOCHS = 16, 50, 300
 # Sec. 4.2: up to 15,000 cells, children trained 35 epochs; PTB's training split.
 PTB_CHILDREN, PTB_EPOCHS, PTB_TRAIN_TOKENS, PTB_VOCAB = 15_000, 35, 929_589, 10_000
+# The character-level row (experiments/ptb_char_final.flags): about 5.0M training
+# characters, 50 symbols; a 16-point grid of 4 epochs, then 30 epochs.
+PTB_CHAR_TOKENS, PTB_CHAR_VOCAB, PTB_CHAR_EPOCHS = 5_017_000, 50, 16 * 4 + 30
 
 ROWS = [  # (row, space, more filters, the paper's depth / parameters / error)
     ("v1", "cifar10_v1", 0, "15 / 4.2M / 5.50%"),
@@ -114,6 +117,12 @@ def main():
                      "search_gpu_days": search / gpu / 86400,
                      "final_gpu_hours": final / gpu / 3600})  # fmt: skip
         print(json.dumps(rows[-1]), flush=True)
+    units = lm.units_for_budget(8, PTB_CHAR_VOCAB, 16_000_000, 2, False)
+    per_token = 3 * 2 * (2 * 16 * units * units + units * PTB_CHAR_VOCAB)
+    final = PTB_CHAR_EPOCHS * PTB_CHAR_TOKENS * per_token
+    rows.append({"row": "PTB char 16M", "units": units, "train_gflops_per_token": per_token / 1e9,
+                 "final_gpu_hours": final / gpu / 3600})  # fmt: skip
+    print(json.dumps(rows[-1]), flush=True)
     print("\n| row | paper (depth / params / error) | ours: depth | params | forward GFLOP "
           "| CPU step (s) | search, GPU-days | final, GPU-hours |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- |")

@@ -64,9 +64,10 @@ def parse_args(argv=None):
                    "parameter count every final model matches.")
     p.add_argument("--final_epochs", type=int, default=8)
     p.add_argument("--lr_decay_after", type=int, default=6)
-    p.add_argument("--optimizer", default="sgd", choices=("sgd", "adam"))
-    p.add_argument("--learning_rate", type=float, default=1.0)
-    p.add_argument("--init_scale", type=float, default=0.1)
+    # Children and final models train with the recipe lm_recipe.py chose at word level.
+    p.add_argument("--optimizer", default="adam", choices=("sgd", "adam"))
+    p.add_argument("--learning_rate", type=float, default=0.002)
+    p.add_argument("--init_scale", type=float, default=0.3)
     p.add_argument("--dropout", type=float, default=0.3)
     p.add_argument("--shared_steps", type=int, default=2000, help="Supernet steps (0: skip).")
     p.add_argument("--shared_units", type=int, default=64)

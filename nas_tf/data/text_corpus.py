@@ -20,7 +20,7 @@ rare words are), so that a model learns a cost for unseen words.
 the next 10 % validate, the last 10 % test, as PTB's sections are, with every
 training word kept. Here that put other topics in each block (training
 unigram perplexity 204 on validation, 116 on test), which measured topic
-shift more than modelling (docs/corpus.md has the figures of both).
+shift more than modelling (docs/lm_recipe.md has the figures of both).
 """
 
 import functools
