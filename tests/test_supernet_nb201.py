@@ -87,6 +87,24 @@ def test_one_trace_for_many_cells(traced):
     assert int(shared.step.numpy()) == 50
 
 
+def test_a_step_that_overflows_changes_nothing(traced):
+    # One network's non-finite loss must not poison the shared weights (or their momentum).
+    net, shared = traced
+    shared.reset(make_net())
+    x, y = batch()
+    code = net.encode(arch(0))
+    shared.train_step(x, y, code)  # Some momentum to keep.
+    before = [w.numpy().copy() for w in shared.weights + shared.velocities]
+    step = int(shared.step.numpy())
+    loss, _ = shared.train_step(np.full_like(x, np.nan), y, code)
+    assert not np.isfinite(loss) and int(shared.step.numpy()) == step + 1
+    for old, new in zip(before, shared.weights + shared.velocities):
+        np.testing.assert_array_equal(old, new.numpy())
+    loss, norm = shared.train_step(x, y, code)  # And training goes on.
+    assert np.isfinite(loss) and np.isfinite(norm)
+    assert shared.traces["train"] == 1
+
+
 def test_only_the_sampled_branches_run(traced):
     net, shared = traced
     x, y = batch()

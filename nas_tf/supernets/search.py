@@ -31,6 +31,7 @@ uninterrupted one.
 
 import dataclasses
 import json
+import math
 import os
 import time
 from typing import Callable, List, Optional
@@ -128,9 +129,12 @@ class SharedSearch:
                 self._queue = [a.to_json() for a in self._draw(min(20, end - pos["step"]))]
             arch = self.supernet.space.architecture_from_json(self._queue.pop(0))
             x, y = self.batches.train(pos["step"])
-            loss, _ = self.weights.train_step(x, y, self.supernet.encode(arch))
-            pos["loss_sum"] = pos.get("loss_sum", 0.0) + loss
-            pos["loss_count"] = pos.get("loss_count", 0) + 1
+            loss, norm = self.weights.train_step(x, y, self.supernet.encode(arch))
+            if math.isfinite(loss) and math.isfinite(norm):
+                pos["loss_sum"] = pos.get("loss_sum", 0.0) + loss
+                pos["loss_count"] = pos.get("loss_count", 0) + 1
+            else:  # Not applied (`SharedWeights.train_step`): that network overflowed.
+                pos["skipped"] = pos.get("skipped", 0) + 1
             pos["step"] += 1
             durable.fault_point("shared_after_step")
             if every and pos["step"] % every == 0 and pos["step"] < end:
@@ -166,6 +170,7 @@ class SharedSearch:
             "epoch": pos["epoch"] + 1,
             "step": pos["step"],
             "train_loss": pos["loss_sum"] / count if count else None,
+            "skipped_steps": pos.get("skipped", 0),
             "learning_rate": float(self.weights.learning_rate(pos["step"])),
             "controller_updates": self.algorithm.num_updates,
             "mean_reward": float(np.mean(self._rewards)) if self._rewards else None,

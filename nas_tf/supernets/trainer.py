@@ -31,7 +31,8 @@ class SharedWeights(tf.Module):
       config: a `SharedTraining`.
 
     Attributes:
-      step: training steps taken (a variable, saved with the weights).
+      step: training steps taken (a variable, saved with the weights); a step
+        whose loss or gradient norm is not finite counts but changes nothing.
       traces: {"train": n, "eval": n}, traces of each step function so far.
     """
 
@@ -82,9 +83,17 @@ class SharedWeights(tf.Module):
         if self.config.clip_norm is not None:
             grads, _ = tf.clip_by_global_norm(grads, self.config.clip_norm, use_norm=norm)
         lr, mu = self.learning_rate(self.step), self.config.momentum
-        for w, v, g in zip(self.weights, self.velocities, grads):
-            v.assign(mu * v + g)
-            w.assign_sub(lr * (g + mu * v))  # Nesterov.
+
+        def update():
+            for w, v, g in zip(self.weights, self.velocities, grads):
+                v.assign(mu * v + g)
+                w.assign_sub(lr * (g + mu * v))  # Nesterov.
+            return tf.constant(True)
+
+        # One sampled network whose loss or gradient overflows (a chain of products and
+        # relus can, at a wide initial range) must not turn every shared weight into NaN:
+        # its step changes nothing (the caller sees the non-finite loss or norm).
+        tf.cond(tf.math.is_finite(loss) & tf.math.is_finite(norm), update, lambda: tf.constant(False))
         self.step.assign_add(1)
         return loss, norm
 
@@ -93,7 +102,10 @@ class SharedWeights(tf.Module):
         return self.supernet.eval_sums(x, y, code)
 
     def train_step(self, x, y, code):
-        """One SGD step of the network `code`; returns (loss, gradient norm) as floats."""
+        """One SGD step of the network `code`; returns (loss, gradient norm) as floats.
+
+        When either is not finite the step was not applied.
+        """
         loss, norm = self._train(x, y, tf.convert_to_tensor(code, tf.int32))
         return float(loss), float(norm)
 
