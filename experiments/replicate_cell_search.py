@@ -433,6 +433,17 @@ def random_search(
     return done[:budget]
 
 
+def child_line(record: dict, seed: int, budget: int) -> str:
+    """Random search's progress line for one child record."""
+    if record["status"] != "COMPLETED":
+        what = f"FAILED ({record['reason']})"
+    elif record.get("diverged"):  # CellTask: a diverged child is completed with reward 0.
+        what = f"reward {record['reward']:.4f} (diverged)"
+    else:
+        what = f"reward {record['reward']:.4f} val_ppl {record['best_val_perplexity']:.2f}"
+    return f"[random seed {seed}] child {int(record['trial_id']) + 1}/{budget} {what}"
+
+
 def best_so_far(rewards: Sequence[Optional[float]]) -> List[float]:
     """The best finite reward among the first k children, for every k (NaN before any)."""
     out, best = [], -math.inf
@@ -506,10 +517,7 @@ def run_search(args, method: str, seed: int, data) -> dict:
         pool = worker.WorkerPool(task) if args.isolate_children else task
 
         def on_child(r):
-            what = (f"reward {r['reward']:.4f} val_ppl {r['best_val_perplexity']:.2f}"
-                    if r["status"] == "COMPLETED" else f"FAILED ({r['reason']})")  # fmt: skip
-            say(f"[random seed {seed}] child {int(r['trial_id']) + 1}/{args.budget} {what}",
-                flush=True)
+            say(child_line(r, seed, args.budget), flush=True)
 
         try:
             records = random_search(task.space, pool, args.budget, seed, out, on_child)

@@ -561,3 +561,14 @@ def test_quick_pipeline_end_to_end_and_resume(tmp_path, monkeypatch, capsys):
     assert stamp == {n: os.path.getmtime(os.path.join(out, "final", n, "seed0", "results.json"))
                      for n in finals}  # fmt: skip
     assert "| controller's best cell | 2 searches x 2 seeds |" in capsys.readouterr().out
+
+
+def test_random_search_line_of_a_diverged_child():
+    # CellTask completes a diverged child with reward 0 and no perplexity.
+    record = {"trial_id": "6", "status": "COMPLETED", "reward": 0.0, "diverged": True,
+              "best_val_perplexity": None}  # fmt: skip
+    assert rcs.child_line(record, 2, 16) == "[random seed 2] child 7/16 reward 0.0000 (diverged)"
+    record = {"trial_id": "0", "status": "COMPLETED", "reward": 0.002, "best_val_perplexity": 200.0}
+    assert rcs.child_line(record, 1, 16) == "[random seed 1] child 1/16 reward 0.0020 val_ppl 200.00"
+    record = {"trial_id": "1", "status": "FAILED", "reason": "oom"}
+    assert rcs.child_line(record, 1, 16) == "[random seed 1] child 2/16 FAILED (oom)"
