@@ -217,3 +217,27 @@ def test_bad_grid_flags_name_the_flag(tmp_path, argv, message):
     assert not os.path.exists(tmp_path / "out")
     with pytest.raises(train_lm.flags.IllegalFlagValueError):
         _parse(["--grid_epochs=0"])
+
+
+@pytest.mark.slow
+def test_a_kill_after_a_grid_point_loses_nothing(tmp_path):
+    # SIGKILL right after the first point's line is written; the same command resumes.
+    import signal
+    import subprocess
+    import sys
+
+    out = str(tmp_path / "grid")
+    argv = [sys.executable, "-m", "nas_tf.train_lm"] + _TINY + [
+        "--grid_learning_rates=1,0.5,0.25", f"--output_dir={out}"]  # fmt: skip
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = dict(os.environ, NAS_TF_FAULT=f"{lm_grid.FAULT_AFTER_POINT}:1")
+    killed = subprocess.run(argv, cwd=root, env=env, capture_output=True)
+    assert killed.returncode == -signal.SIGKILL
+    first = _lines(os.path.join(out, lm_grid.GRID))
+    assert len(first) == 1 and not os.path.exists(os.path.join(out, "results.json"))
+    env.pop("NAS_TF_FAULT")
+    done = subprocess.run(argv, cwd=root, env=env, capture_output=True)
+    assert done.returncode == 0, done.stderr.decode()[-2000:]
+    lines = _lines(os.path.join(out, lm_grid.GRID))
+    assert len(lines) == 3 and lines[0] == first[0]  # The finished point was not trained again.
+    assert _results(out)["chosen"] == min(lines, key=lambda r: r["best_val_perplexity"])["settings"]
