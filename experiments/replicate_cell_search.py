@@ -209,6 +209,11 @@ def parse_args(argv=None):
     p.add_argument("--dropout", type=float, default=0.5,
                    help="Input and output dropout of children (and the supernet) and, unless "
                    "--final_dropout, of final models.")
+    p.add_argument("--recipes", default="", help="Comma-separated recipe.json files of "
+                   "experiments/lm_recipe.py: for the dataset each was measured on, its chosen "
+                   "optimizer, learning rate, weight range and dropout replace the children's and "
+                   "final models' flags, and its units, epochs and decay epoch the final models' "
+                   "(so that one command runs word and character level, each on its own recipe).")
     p.add_argument("--timing_rounds", type=int, default=3, help="Alternating timing rounds.")
     p.add_argument("--timing_steps", type=int, default=10, help="Steps per model and round.")
     p.add_argument("--plot", default="", help="Where the plot goes (default: "
@@ -232,6 +237,10 @@ def parse_args(argv=None):
     if bad or not args.datasets or len(set(args.datasets)) != len(args.datasets):
         p.error(f"--data: give distinct names from {list(DATASETS)}, got {args.data!r}.")
     args.data = args.datasets[0]
+    try:
+        args.recipes = read_recipes(args.recipes, args.datasets)
+    except ValueError as e:
+        p.error(f"--recipes: {e}")
     args.methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     bad = [m for m in args.methods if m not in METHODS]
     if bad or not args.methods:
@@ -267,14 +276,54 @@ def parse_args(argv=None):
     return args
 
 
+def read_recipes(paths: str, datasets: Sequence[str]) -> Dict[str, dict]:
+    """{dataset: recipe.json of experiments/lm_recipe.py} for comma-separated `paths`.
+
+    Raises:
+      ValueError: a file that is missing or not a recipe, one for a dataset
+        outside `datasets`, or two for one dataset.
+    """
+    out: Dict[str, dict] = {}
+    for path in (p.strip() for p in paths.split(",") if p.strip()):
+        try:
+            with open(path, encoding="utf-8") as f:
+                recipe = json.load(f)
+            name = recipe["args"]["data"]
+            missing = [k for k in ("optimizer", "learning_rate", "init_scale", "dropout")
+                       if k not in recipe["chosen"]]  # fmt: skip
+            missing += [k for k in ("units", "epochs", "lr_decay_after") if k not in recipe["args"]]
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            raise ValueError(f"{path} is not a recipe.json of experiments/lm_recipe.py ({e}).")
+        if missing:
+            raise ValueError(f"{path} is not a recipe.json of experiments/lm_recipe.py "
+                             f"(no {', '.join(missing)}).")  # fmt: skip
+        if name not in datasets or name in out:
+            raise ValueError(f"{path} is for {name!r}: give one recipe per dataset of --data.")
+        out[name] = recipe
+    return out
+
+
+def apply_recipe(args, recipe: dict) -> None:
+    """Puts a recipe.json's chosen point into `args` (children and final models alike)."""
+    chosen, measured = recipe["chosen"], recipe["args"]
+    args.child_optimizer = args.final_optimizer = chosen["optimizer"]
+    args.child_learning_rate = args.final_learning_rate = chosen["learning_rate"]
+    args.child_init_scale = args.final_init_scale = chosen["init_scale"]
+    args.dropout = args.final_dropout = chosen["dropout"]
+    args.final_units, args.final_epochs = measured["units"], measured["epochs"]
+    args.final_lr_decay_after = measured["lr_decay_after"]
+
+
 def for_dataset(args, name: str):
-    """`args` for one dataset: its --data, output directory and plot.
+    """`args` for one dataset: its --data, output directory, plot and recipe.
 
     With one dataset, the output directory is --output_dir itself (as it has
     always been); with several, <output_dir>/<name>.
     """
     out = copy.copy(args)
     out.data = name
+    if name in args.recipes:
+        apply_recipe(out, args.recipes[name])
     several = len(args.datasets) > 1
     out.output_dir = os.path.join(args.root_dir, name) if several else args.root_dir
     if args.plot_flag and several:

@@ -572,3 +572,40 @@ def test_random_search_line_of_a_diverged_child():
     assert rcs.child_line(record, 1, 16) == "[random seed 1] child 1/16 reward 0.0020 val_ppl 200.00"
     record = {"trial_id": "1", "status": "FAILED", "reason": "oom"}
     assert rcs.child_line(record, 1, 16) == "[random seed 1] child 2/16 FAILED (oom)"
+
+
+def _write(path, text):
+    path.write_text(text)
+    return str(path)
+
+
+def _recipe(path, data, **chosen):
+    point = {"optimizer": "adam", "learning_rate": 0.002, "init_scale": 0.3, "dropout": 0.2}
+    point.update(chosen)
+    args = {"data": data, "units": 128, "epochs": 6, "lr_decay_after": 4}
+    path.write_text(json.dumps({"chosen": point, "args": args}))
+    return str(path)
+
+
+def test_recipes_set_each_datasets_children_and_final_models(tmp_path):
+    char = _recipe(tmp_path / "char.json", "text_char")
+    args = rcs.parse_args(["--data=text,text_char", f"--recipes={char}", "--final_units=64",
+                           f"--output_dir={tmp_path}"])  # fmt: skip
+    word, chars = rcs.for_dataset(args, "text"), rcs.for_dataset(args, "text_char")
+    assert (word.final_units, word.final_optimizer, word.dropout) == (64, "sgd", 0.5)
+    assert (chars.final_units, chars.final_epochs, chars.final_lr_decay_after) == (128, 6, 4)
+    for field in ("child_optimizer", "final_optimizer"):
+        assert getattr(chars, field) == "adam"
+    assert chars.child_init_scale == chars.final_init_scale == 0.3
+    assert chars.dropout == chars.final_dropout == 0.2 and chars.final_learning_rate == 0.002
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda p: str(p / "missing.json"), "is not a recipe.json"),
+    (lambda p: _recipe(p / "ptb.json", "ptb"), "is for 'ptb'"),
+    (lambda p: _write(p / "bad.json", '{"chosen": {}, "args": {"data": "text"}}'), "no optimizer"),
+])  # fmt: skip
+def test_bad_recipes_are_named(tmp_path, capsys, make, message):
+    with pytest.raises(SystemExit):
+        rcs.parse_args(["--data=text", f"--recipes={make(tmp_path)}", f"--output_dir={tmp_path}"])
+    assert message in capsys.readouterr().err
