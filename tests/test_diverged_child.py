@@ -57,6 +57,25 @@ def _check_diverged(record, level):
     assert _strict_json(record) == record
 
 
+def _tiny_search(out: str) -> "search.SearchConfig":
+    """A 2-child base-2 cell search trained in this process (so a monkeypatch reaches it)."""
+    return search.SearchConfig(
+        output_dir=out,
+        space="ptb_cell",
+        space_overrides={"base": 2},
+        dataset="text",
+        max_trials=2,
+        reinforce=controller_search.default_reinforce_config(batch_size=2),
+        lm_model=lm.LanguageModelConfig(units=4),
+        lm_train=lm_trainer.TrainConfig(
+            epochs=1, batch_size=2, bptt_steps=4, eval_batch_size=1,
+            max_train_batches=2, max_eval_batches=2,
+        ),  # fmt: skip
+        isolate_children=False,
+        verbose=0,
+    )
+
+
 def test_a_forced_divergence_is_a_finished_child_with_reward_zero(monkeypatch, tmp_path):
     def diverge(*args, **kwargs):
         raise ChildDivergedError("Training loss is nan at epoch 0, batch 1: the cell diverged.")
@@ -110,21 +129,7 @@ def test_a_search_feeds_a_diverged_child_to_the_controller_and_reports_it(tmp_pa
 
     monkeypatch.setattr(lm_trainer, "train_language_model", first_diverges)
     out = str(tmp_path / "ptb")
-    config = search.SearchConfig(
-        output_dir=out,
-        space="ptb_cell",
-        space_overrides={"base": 2},
-        dataset="text",
-        max_trials=2,
-        reinforce=controller_search.default_reinforce_config(batch_size=2),
-        lm_model=lm.LanguageModelConfig(units=4),
-        lm_train=lm_trainer.TrainConfig(
-            epochs=1, batch_size=2, bptt_steps=4, eval_batch_size=1,
-            max_train_batches=2, max_eval_batches=2,
-        ),  # fmt: skip
-        isolate_children=False,  # The monkeypatch lives in this process.
-        verbose=0,
-    )
+    config = _tiny_search(out)
     best = search.run(config, data=_data())
 
     history = search.read_history(out)
@@ -192,21 +197,7 @@ def test_a_diverged_child_recorded_before_a_kill_is_reported_again_not_retrained
 
     monkeypatch.setattr(lm_trainer, "train_language_model", first_diverges)
     monkeypatch.setattr(durable, "fault_point", stop_after_the_first_record)
-    config = search.SearchConfig(
-        output_dir=str(tmp_path),
-        space="ptb_cell",
-        space_overrides={"base": 2},
-        dataset="text",
-        max_trials=2,
-        reinforce=controller_search.default_reinforce_config(batch_size=2),
-        lm_model=lm.LanguageModelConfig(units=4),
-        lm_train=lm_trainer.TrainConfig(
-            epochs=1, batch_size=2, bptt_steps=4, eval_batch_size=1,
-            max_train_batches=2, max_eval_batches=2,
-        ),  # fmt: skip
-        isolate_children=False,
-        verbose=0,
-    )
+    config = _tiny_search(str(tmp_path))
     with pytest.raises(search.SearchError, match="stopped after the first record"):
         search.run(config, data=_data())
     best = search.run(config, data=_data())
