@@ -147,6 +147,11 @@ def parse_args(argv=None):
                    "(no final training, no report): run the searches of each method or seed "
                    "as separate processes or machines sharing --output_dir, then the whole "
                    "command, which finds them done.")
+    p.add_argument("--final_shard", default="", help="K/N: train only the final runs K, "
+                   "K+N, K+2N, ... (each a model and a training seed, counted from 1) of each "
+                   "dataset, then stop without the report: after the searches, N processes "
+                   "sharing --output_dir split the final training, then the whole command finds "
+                   "it done and writes the report.")
     p.add_argument("--budget", type=int, default=60, help="Children per multi-trial search "
                    "(distinct ones, except the paper preset's, which trains repeats too).")
     p.add_argument("--cell_base", type=int, default=4, help="Leaves of the searched cell "
@@ -264,6 +269,12 @@ def parse_args(argv=None):
         p.error(f"--only_seed must be 0 (all) or in 1..{args.seeds}, got {args.only_seed}.")
     if args.only_seed and not args.searches_only:
         p.error("--only_seed runs part of the searches; give --searches_only with it.")
+    try:
+        args.final_shard = parse_shard(args.final_shard)
+    except ValueError as e:
+        p.error(f"--final_shard: {e}")
+    if args.final_shard and args.searches_only:
+        p.error("--final_shard trains after the searches; --searches_only stops before.")
     if args.cell_base < 2 or args.cell_base & (args.cell_base - 1):
         p.error(f"--cell_base must be a power of two >= 2, got {args.cell_base}.")
     if args.final_dropout is None:
@@ -274,6 +285,27 @@ def parse_args(argv=None):
     args.root_dir, args.plot_flag = args.output_dir, args.plot
     args.plot = args.plot or os.path.join(args.output_dir, "cell_search_replication.png")
     return args
+
+
+def parse_shard(text: str):
+    """(k, n) of a --final_shard "K/N" with 1 <= K <= N, or None for ""."""
+    if not text:
+        return None
+    try:
+        k, n = (int(part) for part in text.split("/"))
+    except ValueError:
+        raise ValueError(f"give K/N, e.g. 1/2, got {text!r}.") from None
+    if not 1 <= k <= n:
+        raise ValueError(f"K/N needs 1 <= K <= N, got {text!r}.")
+    return k, n
+
+
+def shard(runs: Sequence, final_shard) -> list:
+    """The runs of shard (k, n): every n-th from the k-th (all runs for None)."""
+    if final_shard is None:
+        return list(runs)
+    k, n = final_shard
+    return list(runs)[k - 1::n]
 
 
 def read_recipes(paths: str, datasets: Sequence[str]) -> Dict[str, dict]:
@@ -1140,7 +1172,7 @@ def settings_text(args, data) -> str:
 
 def run_dataset(args, data) -> dict:
     """The whole pipeline on one dataset: {"text": its report block, "seconds": compute}
-    (None after --searches_only)."""
+    (None after --searches_only or --final_shard)."""
     seeds = [args.only_seed] if args.only_seed else range(1, args.seeds + 1)
     searches = [run_search(args, method, seed, data) for method in args.methods for seed in seeds]
     if args.searches_only:
@@ -1150,6 +1182,13 @@ def run_dataset(args, data) -> dict:
             print(f"{args.data}: {s['method']} seed {s['seed']}: {size} ({s['seconds']:.0f} s)")
         return None
     models = final_models(args, searches, data.vocab_size)
+    if args.final_shard:
+        runs = shard([(m, t) for m in models for t in range(args.final_seeds)], args.final_shard)
+        for m, t in runs:
+            train_final(args, m, t, data)
+        print(f"{args.data}: final shard {'/'.join(map(str, args.final_shard))}: "
+              f"{len(runs)} runs done.")
+        return None
     results = {m.name: [train_final(args, m, t, data) for t in range(args.final_seeds)]
                for m in models}  # fmt: skip
     timing = time_models(args, models, data)
@@ -1187,7 +1226,7 @@ def main(argv=None):
         dataset_args = for_dataset(args, name)
         os.makedirs(dataset_args.output_dir, exist_ok=True)
         blocks.append(run_dataset(dataset_args, datas[name]))
-    if args.searches_only:
+    if args.searches_only or args.final_shard:
         return 0
     command = "python experiments/replicate_cell_search.py " + " ".join(
         shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv)

@@ -259,6 +259,38 @@ def test_searches_only_stops_before_final_training(tmp_path, monkeypatch, capsys
     assert "controller seed 2: 3 children" in capsys.readouterr().out
 
 
+def test_final_shards_split_the_final_runs_exactly(tmp_path, monkeypatch, capsys):
+    trained = []
+    searches = _searches(["controller", "random"])
+    monkeypatch.setattr(rcs, "run_search", lambda args, method, seed, data: next(
+        s for s in searches if (s["method"], s["seed"]) == (method, seed)))
+    monkeypatch.setattr(rcs, "train_final", lambda args, m, t, data: trained.append((m.name, t)))
+    monkeypatch.setattr(rcs, "time_models", lambda *a: pytest.fail("a shard writes no report"))
+    monkeypatch.setattr("nas_tf.train_lm.load_data", lambda *a: type("D", (), {"vocab_size": 75}))
+    argv = ["--methods", "controller,random", "--seeds", "1", "--final_seeds", "3",
+            "--final_units", "64", "--output_dir", str(tmp_path)]  # fmt: skip
+    shards = []
+    for k in (1, 2, 3):
+        trained.clear()
+        assert rcs.main(argv + ["--final_shard", f"{k}/3"]) == 0
+        shards.append(list(trained))
+    # 2 searched cells + 3 baselines, 3 seeds each: 15 runs, 5 per shard, none twice.
+    every = [run for s in shards for run in s]
+    assert [len(s) for s in shards] == [5, 5, 5] and len(set(every)) == 15
+    assert "final shard 3/3: 5 runs done" in capsys.readouterr().out
+    assert rcs.shard(range(7), (2, 3)) == [1, 4] and rcs.shard("ab", None) == ["a", "b"]
+
+
+def test_bad_final_shards_are_refused(capsys):
+    for bad in ("2", "0/2", "3/2", "a/b"):
+        with pytest.raises(SystemExit):
+            rcs.parse_args(["--final_shard", bad])
+        assert "--final_shard" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        rcs.parse_args(["--final_shard", "1/2", "--searches_only"])
+    assert rcs.parse_args(["--final_shard", "2/2"]).final_shard == (2, 2)
+
+
 def _hand_results(models, test_of):
     """Results whose test perplexities are `test_of(k, t)` for model k and seed t."""
     return {m.name: [{"best_val_perplexity": test_of(k, t) + 1.0, "test_perplexity": test_of(k, t),
