@@ -558,6 +558,17 @@ def _summarize_search(records: List[dict], method: str, seed: int, seconds: floa
     }
 
 
+class SearchNotDoneError(RuntimeError):
+    """A --final_shard process met an unfinished search (N shards would all run it)."""
+
+
+def _refuse_in_shard(args, out: str) -> None:
+    if args.final_shard:
+        raise SearchNotDoneError(
+            f"--final_shard: the search in {out} is not finished; run the searches first "
+            "(--searches_only), so that no two shard processes write one search.")
+
+
 def run_search(args, method: str, seed: int, data) -> dict:
     """One search (resumed if started, skipped if finished); returns its summary."""
     if method == SHARED:
@@ -569,6 +580,7 @@ def run_search(args, method: str, seed: int, data) -> dict:
     summary = _read_json(os.path.join(out, SUMMARY))
     if summary is not None and summary["children"] >= args.budget:
         return summary  # A larger --budget extends it (every method resumes exactly).
+    _refuse_in_shard(args, out)
     model, train = child_configs(args, seed)
     start = time.time()
     say = print if args.verbose else (lambda *a, **k: None)
@@ -644,6 +656,7 @@ def run_shared_search(args, seed: int, data) -> dict:
     summary = _read_json(os.path.join(out, SUMMARY))
     if summary is not None and summary.get("settings") == wanted:
         return summary  # Other sizes: search.run refuses to mix them (ConfigChangedError).
+    _refuse_in_shard(args, out)
     model, train = child_configs(args, seed)
     start = time.time()
     if args.verbose:
@@ -1225,7 +1238,11 @@ def main(argv=None):
     for name in args.datasets:
         dataset_args = for_dataset(args, name)
         os.makedirs(dataset_args.output_dir, exist_ok=True)
-        blocks.append(run_dataset(dataset_args, datas[name]))
+        try:
+            blocks.append(run_dataset(dataset_args, datas[name]))
+        except SearchNotDoneError as e:
+            print(f"replicate_cell_search: {e}", file=sys.stderr)
+            return 2
     if args.searches_only or args.final_shard:
         return 0
     command = "python experiments/replicate_cell_search.py " + " ".join(

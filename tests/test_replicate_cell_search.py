@@ -281,6 +281,19 @@ def test_final_shards_split_the_final_runs_exactly(tmp_path, monkeypatch, capsys
     assert rcs.shard(range(7), (2, 3)) == [1, 4] and rcs.shard("ab", None) == ["a", "b"]
 
 
+def test_a_final_shard_refuses_to_run_an_unfinished_search(tmp_path, monkeypatch, capsys):
+    # No search has finished in tmp_path: every shard would start the same search.
+    monkeypatch.setattr(rcs, "train_final", lambda *a: pytest.fail("no final run before searches"))
+    monkeypatch.setattr("nas_tf.train_lm.load_data", lambda *a: type("D", (), {"vocab_size": 75}))
+    for method in ("random", "shared"):
+        argv = ["--methods", method, "--seeds", "1", "--final_shard", "1/2",
+                "--output_dir", str(tmp_path)]  # fmt: skip
+        assert rcs.main(argv) == 2
+        err = capsys.readouterr().err
+        assert f"{method}_seed1 is not finished" in err and "--searches_only" in err
+        assert not os.path.exists(os.path.join(tmp_path, "searches", f"{method}_seed1"))
+
+
 def test_bad_final_shards_are_refused(capsys):
     for bad in ("2", "0/2", "3/2", "a/b"):
         with pytest.raises(SystemExit):
