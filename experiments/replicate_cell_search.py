@@ -209,6 +209,10 @@ def parse_args(argv=None):
                    help="Final models' learning rate (SGD 1.0; Adam e.g. 0.002).")
     p.add_argument("--final_init_scale", type=float, default=0.05,
                    help="Final models' weights start in [-s, s] (Zaremba et al.: 0.05).")
+    p.add_argument("--final_init_scales", default="", help="Comma-separated weight ranges: "
+                   "each final model takes the one with the lowest validation perplexity after "
+                   "one epoch at training seed 0 (the paper tuned each final model's range; one "
+                   "range does not suit every cell and width); empty: --final_init_scale for all.")
     p.add_argument("--final_dropout", type=float, default=None,
                    help="Final models' input and output dropout (default: --dropout).")
     p.add_argument("--dropout", type=float, default=0.5,
@@ -279,6 +283,12 @@ def parse_args(argv=None):
         p.error(f"--cell_base must be a power of two >= 2, got {args.cell_base}.")
     if args.final_dropout is None:
         args.final_dropout = args.dropout
+    try:
+        args.final_init_scales = [float(v) for v in args.final_init_scales.split(",") if v.strip()]
+    except ValueError:
+        p.error(f"--final_init_scales: give comma-separated numbers, got {args.final_init_scales!r}.")
+    if not all(math.isfinite(v) and v > 0 for v in args.final_init_scales):
+        p.error(f"--final_init_scales must be positive, got {args.final_init_scales}.")
     for name in ("dropout", "final_dropout"):
         if not 0 <= getattr(args, name) < 1:
             p.error(f"--{name} must be in [0, 1), got {getattr(args, name)}.")
@@ -415,15 +425,16 @@ def final_train_config(args, seed: int):
     )
 
 
-def final_model_config(args, model: "FinalModel"):
-    """The `LanguageModelConfig` of one final model (the recipe's dropout and weight range)."""
+def final_model_config(args, model: "FinalModel", init_scale: Optional[float] = None):
+    """The `LanguageModelConfig` of one final model (the recipe's dropout and weight range,
+    or `init_scale`)."""
     from nas_tf.children import language_model as lm
 
     return lm.LanguageModelConfig(
         units=model.units,
         input_dropout=args.final_dropout,
         output_dropout=args.final_dropout,
-        init_scale=args.final_init_scale,
+        init_scale=args.final_init_scale if init_scale is None else init_scale,
         cell="lstm" if model.description is None else "nas",
     )
 # -- searches -----------------------------------------------------------------
@@ -788,8 +799,31 @@ def final_models(args, searches: List[dict], vocab_size: int) -> List[FinalModel
     return models
 
 
-def train_final(args, model: FinalModel, seed: int, data) -> dict:
-    """Trains one final model with one seed (skipped if its results.json exists).
+def choose_init_scale(args, model: FinalModel, data) -> dict:
+    """{"init_scale": the model's weight range, "seconds": the choice's training}.
+
+    With --final_init_scales, one epoch per range at training seed 0 (each run
+    kept in final/<model>/init_<range>/, resumed like any final run); the
+    lowest validation perplexity wins, a diverged range never does.
+    """
+    if not args.final_init_scales:
+        return {"init_scale": args.final_init_scale, "seconds": 0.0}
+    probe = copy.copy(args)
+    probe.final_epochs = 1
+    scores, seconds = {}, 0.0
+    for scale in args.final_init_scales:
+        run_dir = os.path.join(args.output_dir, "final", model.name, f"init_{scale:g}")
+        r = train_final(probe, model, 0, data, init_scale=scale, run_dir=run_dir)
+        value = r["best_val_perplexity"]
+        scores[scale] = value if math.isfinite(value) else math.inf
+        seconds += r["seconds"]
+    return {"init_scale": min(args.final_init_scales, key=lambda v: scores[v]), "seconds": seconds}
+
+
+def train_final(args, model: FinalModel, seed: int, data, init_scale: Optional[float] = None,
+                run_dir: Optional[str] = None) -> dict:
+    """Trains one final model with one seed (skipped if its results.json exists), in
+    `run_dir` (default final/<model>/seed<seed>) at `init_scale` (default the recipe's).
 
     A run that diverges is a result too: its results.json holds "failed" and
     NaN perplexities, and the tables count it apart from the means.
@@ -799,13 +833,13 @@ def train_final(args, model: FinalModel, seed: int, data) -> dict:
     from nas_tf import train_lm
     from nas_tf.children.base import ChildTrainingError
 
-    out = os.path.join(args.output_dir, "final", model.name, f"seed{seed}")
+    out = run_dir or os.path.join(args.output_dir, "final", model.name, f"seed{seed}")
     config = train_lm.RunConfig(
         output_dir=out,
         data_name=args.data,
         data_dir=args.data_dir,
         description=model.description,
-        model=final_model_config(args, model),
+        model=final_model_config(args, model, init_scale),
         train=final_train_config(args, seed),
         verbose=0,
     )
@@ -1147,6 +1181,8 @@ def plot(path: str, searches: List[dict], models: List[FinalModel],
 
 def settings_text(args, data) -> str:
     """What ran, in words."""
+    weight_range = (f"±{args.final_init_scale:g}" if not args.final_init_scales else
+                    "the range chosen per model (below)")  # fmt: skip
     child_batches = args.child_max_train_batches or "all"
     final_batches = args.final_max_train_batches or "all"
     multi = [m for m in args.methods if m in MULTI_TRIAL]
@@ -1177,10 +1213,20 @@ def settings_text(args, data) -> str:
         f"(each width solved to within {TOLERANCE:.0%}), {args.final_epochs} epoch(s) of "
         f"{final_batches} batches, {args.final_optimizer.upper()} {args.final_learning_rate:g} "
         f"x0.8 per epoch after {args.final_lr_decay_after}, clip 5, weights in "
-        f"±{args.final_init_scale:g}, dropout {args.final_dropout}, seeds "
+        f"{weight_range}, dropout {args.final_dropout}, seeds "
         f"0..{args.final_seeds - 1}; test on {args.final_max_eval_batches or 'all'} batches "
         "with the best validation epoch's weights."
     )
+
+
+def ranges_text(args, models: List[FinalModel], chosen: Dict[str, dict]) -> str:
+    """The weight range each final model took (nothing without --final_init_scales)."""
+    if not args.final_init_scales:
+        return ""
+    picks = ", ".join(f"{m.name} ±{chosen[m.name]['init_scale']:g}" for m in models)
+    options = ", ".join(f"{v:g}" for v in args.final_init_scales)
+    return (f"Weight ranges, each final model's chosen from {options} by validation "
+            f"perplexity after one epoch at training seed 0: {picks}.")
 
 
 def run_dataset(args, data) -> dict:
@@ -1196,25 +1242,30 @@ def run_dataset(args, data) -> dict:
         return None
     models = final_models(args, searches, data.vocab_size)
     if args.final_shard:
+        for m in shard(models, args.final_shard):  # Its share of the range choices first,
+            choose_init_scale(args, m, data)  # so that shards rarely train one twice.
         runs = shard([(m, t) for m in models for t in range(args.final_seeds)], args.final_shard)
         for m, t in runs:
-            train_final(args, m, t, data)
+            train_final(args, m, t, data, choose_init_scale(args, m, data)["init_scale"])
         print(f"{args.data}: final shard {'/'.join(map(str, args.final_shard))}: "
               f"{len(runs)} runs done.")
         return None
-    results = {m.name: [train_final(args, m, t, data) for t in range(args.final_seeds)]
-               for m in models}  # fmt: skip
+    chosen = {m.name: choose_init_scale(args, m, data) for m in models}
+    results = {m.name: [train_final(args, m, t, data, chosen[m.name]["init_scale"])
+                        for t in range(args.final_seeds)] for m in models}  # fmt: skip
     timing = time_models(args, models, data)
     char = data.level == "char"
     plot(args.plot, searches, models, results, char)
     compute = (sum(s["seconds"] for s in searches) + timing_seconds(args)
-               + sum(r["seconds"] for runs in results.values() for r in runs))  # fmt: skip
+               + sum(r["seconds"] for runs in results.values() for r in runs)
+               + sum(c["seconds"] for c in chosen.values()))  # fmt: skip
     figure = "bits per character (log2 of perplexity)" if char else "perplexity"
     block = "\n\n".join(filter(None, [
         f"## {args.data}: {data.level} level, test {figure}",
         settings_text(args, data),
         tables(searches, models, results, timing, char),
         verdict(models, results, char),
+        ranges_text(args, models, chosen),
         f"Searches, final trainings and step timing of {args.data}, summed over the "
         f"invocations that ran them: {compute:.0f} s (a search resumed after a kill counts "
         f"from its resume). Plot: {args.plot}.",

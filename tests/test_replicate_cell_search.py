@@ -264,7 +264,7 @@ def test_final_shards_split_the_final_runs_exactly(tmp_path, monkeypatch, capsys
     searches = _searches(["controller", "random"])
     monkeypatch.setattr(rcs, "run_search", lambda args, method, seed, data: next(
         s for s in searches if (s["method"], s["seed"]) == (method, seed)))
-    monkeypatch.setattr(rcs, "train_final", lambda args, m, t, data: trained.append((m.name, t)))
+    monkeypatch.setattr(rcs, "train_final", lambda args, m, t, data, *_: trained.append((m.name, t)))
     monkeypatch.setattr(rcs, "time_models", lambda *a: pytest.fail("a shard writes no report"))
     monkeypatch.setattr("nas_tf.train_lm.load_data", lambda *a: type("D", (), {"vocab_size": 75}))
     argv = ["--methods", "controller,random", "--seeds", "1", "--final_seeds", "3",
@@ -292,6 +292,41 @@ def test_a_final_shard_refuses_to_run_an_unfinished_search(tmp_path, monkeypatch
         err = capsys.readouterr().err
         assert f"{method}_seed1 is not finished" in err and "--searches_only" in err
         assert not os.path.exists(os.path.join(tmp_path, "searches", f"{method}_seed1"))
+
+
+def test_each_final_model_takes_its_best_weight_range_on_validation(monkeypatch):
+    args = rcs.parse_args(["--final_units", "64", "--final_init_scales", "0.1,0.3",
+                           "--final_epochs", "6"])  # fmt: skip
+    models = rcs.final_models(args, _searches(["controller"]), 75)
+    # One-epoch validation perplexity per (model, range): the LSTM does best at 0.3, the
+    # searched cells at 0.1; the LSTM-like cell diverges at 0.1 (never chosen).
+    val = {("lstm", 0.1): 30.0, ("lstm", 0.3): 20.0, ("lstm_like", 0.1): math.nan,
+           ("lstm_like", 0.3): 25.0}  # fmt: skip
+    calls = []
+
+    def fake_train(a, m, seed, data, init_scale=None, run_dir=None):
+        calls.append((m.name, seed, init_scale, a.final_epochs, run_dir))
+        return {"best_val_perplexity": val.get((m.name, init_scale), 100.0 * init_scale),
+                "seconds": 2.0}  # fmt: skip
+
+    monkeypatch.setattr(rcs, "train_final", fake_train)
+    picks = {m.name: rcs.choose_init_scale(args, m, None) for m in models}
+    assert picks["lstm"] == {"init_scale": 0.3, "seconds": 4.0}
+    assert picks["lstm_like"]["init_scale"] == 0.3
+    assert picks["controller_seed1"]["init_scale"] == 0.1 and picks["paper"]["init_scale"] == 0.1
+    # Probes: one epoch, training seed 0, their own directories beside the seeds'.
+    assert {(c[1], c[3]) for c in calls} == {(0, 1)} and len(calls) == 2 * len(models)
+    assert calls[0][4].endswith(os.path.join("final", "lstm", "init_0.1"))
+    assert args.final_epochs == 6  # The probe's one epoch is a copy's.
+    text = rcs.ranges_text(args, models, picks)
+    assert "lstm ±0.3" in text and "controller_seed1 ±0.1" in text
+    plain = rcs.parse_args(["--final_init_scale", "0.2"])
+    assert rcs.choose_init_scale(plain, models[0], None) == {"init_scale": 0.2, "seconds": 0.0}
+    assert rcs.ranges_text(plain, models, {}) == ""
+    config = rcs.final_model_config(args, models[1], 0.1)
+    assert config.init_scale == 0.1 and rcs.final_model_config(args, models[1]).init_scale == 0.05
+    with pytest.raises(SystemExit):
+        rcs.parse_args(["--final_init_scales", "0.1,-1"])
 
 
 def test_bad_final_shards_are_refused(capsys):
@@ -530,7 +565,7 @@ def test_one_command_reports_every_dataset_with_its_verdict(tmp_path, monkeypatc
     def fake_search(args, method, seed, data):
         return {**next(s for s in _searches([method]) if s["seed"] == seed), "seconds": 10.0}
 
-    def fake_final(args, model, seed, data):
+    def fake_final(args, model, seed, data, *_):
         ppl = 100.0 + seed if data.level == "word" else 2.0 ** (1.5 + seed / 10)
         return {"best_val_perplexity": ppl, "test_perplexity": ppl, "seconds": 1.0,
                 "num_parameters": model.parameters}  # fmt: skip
