@@ -33,8 +33,9 @@ datasets (`--data=text,text_char`: word and character level):
    language model with the same parameter count (the width of each is
    solved so that it lands within 2 % of the LSTM's at --final_units), the
    same recipe (--final_optimizer, --final_learning_rate, --final_init_scale,
-   --final_dropout: the one experiments/lm_recipe.py chooses) and
-   --final_seeds training seeds. Then milliseconds per training step,
+   --final_dropout: the one experiments/lm_recipe.py chooses; with
+   --final_init_scales each model's weight range is chosen on one epoch of
+   validation) and --final_seeds training seeds. Then milliseconds per step,
    measured on fresh copies of every model in alternating rounds
    (`cell_vs_lstm.step_times`), so that load from other processes weighs on
    all alike.
